@@ -1,0 +1,495 @@
+"""Shared-memory scoreboard: one fixed-size slot per worker, written by that worker, read by the arbiter.
+
+The mmap is anonymous and MAP_SHARED, created by the arbiter before it forks, so every worker inherits it.
+Each slot has exactly one writer (its worker). Writers never take a lock: they bump the slot's sequence
+counter to an odd value, write, and bump it to even again (a seqlock). Readers copy the slot and retry while
+the counter is odd or changed, so a worker that is stuck or killed mid-write can never block the arbiter;
+after a bounded number of retries the reader returns the last copy flagged ``torn``.
+
+Pool totals (accepted connections, requests, tasks, slow requests, memory peak) survive worker deaths: on
+``release`` the arbiter folds the dead worker's counters into totals kept in the arbiter's own memory.
+"""
+
+from __future__ import annotations
+
+import enum
+import mmap
+import os
+import struct
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["PENDING_BYTES", "PoolSnapshot", "PoolTotals", "Scoreboard", "Slot", "SlotSnapshot", "State", "rss_bytes"]
+
+
+class State(enum.IntEnum):
+    IDLE = 0
+    READING = 1
+    RUNNING = 2
+    FINISHING = 3  # after-response work: the client has its response, the worker is still busy
+    ENDING = 4
+
+    @property
+    def label(self) -> str:
+        return _LABELS[self]
+
+
+# Labels as the status page prints them; "Reading headers" is PHP-FPM's text for the reading stage.
+_LABELS = {
+    State.IDLE: "Idle",
+    State.READING: "Reading headers",
+    State.RUNNING: "Running",
+    State.FINISHING: "Finishing",
+    State.ENDING: "Ending",
+}
+
+METHOD_BYTES = 16
+URI_BYTES = 512
+QUERY_BYTES = 512
+SCRIPT_BYTES = 256
+PENDING_BYTES = 1024  # task names separated by NUL; the count field says how many there really are
+
+# (name, struct format). Little-endian, no padding: offsets are computed below.
+_FIELDS: list[tuple[str, str]] = [
+    ("seq", "Q"),
+    ("pid", "i"),
+    ("state", "B"),
+    ("start_time", "d"),  # wall clock, when the worker took the slot
+    ("requests", "Q"),
+    ("accepted", "Q"),
+    ("method", f"{METHOD_BYTES}s"),
+    ("uri", f"{URI_BYTES}s"),
+    ("query", f"{QUERY_BYTES}s"),
+    ("script", f"{SCRIPT_BYTES}s"),
+    ("content_length", "q"),
+    ("request_start", "d"),  # wall clock
+    ("request_duration", "d"),  # seconds, of the last finished response phase
+    ("last_cpu", "d"),  # CPU seconds of the last request's response phase
+    ("last_memory", "Q"),
+    ("memory_peak", "Q"),
+    ("memory_rss", "Q"),
+    ("tasks_run", "Q"),
+    ("tasks_failed", "Q"),
+    ("tasks_lost", "Q"),
+    ("background_seconds", "d"),
+    ("finishing_start", "d"),  # wall clock, when the current after-response phase began
+    ("deadline", "d"),  # time.monotonic() value; 0 = none
+    ("slow_requests", "Q"),
+    ("pending_count", "I"),
+    ("pending_names", f"{PENDING_BYTES}s"),
+]
+
+_RECORD = struct.Struct("<" + "".join(fmt for _, fmt in _FIELDS))
+_OFFSETS: dict[str, tuple[int, struct.Struct]] = {}
+_off = 0
+for _name, _fmt in _FIELDS:
+    _st = struct.Struct("<" + _fmt)
+    _OFFSETS[_name] = (_off, _st)
+    _off += _st.size
+assert _off == _RECORD.size
+SLOT_SIZE = (_RECORD.size + 63) // 64 * 64  # cache-line aligned slots
+_SEQ_OFF, _SEQ = _OFFSETS["seq"]
+_READ_RETRIES = 1000
+
+
+def _enc(text: str, size: int) -> bytes:
+    data = text.encode("utf-8", "replace")
+    if len(data) <= size:
+        return data
+    # cut on a character boundary so the reader never sees half a code point
+    return data[:size].decode("utf-8", "ignore").encode("utf-8")
+
+
+def _dec(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def rss_bytes(pid: int | str = "self") -> int:
+    """Resident set size of a process from /proc (0 when unavailable)."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+@dataclass(frozen=True)
+class SlotSnapshot:
+    index: int
+    pid: int
+    state: State
+    start_time: float
+    requests: int
+    accepted: int
+    method: str
+    uri: str
+    query: str
+    script: str
+    content_length: int
+    request_start: float
+    request_duration: float
+    last_cpu: float
+    last_memory: int
+    memory_peak: int
+    memory_rss: int
+    tasks_run: int
+    tasks_failed: int
+    tasks_lost: int
+    background_seconds: float
+    finishing_start: float
+    deadline: float
+    slow_requests: int
+    pending_count: int
+    pending_names: tuple[str, ...]
+    torn: bool = False  # the writer was mid-write for every retry (stuck or killed while writing)
+
+    @property
+    def pending_truncated(self) -> bool:
+        """True when more tasks are pending than names fit in the slot."""
+        return self.pending_count > len(self.pending_names)
+
+    @property
+    def busy(self) -> bool:
+        return self.state in (State.READING, State.RUNNING, State.FINISHING)
+
+    def current_duration(self, now: float | None = None) -> float:
+        """Elapsed response-phase seconds while reading/running, otherwise the last request's duration."""
+        if self.state in (State.READING, State.RUNNING) and self.request_start:
+            return max(0.0, (time.time() if now is None else now) - self.request_start)
+        return self.request_duration
+
+
+@dataclass
+class PoolTotals:
+    """Counters of workers that are gone, kept by the arbiter."""
+
+    accepted: int = 0
+    requests: int = 0
+    tasks_run: int = 0
+    tasks_failed: int = 0
+    tasks_lost: int = 0
+    background_seconds: float = 0.0
+    slow_requests: int = 0
+    memory_peak: int = 0
+
+    def add(self, s: SlotSnapshot, lost_pending: int = 0) -> None:
+        self.accepted += s.accepted
+        self.requests += s.requests
+        self.tasks_run += s.tasks_run
+        self.tasks_failed += s.tasks_failed
+        self.tasks_lost += s.tasks_lost + lost_pending
+        self.background_seconds += s.background_seconds
+        self.slow_requests += s.slow_requests
+        self.memory_peak = max(self.memory_peak, s.memory_peak)
+
+
+@dataclass(frozen=True)
+class PoolSnapshot:
+    """Live slots plus totals: counters are retained totals + live slots' counters."""
+
+    taken_at: float
+    slots: tuple[SlotSnapshot, ...]
+    totals: PoolTotals = field(default_factory=PoolTotals)
+
+    def count(self, *states: State) -> int:
+        return sum(1 for s in self.slots if s.state in states)
+
+    @property
+    def idle(self) -> int:
+        return self.count(State.IDLE)
+
+    @property
+    def active(self) -> int:
+        return self.count(State.READING, State.RUNNING, State.FINISHING)
+
+    @property
+    def finishing(self) -> int:
+        return self.count(State.FINISHING)
+
+    def _sum(self, name: str) -> int | float:
+        return getattr(self.totals, name) + sum(getattr(s, name) for s in self.slots)
+
+    @property
+    def accepted(self) -> int:
+        return int(self._sum("accepted"))
+
+    @property
+    def requests(self) -> int:
+        return int(self._sum("requests"))
+
+    @property
+    def tasks_run(self) -> int:
+        return int(self._sum("tasks_run"))
+
+    @property
+    def tasks_failed(self) -> int:
+        return int(self._sum("tasks_failed"))
+
+    @property
+    def tasks_lost(self) -> int:
+        return int(self._sum("tasks_lost"))
+
+    @property
+    def background_seconds(self) -> float:
+        return float(self._sum("background_seconds"))
+
+    @property
+    def slow_requests(self) -> int:
+        return int(self._sum("slow_requests"))
+
+    @property
+    def memory_peak(self) -> int:
+        return max([self.totals.memory_peak, *(s.memory_peak for s in self.slots)])
+
+
+class Slot:
+    """Writer side of one slot. Only the worker that owns the slot may hold one (single writer)."""
+
+    __slots__ = ("_base", "_cpu0", "_mm", "_pending", "_seq", "_t0", "index")
+
+    def __init__(self, mm: mmap.mmap, index: int, *, pid: int | None = None) -> None:
+        self._mm = mm
+        self.index = index
+        self._base = index * SLOT_SIZE
+        (seq,) = _SEQ.unpack_from(mm, self._base + _SEQ_OFF)
+        self._seq = seq + (seq & 1)  # a previous owner killed mid-write leaves it odd
+        self._pending: list[str] = []
+        self._t0 = 0.0
+        self._cpu0 = 0.0
+        self._write(pid=os.getpid() if pid is None else pid)
+
+    def _write(self, **values: object) -> None:
+        mm, base = self._mm, self._base
+        seq = self._seq + 1
+        _SEQ.pack_into(mm, base, seq)
+        for name, value in values.items():
+            off, st = _OFFSETS[name]
+            st.pack_into(mm, base + off, value)
+        self._seq = seq + 1
+        _SEQ.pack_into(mm, base, seq + 1)
+
+    def _get(self, name: str) -> Any:
+        off, st = _OFFSETS[name]
+        return st.unpack_from(self._mm, self._base + off)[0]
+
+    # --- connection / request lifecycle -------------------------------------------------------------
+    def conn_accepted(self) -> None:
+        self._write(accepted=self._get("accepted") + 1)
+
+    def begin_request(self, method: str, uri: str, query: str, content_length: int, script: str = "") -> None:
+        self._t0 = time.monotonic()
+        self._cpu0 = time.process_time()
+        self._write(
+            state=State.RUNNING,
+            method=_enc(method, METHOD_BYTES),
+            uri=_enc(uri, URI_BYTES),
+            query=_enc(query, QUERY_BYTES),
+            script=_enc(script, SCRIPT_BYTES),
+            content_length=max(0, int(content_length or 0)),
+            request_start=time.time(),
+            request_duration=0.0,
+        )
+
+    def set_state(self, state: State) -> None:
+        if state == State.FINISHING:
+            self._write(state=state, finishing_start=time.time())
+        elif state == State.READING:
+            self._t0 = time.monotonic()
+            self._write(state=state, request_start=time.time())
+        else:
+            self._write(state=state)
+
+    def end_response(self, cpu_seconds: float | None = None, memory_bytes: int | None = None) -> None:
+        """The response phase is over (END_REQUEST sent). Counts the request; state is left to the caller.
+
+        Without arguments, CPU is this process's CPU time since begin_request and memory is the current RSS.
+        """
+        if cpu_seconds is None:
+            cpu_seconds = time.process_time() - self._cpu0
+        rss = rss_bytes()
+        if memory_bytes is None:
+            memory_bytes = rss
+        duration = time.monotonic() - self._t0 if self._t0 else 0.0
+        self._write(
+            requests=self._get("requests") + 1,
+            request_duration=duration,
+            last_cpu=float(cpu_seconds),
+            last_memory=int(memory_bytes),
+            memory_peak=max(int(memory_bytes), self._get("memory_peak")),
+            memory_rss=rss,
+        )
+
+    def set_deadline(self, monotonic: float) -> None:
+        """0 = none. The arbiter kills a worker still busy past its deadline."""
+        self._write(deadline=float(monotonic))
+
+    # --- after-response tasks -------------------------------------------------------------------------
+    def set_pending(self, names: Iterable[str]) -> None:
+        self._pending = list(names)
+        self._write(**self._pending_values())
+
+    def _pending_values(self) -> dict[str, object]:
+        buf = bytearray()
+        for name in self._pending:
+            raw = _enc(name, PENDING_BYTES - 1).replace(b"\0", b"?")
+            if len(buf) + len(raw) + 1 > PENDING_BYTES:
+                break  # truncated: pending_count still says how many there are
+            buf += raw + b"\0"
+        return {"pending_count": len(self._pending), "pending_names": bytes(buf)}
+
+    def task_finished(self, name: str, ok: bool, seconds: float) -> None:
+        if name in self._pending:
+            self._pending.remove(name)
+        values = self._pending_values()
+        values["tasks_run"] = self._get("tasks_run") + 1
+        values["background_seconds"] = self._get("background_seconds") + float(seconds)
+        if not ok:
+            values["tasks_failed"] = self._get("tasks_failed") + 1
+        self._write(**values)
+
+    def tasks_lost(self, n: int) -> None:
+        """The worker itself gave up on ``n`` pending tasks (and reported them); they leave the pending list."""
+        if n <= 0:
+            return
+        del self._pending[:n]
+        self._write(tasks_lost=self._get("tasks_lost") + n, **self._pending_values())
+
+    def slow_request(self) -> None:
+        self._write(slow_requests=self._get("slow_requests") + 1)
+
+
+def _parse_pending(raw: bytes, count: int) -> tuple[str, ...]:
+    if not count:
+        return ()
+    parts = raw.split(b"\0")
+    return tuple(p.decode("utf-8", "replace") for p in parts[:count] if p)
+
+
+class Scoreboard:
+    """Arbiter side: owns the mmap, hands slots to new workers, reads consistent snapshots."""
+
+    def __init__(self, slots: int) -> None:
+        if slots < 1:
+            raise ValueError(f"scoreboard needs at least 1 slot, got {slots}")
+        self.size = slots
+        self._mm = mmap.mmap(-1, slots * SLOT_SIZE, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        self._owner: list[int | None] = [None] * slots  # None = free; else the worker pid (0 before fork returns)
+        self._lock = threading.Lock()  # arbiter-local (status thread vs main loop); never shared with workers
+        self.totals = PoolTotals()
+
+    # --- arbiter --------------------------------------------------------------------------------------
+    def acquire(self, pid: int = 0) -> int:
+        """Claim and reset a free slot for a new worker (call before fork; pass the pid later to assign)."""
+        with self._lock:
+            for i, owner in enumerate(self._owner):
+                if owner is None:
+                    self._owner[i] = pid
+                    break
+            else:
+                raise RuntimeError(f"scoreboard full: all {self.size} slots are taken")
+        base = i * SLOT_SIZE
+        self._mm[base : base + SLOT_SIZE] = bytes(SLOT_SIZE)
+        values = {"pid": pid, "state": State.IDLE, "start_time": time.time()}
+        for name, value in values.items():
+            off, st = _OFFSETS[name]
+            st.pack_into(self._mm, base + off, value)
+        return i
+
+    def assign(self, index: int, pid: int) -> None:
+        """Record the forked worker's pid (arbiter-local; the worker writes its own pid into the slot)."""
+        with self._lock:
+            self._owner[index] = pid
+
+    def release(self, index: int) -> SlotSnapshot:
+        """After reaping: final snapshot; fold its counters (pending tasks count as lost) into the totals."""
+        snap = self.read(index)
+        with self._lock:
+            if self._owner[index] is None:
+                return snap
+            self.totals.add(snap, lost_pending=snap.pending_count)
+            self._owner[index] = None
+        return snap
+
+    def slot(self, index: int) -> Slot:
+        """Writer for ``index``; call it in the worker process after fork."""
+        if not 0 <= index < self.size:
+            raise IndexError(f"slot {index} out of range 0..{self.size - 1}")
+        return Slot(self._mm, index)
+
+    def index_of(self, pid: int) -> int | None:
+        with self._lock:
+            for i, owner in enumerate(self._owner):
+                if owner == pid:
+                    return i
+        return None
+
+    # --- readers --------------------------------------------------------------------------------------
+    def read(self, index: int) -> SlotSnapshot:
+        base = index * SLOT_SIZE
+        mm = self._mm
+        raw = b""
+        torn = True
+        for _ in range(_READ_RETRIES):
+            (s1,) = _SEQ.unpack_from(mm, base)
+            if s1 & 1:
+                time.sleep(0)
+                continue
+            raw = mm[base : base + _RECORD.size]
+            (s2,) = _SEQ.unpack_from(mm, base)
+            if s1 == s2:
+                torn = False
+                break
+        if torn:
+            raw = mm[base : base + _RECORD.size]
+        v = dict(zip((n for n, _ in _FIELDS), _RECORD.unpack(raw), strict=True))
+        pid = v["pid"] or (self._owner[index] or 0)
+        return SlotSnapshot(
+            index=index,
+            pid=pid,
+            state=State(v["state"]) if v["state"] in State._value2member_map_ else State.IDLE,
+            start_time=v["start_time"],
+            requests=v["requests"],
+            accepted=v["accepted"],
+            method=_dec(v["method"]),
+            uri=_dec(v["uri"]),
+            query=_dec(v["query"]),
+            script=_dec(v["script"]),
+            content_length=v["content_length"],
+            request_start=v["request_start"],
+            request_duration=v["request_duration"],
+            last_cpu=v["last_cpu"],
+            last_memory=v["last_memory"],
+            memory_peak=v["memory_peak"],
+            memory_rss=v["memory_rss"],
+            tasks_run=v["tasks_run"],
+            tasks_failed=v["tasks_failed"],
+            tasks_lost=v["tasks_lost"],
+            background_seconds=v["background_seconds"],
+            finishing_start=v["finishing_start"],
+            deadline=v["deadline"],
+            slow_requests=v["slow_requests"],
+            pending_count=v["pending_count"],
+            pending_names=_parse_pending(v["pending_names"], v["pending_count"]),
+            torn=torn,
+        )
+
+    def snapshot(self) -> PoolSnapshot:
+        with self._lock:
+            used = [i for i, owner in enumerate(self._owner) if owner is not None]
+            slots = tuple(self.read(i) for i in used)
+            totals = PoolTotals(**vars(self.totals))
+        return PoolSnapshot(taken_at=time.time(), slots=slots, totals=totals)
+
+    def overdue(self, now: float | None = None) -> list[SlotSnapshot]:
+        """Busy slots whose deadline (monotonic) has passed."""
+        now = time.monotonic() if now is None else now
+        return [s for s in self.snapshot().slots if s.deadline and s.deadline < now and s.state != State.IDLE]
+
+    def close(self) -> None:
+        self._mm.close()
