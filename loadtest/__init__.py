@@ -1,0 +1,1 @@
+"""Load tests for the fcgipool stack: locust scenarios, open-loop arrivals, sampling, sizing model, report."""
