@@ -1,0 +1,454 @@
+"""The application side of one FastCGI transport connection, sans-IO.
+
+Feed bytes with :meth:`Connection.receive_data`, pull events with :meth:`Connection.next_event`, write
+whatever :meth:`Connection.data_to_send`, :meth:`send_stdout`, :meth:`send_stderr` and :meth:`end_request`
+return. No socket code here: the caller owns I/O.
+
+One request at a time (``FCGI_MPXS_CONNS=0``), RESPONDER role only.
+
+States (``their_state`` tracks what the web server sends for the current request, ``our_state`` what we
+may send). A RemoteProtocolError moves both to ERROR; a LocalProtocolError changes nothing.
+
+=================  ===============================  ============  ==============================
+their_state        event / input                    our_state     notes
+=================  ===============================  ============  ==============================
+IDLE               BEGIN_REQUEST (RESPONDER)        IDLE          no event yet
+PARAMS             empty PARAMS → RequestStarted    RESPONDING    send_stdout/send_stderr allowed
+STDIN              STDIN → StdinData                RESPONDING
+STDIN              empty STDIN → StdinEnd           RESPONDING
+DONE               (request fully received)         RESPONDING
+PARAMS/STDIN/DONE  ABORT_REQUEST → AbortRequested   RESPONDING    answer with end_request()
+ABORTED            later PARAMS/STDIN ignored       RESPONDING
+any                end_request(), keep_conn         IDLE          automatic next cycle; their → IDLE
+any                end_request(), no keep_conn      MUST_CLOSE    flush, then close the socket
+IDLE / DONE / ...  EOF at a record boundary         unchanged     their → CLOSED, ConnectionClosed
+PARAMS / STDIN     EOF                              ERROR         "connection closed mid-request"
+any                malformed input                  ERROR         RemoteProtocolError, sticky
+=================  ===============================  ============  ==============================
+
+Answered automatically (queued for :meth:`data_to_send`, no event), at any time, even mid-request:
+
+- ``FCGI_GET_VALUES`` → ``FCGI_GET_VALUES_RESULT`` with the known names that were asked (only
+  FCGI_MAX_CONNS, FCGI_MAX_REQS, FCGI_MPXS_CONNS).
+- unknown record type → ``FCGI_UNKNOWN_TYPE``.
+- BEGIN_REQUEST with a role other than RESPONDER → ``END_REQUEST(UNKNOWN_ROLE)``; if it did not ask for
+  FCGI_KEEP_CONN, ``our_state`` becomes MUST_CLOSE.
+- BEGIN_REQUEST for a second id while a request is active → ``END_REQUEST(CANT_MPX_CONN)``.
+
+Records for a request id that is no longer active (ended, rejected) are ignored (section 3.3), so a body
+the application did not read is skipped. Records for an id that never had a BEGIN_REQUEST are an error.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+
+from .constants import (
+    FCGI_KEEP_CONN,
+    FCGI_MAX_CONNS,
+    FCGI_MAX_REQS,
+    FCGI_MPXS_CONNS,
+    FCGI_VERSION_1,
+    HEADER_LEN,
+    KNOWN_VALUES,
+    MAX_CONTENT,
+    ProtocolStatus,
+    RecordType,
+    Role,
+    type_name,
+)
+from .errors import LocalProtocolError, ParamsTooLarge, RemoteProtocolError
+from .events import (
+    NEED_DATA,
+    AbortRequested,
+    ConnectionClosed,
+    Event,
+    RequestStarted,
+    StdinData,
+    StdinEnd,
+    _NeedData,
+)
+from .pairs import decode_pairs, encode_pairs
+from .records import (
+    BEGIN_REQUEST_BODY,
+    HEADER,
+    encode_end_request,
+    encode_record,
+    encode_unknown_type,
+    stream_chunks,
+)
+
+
+class State(enum.Enum):
+    IDLE = "IDLE"
+    PARAMS = "PARAMS"
+    STDIN = "STDIN"
+    DONE = "DONE"
+    ABORTED = "ABORTED"
+    RESPONDING = "RESPONDING"
+    MUST_CLOSE = "MUST_CLOSE"
+    CLOSED = "CLOSED"
+    ERROR = "ERROR"
+
+    def __repr__(self) -> str:
+        return self.value
+
+
+IDLE = State.IDLE
+PARAMS = State.PARAMS
+STDIN = State.STDIN
+DONE = State.DONE
+ABORTED = State.ABORTED
+RESPONDING = State.RESPONDING
+MUST_CLOSE = State.MUST_CLOSE
+CLOSED = State.CLOSED
+ERROR = State.ERROR
+
+DEFAULT_VALUES = {FCGI_MAX_CONNS: "1", FCGI_MAX_REQS: "1", FCGI_MPXS_CONNS: "0"}
+
+_BEGIN = RecordType.BEGIN_REQUEST.value
+_ABORT = RecordType.ABORT_REQUEST.value
+_PARAMS = RecordType.PARAMS.value
+_STDIN = RecordType.STDIN.value
+_STDOUT = RecordType.STDOUT.value
+_STDERR = RecordType.STDERR.value
+_DATA = RecordType.DATA.value
+_GET_VALUES = RecordType.GET_VALUES.value
+_GET_VALUES_RESULT = RecordType.GET_VALUES_RESULT.value
+_REQUEST_TYPES = frozenset({_BEGIN, _ABORT, _PARAMS, _STDIN, _DATA})
+_APP_ONLY_TYPES = frozenset({3, _STDOUT, _STDERR, _GET_VALUES_RESULT, RecordType.UNKNOWN_TYPE.value})
+_RESPONDER = Role.RESPONDER.value
+_PADDING = bytes(8)
+_unpack_header = HEADER.unpack_from
+_pack_header = HEADER.pack
+
+
+class Connection:
+    """Server (application) side of one FastCGI transport connection.
+
+    ``max_params_size`` bounds the accumulated PARAMS stream of a request (:class:`ParamsTooLarge`).
+    ``values`` are the answers to FCGI_GET_VALUES; only the three names of section 4.1 are allowed and
+    FCGI_MPXS_CONNS must be "0" (this implementation does not multiplex).
+    """
+
+    def __init__(self, max_params_size: int = 65536, values: Mapping[str, str | int] | None = None) -> None:
+        if max_params_size < 0:
+            raise ValueError(f"max_params_size must be >= 0, got {max_params_size}")
+        self.max_params_size = max_params_size
+        merged = dict(DEFAULT_VALUES)
+        for name, value in (values or {}).items():
+            if name not in KNOWN_VALUES:
+                raise ValueError(f"unknown FastCGI value {name!r}; known: {', '.join(sorted(KNOWN_VALUES))}")
+            merged[name] = str(value)
+        if merged[FCGI_MPXS_CONNS] != "0":
+            raise ValueError("FCGI_MPXS_CONNS must be 0: one request at a time per connection")
+        self.values: dict[str, str] = merged
+
+        self.their_state: State = IDLE
+        self.our_state: State = IDLE
+        #: FCGI_KEEP_CONN of the current (or last) request.
+        self.keep_conn = False
+        # Input buffer: bytes + read offset; later receives wait in _chunks until a record needs them,
+        # so byte-at-a-time input never re-copies the buffer.
+        self._buf = b""
+        self._pos = 0
+        self._chunks: list[bytes] = []
+        self._chunks_len = 0
+        self._eof = False
+        self._out: list[bytes] = []
+        self._active = 0  # request id from BEGIN_REQUEST until end_request(); 0 = none
+        self._seen: set[int] = set()  # ids that had a BEGIN_REQUEST on this connection
+        self._params: list[bytes] = []
+        self._params_len = 0
+        self._sent_stderr = False
+        self._error: RemoteProtocolError | None = None
+
+    # --- input ---------------------------------------------------------------------------------------
+
+    @property
+    def request_id(self) -> int | None:
+        """Id of the active request, or None."""
+        return self._active or None
+
+    def receive_data(self, data: bytes) -> None:
+        """Add bytes read from the socket; ``b""`` means the peer closed its side (EOF)."""
+        if self._eof:
+            raise LocalProtocolError("receive_data() after EOF was already received")
+        if not data:
+            self._eof = True
+            return
+        if not self._chunks and self._pos >= len(self._buf):
+            self._buf = bytes(data)
+            self._pos = 0
+        else:
+            self._chunks.append(bytes(data))
+            self._chunks_len += len(data)
+
+    def next_event(self) -> Event | _NeedData:
+        """The next event, or :data:`NEED_DATA`. Raises :class:`RemoteProtocolError` on bad input."""
+        if self._error is not None:
+            raise RemoteProtocolError(f"connection already failed: {self._error.reason}")
+        try:
+            return self._next_event()
+        except RemoteProtocolError as exc:
+            self._error = exc
+            self.their_state = ERROR
+            self.our_state = ERROR
+            raise
+
+    def _next_event(self) -> Event | _NeedData:
+        while True:
+            buf = self._buf
+            pos = self._pos
+            have = len(buf) - pos
+            if have < HEADER_LEN:
+                if have + self._chunks_len < HEADER_LEN:
+                    return self._out_of_data(have + self._chunks_len)
+                self._consolidate()
+                continue
+            version, rtype, rid, clen, plen = _unpack_header(buf, pos)
+            if version != FCGI_VERSION_1:
+                raise RemoteProtocolError(f"unsupported FastCGI version {version} (only 1 is supported)")
+            if rid:
+                if rtype == _GET_VALUES:
+                    raise RemoteProtocolError(f"management record GET_VALUES with request id {rid} (must be 0)")
+            elif rtype in _REQUEST_TYPES:
+                raise RemoteProtocolError(f"{type_name(rtype)} record with request id 0 (reserved)")
+            if rtype in _APP_ONLY_TYPES:
+                raise RemoteProtocolError(f"{type_name(rtype)} record received; only applications send it")
+            total = HEADER_LEN + clen + plen
+            if have < total:
+                if have + self._chunks_len < total:
+                    return self._out_of_data(have + self._chunks_len)
+                self._consolidate()
+                continue
+            self._pos = pos + total
+            start = pos + HEADER_LEN
+            if rtype == _STDIN:
+                event = self._on_stdin(rid, buf, start, clen)
+            elif rtype == _PARAMS:
+                event = self._on_params(rid, buf, start, clen)
+            elif rtype == _BEGIN:
+                event = self._on_begin(rid, buf, start, clen)
+            elif rtype == _ABORT:
+                event = self._on_abort(rid)
+            elif rtype == _GET_VALUES:
+                event = self._on_get_values(buf[start : start + clen])
+            elif rtype == _DATA:
+                # FCGI_DATA belongs to the FILTER role; a responder has no use for it.
+                event = None if rid == self._active else self._inactive(rtype, rid)
+            else:  # rtype 0 or newer than this implementation knows
+                self._out.append(encode_unknown_type(rtype))
+                event = None
+            if event is not None:
+                return event
+
+    def _consolidate(self) -> None:
+        self._buf = b"".join((self._buf[self._pos :], *self._chunks))
+        self._pos = 0
+        self._chunks = []
+        self._chunks_len = 0
+
+    def _out_of_data(self, pending: int) -> Event | _NeedData:
+        if not self._eof:
+            return NEED_DATA
+        if pending:
+            raise RemoteProtocolError(f"connection closed mid-record ({pending} bytes of an incomplete record)")
+        if self.their_state is PARAMS or self.their_state is STDIN:
+            raise RemoteProtocolError(
+                f"connection closed mid-request (request {self._active} was sending {self.their_state.value})"
+            )
+        self.their_state = CLOSED
+        return ConnectionClosed()
+
+    def _inactive(self, rtype: int, rid: int) -> Event | None:
+        if rid in self._seen:
+            return None  # ended or rejected request: ignore its remaining records (section 3.3)
+        raise RemoteProtocolError(f"{type_name(rtype)} record for request {rid} before its BEGIN_REQUEST")
+
+    def _on_stdin(self, rid: int, buf: bytes, start: int, clen: int) -> Event | None:
+        if rid != self._active:
+            return self._inactive(_STDIN, rid)
+        state = self.their_state
+        if state is STDIN:
+            if clen:
+                return StdinData(rid, buf[start : start + clen])
+            self.their_state = DONE
+            return StdinEnd(rid)
+        if state is ABORTED:
+            return None
+        if state is PARAMS:
+            raise RemoteProtocolError(f"STDIN record for request {rid} before the end of its PARAMS")
+        raise RemoteProtocolError(f"STDIN record for request {rid} after the end of its STDIN")
+
+    def _on_params(self, rid: int, buf: bytes, start: int, clen: int) -> Event | None:
+        if rid != self._active:
+            return self._inactive(_PARAMS, rid)
+        state = self.their_state
+        if state is PARAMS:
+            if clen:
+                self._params_len += clen
+                if self._params_len > self.max_params_size:
+                    raise ParamsTooLarge(
+                        f"PARAMS of request {rid} exceed max_params_size ({self.max_params_size} bytes)"
+                    )
+                self._params.append(buf[start : start + clen])
+                return None
+            raw = decode_pairs(b"".join(self._params))
+            self._params = []
+            self._params_len = 0
+            self.their_state = STDIN
+            self.our_state = RESPONDING
+            params = {name.decode("latin-1"): value.decode("latin-1") for name, value in raw}
+            return RequestStarted(rid, self.keep_conn, params, raw)
+        if state is ABORTED:
+            return None
+        raise RemoteProtocolError(f"PARAMS record for request {rid} after the end of its PARAMS")
+
+    def _on_begin(self, rid: int, buf: bytes, start: int, clen: int) -> Event | None:
+        if clen != BEGIN_REQUEST_BODY.size:
+            raise RemoteProtocolError(f"BEGIN_REQUEST body of {clen} bytes (must be {BEGIN_REQUEST_BODY.size})")
+        role, flags = BEGIN_REQUEST_BODY.unpack_from(buf, start)
+        keep = bool(flags & FCGI_KEEP_CONN)
+        if self._active:
+            if rid == self._active:
+                raise RemoteProtocolError(f"second BEGIN_REQUEST for active request {rid}")
+            self._seen.add(rid)
+            self._out.append(
+                encode_end_request(rid, 0, ProtocolStatus.CANT_MPX_CONN, close_stdout=False, close_stderr=False)
+            )
+            return None
+        if self.our_state is MUST_CLOSE:
+            raise RemoteProtocolError(
+                f"BEGIN_REQUEST for request {rid} on a connection whose last request did not set FCGI_KEEP_CONN"
+            )
+        self._seen.add(rid)
+        self.keep_conn = keep
+        if role != _RESPONDER:
+            self._out.append(
+                encode_end_request(rid, 0, ProtocolStatus.UNKNOWN_ROLE, close_stdout=False, close_stderr=False)
+            )
+            if not keep:
+                self.our_state = MUST_CLOSE
+            return None
+        self._active = rid
+        self.their_state = PARAMS
+        self._params = []
+        self._params_len = 0
+        self._sent_stderr = False
+        return None
+
+    def _on_abort(self, rid: int) -> Event | None:
+        if rid != self._active:
+            return self._inactive(_ABORT, rid)
+        if self.their_state is ABORTED:
+            return None
+        self.their_state = ABORTED
+        self.our_state = RESPONDING
+        self._params = []
+        self._params_len = 0
+        return AbortRequested(rid)
+
+    def _on_get_values(self, content: bytes) -> Event | None:
+        asked = decode_pairs(content)
+        answer: dict[str, str] = {}
+        for name, _ in asked:
+            key = name.decode("latin-1")
+            if key in self.values:
+                answer[key] = self.values[key]
+        self._out.append(encode_record(_GET_VALUES_RESULT, 0, encode_pairs(answer)))
+        return None
+
+    # --- output --------------------------------------------------------------------------------------
+
+    def data_to_send(self) -> bytes:
+        """Bytes of automatic replies (GET_VALUES_RESULT, UNKNOWN_TYPE, rejections); clears the queue."""
+        if not self._out:
+            return b""
+        out = b"".join(self._out)
+        self._out = []
+        return out
+
+    def _check_sending(self, request_id: int, what: str) -> None:
+        if self.our_state is not RESPONDING or request_id != self._active:
+            raise LocalProtocolError(
+                f"cannot {what} for request {request_id}: our state is {self.our_state.value}, "
+                f"active request is {self._active or 'none'}"
+            )
+
+    def send_stdout(self, request_id: int, data: bytes) -> bytes:
+        """STDOUT records carrying ``data``; ``b""`` returns ``b""`` (the terminator comes from end_request)."""
+        self._check_sending(request_id, "send STDOUT")
+        return _stream(_STDOUT, request_id, data)
+
+    def send_stderr(self, request_id: int, data: bytes) -> bytes:
+        """STDERR records carrying ``data``; end_request() then also ends the STDERR stream."""
+        self._check_sending(request_id, "send STDERR")
+        if data:
+            self._sent_stderr = True
+        return _stream(_STDERR, request_id, data)
+
+    def end_request(
+        self,
+        request_id: int,
+        app_status: int = 0,
+        protocol_status: int = ProtocolStatus.REQUEST_COMPLETE,
+    ) -> bytes:
+        """Empty STDOUT (and STDERR, if used) + END_REQUEST; then the next cycle starts (see table)."""
+        self._check_sending(request_id, "end the request")
+        out = encode_end_request(request_id, app_status, protocol_status, close_stderr=self._sent_stderr)
+        self._finish()
+        return out
+
+    def send_response(self, request_id: int, stdout: bytes, app_status: int = 0) -> bytes:
+        """Fast path: ``stdout`` + end of streams + END_REQUEST in one bytes object."""
+        self._check_sending(request_id, "send a response")
+        tail = encode_end_request(
+            request_id, app_status, ProtocolStatus.REQUEST_COMPLETE, close_stderr=self._sent_stderr
+        )
+        self._finish()
+        clen = len(stdout)
+        if not clen:
+            return tail
+        if clen <= MAX_CONTENT:
+            pad = -clen & 7
+            return b"".join(
+                (_pack_header(FCGI_VERSION_1, _STDOUT, request_id, clen, pad), stdout, _PADDING[:pad], tail)
+            )
+        out: list[bytes | memoryview] = []
+        stream_chunks(_STDOUT, request_id, stdout, out)
+        out.append(tail)
+        return b"".join(out)
+
+    def _finish(self) -> None:
+        self._active = 0
+        self._params = []
+        self._params_len = 0
+        self._sent_stderr = False
+        if self.their_state is not CLOSED:
+            self.their_state = IDLE
+        self.our_state = IDLE if self.keep_conn else MUST_CLOSE
+
+    def start_next_cycle(self) -> None:
+        """Kept for h11-style callers: end_request() on a keep-conn request already returns to IDLE.
+
+        Raises :class:`LocalProtocolError` if the request has not ended or the connection must close.
+        """
+        if self.our_state is IDLE:
+            return
+        if self.our_state is MUST_CLOSE:
+            raise LocalProtocolError("the last request did not set FCGI_KEEP_CONN: close the connection")
+        raise LocalProtocolError(f"cannot start the next cycle in state {self.our_state.value}")
+
+
+def _stream(rtype: int, request_id: int, data: bytes) -> bytes:
+    clen = len(data)
+    if not clen:
+        return b""
+    if clen <= MAX_CONTENT:
+        pad = -clen & 7
+        return b"".join((_pack_header(FCGI_VERSION_1, rtype, request_id, clen, pad), data, _PADDING[:pad]))
+    out: list[bytes | memoryview] = []
+    stream_chunks(rtype, request_id, data, out)
+    return b"".join(out)
