@@ -1,0 +1,196 @@
+"""Turn per-round measurements into rows, a text table, markdown, JSON and the target checks."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+# (server family, factor): fcgipool's best req/s must be at least factor x that family's best.
+TARGETS = [("uwsgi", 1.0), ("flup", 2.0), ("gunicorn", 2.0)]
+
+
+@dataclass
+class Row:
+    row: str
+    server: str
+    label: str
+    status: str  # "ok", "failed" or "skipped"
+    note: str = ""
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+
+    def _ok_rounds(self) -> list[dict[str, Any]]:
+        return [r for r in self.rounds if r.get("status") == "ok"]
+
+    def _median(self, key: str) -> float | None:
+        values = [r[key] for r in self._ok_rounds() if r.get(key) is not None]
+        return statistics.median(values) if values else None
+
+    @property
+    def rps(self) -> float | None:
+        return self._median("rps")
+
+    @property
+    def spread(self) -> float | None:
+        """(max - min) / median of req/s over the rounds, as a fraction."""
+        values = [r["rps"] for r in self._ok_rounds()]
+        if len(values) < 2 or not self.rps:
+            return None
+        return (max(values) - min(values)) / self.rps
+
+    def summary(self) -> dict[str, Any]:
+        ok = self._ok_rounds()
+        return {
+            "row": self.row,
+            "server": self.server,
+            "label": self.label,
+            "status": self.status,
+            "note": self.note,
+            "rps": self.rps,
+            "rps_all": [r["rps"] for r in ok],
+            "spread": self.spread,
+            "p50_ms": self._median("p50_ms"),
+            "p99_ms": self._median("p99_ms"),
+            "errors": sum(r["errors"] for r in ok),
+            "workers": self._median("worker_count"),
+            "rss_sum_kib": self._median("rss_sum_kib"),
+            "rss_per_worker_kib": self._median("rss_per_worker_kib"),
+            "pss_sum_kib": self._median("pss_sum_kib"),
+        }
+
+
+def reference(rows: list[Row], preferred: str) -> Row | None:
+    """The row every ratio is relative to: `preferred` if it ran, else any fcgipool row that ran."""
+    ran = [r for r in rows if r.status == "ok" and r.rps]
+    for row in ran:
+        if row.row == preferred:
+            return row
+    return next((r for r in ran if r.server == "fcgipool"), None)
+
+
+def targets(rows: list[Row]) -> list[dict[str, Any]]:
+    ran = [r for r in rows if r.status == "ok" and r.rps]
+    ours = max((r for r in ran if r.server == "fcgipool"), key=lambda r: r.rps or 0.0, default=None)
+    checks = []
+    for server, factor in TARGETS:
+        theirs = max((r for r in ran if r.server == server), key=lambda r: r.rps or 0.0, default=None)
+        goal = f"fcgipool >= {factor:g}x {server}"
+        if ours is None or theirs is None:
+            missing = "fcgipool" if ours is None else server
+            checks.append({"target": goal, "status": "n/a", "detail": f"{missing} did not run"})
+            continue
+        assert ours.rps is not None and theirs.rps is not None
+        ratio = ours.rps / theirs.rps
+        checks.append(
+            {
+                "target": goal,
+                "status": "met" if ratio >= factor else "missed",
+                "ratio": ratio,
+                "ours": ours.row,
+                "theirs": theirs.row,
+                "detail": f"{ours.row} {ours.rps:,.0f} req/s vs {theirs.row} {theirs.rps:,.0f} req/s = {ratio:.2f}x",
+            }
+        )
+    return checks
+
+
+COLUMNS = [
+    "row",
+    "req/s",
+    "vs ref",
+    "spread",
+    "p50 ms",
+    "p99 ms",
+    "errors",
+    "workers",
+    "RSS sum MiB",
+    "RSS/worker MiB",
+    "RSS vs ref",
+]
+
+
+def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{suffix}"
+
+
+def table_rows(rows: list[Row], ref: Row | None) -> list[list[str]]:
+    ref_summary = ref.summary() if ref else None
+    out = []
+    for row in rows:
+        s = row.summary()
+        if row.status != "ok":
+            out.append([row.row, row.status, *["-"] * (len(COLUMNS) - 2)])
+            continue
+        rps_ratio = rss_ratio = None
+        if ref_summary and ref_summary["rps"]:
+            rps_ratio = s["rps"] / ref_summary["rps"]
+        if ref_summary and ref_summary["rss_sum_kib"] and s["rss_sum_kib"] is not None:
+            rss_ratio = s["rss_sum_kib"] / ref_summary["rss_sum_kib"]
+        out.append(
+            [
+                row.row,
+                _fmt(s["rps"], ",.0f"),
+                _fmt(rps_ratio, ".2f", "x"),
+                _fmt(None if s["spread"] is None else s["spread"] * 100, ".1f", "%"),
+                _fmt(s["p50_ms"], ".2f"),
+                _fmt(s["p99_ms"], ".2f"),
+                str(s["errors"]),
+                _fmt(s["workers"], ".0f"),
+                _fmt(None if s["rss_sum_kib"] is None else s["rss_sum_kib"] / 1024, ".1f"),
+                _fmt(None if s["rss_per_worker_kib"] is None else s["rss_per_worker_kib"] / 1024, ".1f"),
+                _fmt(rss_ratio, ".2f", "x"),
+            ]
+        )
+    return out
+
+
+def text_table(rows: list[Row], ref: Row | None) -> str:
+    body = table_rows(rows, ref)
+    widths = [max(len(COLUMNS[i]), *(len(r[i]) for r in body)) for i in range(len(COLUMNS))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    return "\n".join([line(COLUMNS), line(["-" * w for w in widths]), *(line(r) for r in body)])
+
+
+def markdown_table(rows: list[Row], ref: Row | None) -> str:
+    body = table_rows(rows, ref)
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join([" --- "] + [" ---: "] * (len(COLUMNS) - 1)) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in body]
+    return "\n".join(lines)
+
+
+def notes(rows: list[Row]) -> list[str]:
+    return [f"{r.row} ({r.label}): {r.status}: {r.note}" for r in rows if r.note]
+
+
+def markdown(meta: dict[str, Any], rows: list[Row], ref: Row | None) -> str:
+    settings = meta["settings"]
+    out = [
+        f"# fcgipool benchmark, {meta['started_at']}",
+        "",
+        f"Command: `{meta['command']}`  ",
+        f"Machine: {meta['machine']['nproc']} CPUs ({meta['machine']['cpu']}), {meta['machine']['kernel']}, "
+        f"load average before {meta['machine']['loadavg_before']}, after {meta.get('loadavg_after', '-')}  ",
+        f"wrk: {settings['connections']} connections, {settings['threads']} threads, {settings['duration']} s "
+        f"after a {settings['warmup']} s warm-up, {settings['rounds']} round(s); "
+        f"{settings['workers']} workers per backend; nginx {settings['nginx_workers']} worker(s), "
+        f"upstream keepalive {settings['upstream_keepalive']}  ",
+        f"Reference row for ratios: {ref.row if ref else 'none (fcgipool did not run)'}",
+        "",
+        markdown_table(rows, ref),
+        "",
+        "Targets:",
+        "",
+        *[f"- {t['target']}: **{t['status']}** ({t['detail']})" for t in meta["targets"]],
+        "",
+        "Versions:",
+        "",
+        *[f"- {name}: {v}" for name, v in meta["versions"].items()],
+    ]
+    if notes(rows):
+        out += ["", "Notes:", "", *[f"- {n}" for n in notes(rows)]]
+    return "\n".join(out) + "\n"

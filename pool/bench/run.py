@@ -1,0 +1,266 @@
+"""`make bench`: hello world through one nginx, fcgipool vs other servers, side by side, with wrk.
+
+Run: `.venv/bin/python pool/bench/run.py` (settings: BENCH_* environment variables, see --help).
+Each backend in turn gets the same nginx, the same worker count, a unix socket, a warm-up and a
+measured wrk run; its workers' memory is read from /proc afterwards; then it is stopped before the
+next one starts. Results: a table on stdout, JSON + markdown in pool/bench/results/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the `bench` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import backends as backends_mod
+from bench import nginx, procs, report, settings, wrk
+from bench.backends import Backend
+
+EXPECTED_BODY = b"Hello, World!\n"
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def wait_ready(group: procs.Group, port: int, workers: int, timeout: float) -> None:
+    """Until the backend answers through nginx with the hello body and all its workers exist."""
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        if not group.alive():
+            raise RuntimeError(f"exited with code {group.proc.returncode} at start:\n{group.log_tail()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as resp:
+                body = resp.read()
+            if body != EXPECTED_BODY:
+                raise RuntimeError(f"answered {body[:200]!r}, expected {EXPECTED_BODY!r}")
+            if len(procs.children(group.pid)) >= workers:
+                return
+            last = f"{len(procs.children(group.pid))} of {workers} workers up"
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(exc)
+        time.sleep(0.1)
+    raise RuntimeError(f"not ready within {timeout} s ({last}):\n{group.log_tail()}")
+
+
+def worker_memory(master: int) -> dict[str, Any]:
+    pids = procs.children(master)
+    mems = {pid: procs.memory_kib(pid) for pid in pids}
+    mems = {pid: m for pid, m in mems.items() if m}
+    rss = [m["rss"] for m in mems.values()]
+    pss = [m["pss"] for m in mems.values() if "pss" in m]
+    master_mem = procs.memory_kib(master) or {}
+    return {
+        "worker_count": len(mems),
+        "worker_rss_kib": {str(pid): m["rss"] for pid, m in mems.items()},
+        "rss_sum_kib": sum(rss) if rss else None,
+        "rss_per_worker_kib": sum(rss) / len(rss) if rss else None,
+        "pss_sum_kib": sum(pss) if len(pss) == len(rss) and pss else None,
+        "master_rss_kib": master_mem.get("rss"),
+    }
+
+
+def measure(backend: Backend, exe: str, sock: Path, port: int, cfg: settings.Settings, run_dir: Path) -> dict:
+    """One round of one backend: start, check, warm up, measure, read memory, stop."""
+    sock.unlink(missing_ok=True)
+    launch = backend.launch(exe, sock, cfg.workers, run_dir)
+    env = {**os.environ, "PYTHONPATH": str(backends_mod.APPS_DIR), **launch.env_extra}
+    group = procs.start(
+        backend.row,
+        launch.argv,
+        run_dir / f"{backend.row}.log",
+        cwd=launch.cwd,
+        env=env,
+        stop_signal=launch.stop_signal,
+    )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_ready(group, port, cfg.workers, cfg.start_timeout)
+        if cfg.warmup:
+            wrk.run(url, duration=cfg.warmup, connections=cfg.connections, threads=cfg.threads)
+        load_before = os.getloadavg()[0]
+        result = wrk.run(url, duration=cfg.duration, connections=cfg.connections, threads=cfg.threads)
+        memory = worker_memory(group.pid)
+        if not group.alive():
+            raise RuntimeError(f"exited during the run:\n{group.log_tail()}")
+    finally:
+        group.stop()
+    return {
+        "status": "ok",
+        "rps": result.rps,
+        "requests": result.requests,
+        "duration_s": result.duration_s,
+        "errors": result.error_count,
+        "error_detail": result.errors,
+        "p50_ms": result.p50_ms,
+        "p90_ms": result.p90_ms,
+        "p99_ms": result.p99_ms,
+        "max_ms": result.max_ms,
+        "loadavg_1m_before": load_before,
+        **memory,
+    }
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "kernel": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "loadavg_before": "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg()),
+    }
+
+
+def command_line() -> str:
+    env = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("BENCH_"))
+    return f"{env + ' ' if env else ''}.venv/bin/python pool/bench/run.py"
+
+
+def _raise_interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__)
+        print(settings.HELP)
+        return 0
+    try:
+        cfg = settings.from_env()
+        selected = backends_mod.select(backends_mod.all_backends(), cfg.only)
+        nginx_exe = nginx.find_nginx()
+        wrk_exe = shutil.which("wrk")
+        if not wrk_exe:
+            raise RuntimeError("wrk is not installed: `apt-get install wrk`")
+    except (settings.SettingsError, ValueError, RuntimeError) as exc:
+        log(f"bench: {exc}")
+        return 2
+    # Stopping `make bench` (TERM, HUP) must still stop every process started here.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGHUP, _raise_interrupt)
+
+    started_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    meta: dict[str, Any] = {
+        "started_at": started_at,
+        "command": command_line(),
+        "machine": machine(),
+        "settings": cfg.as_dict(),
+        "versions": {"nginx": nginx.version(nginx_exe), "wrk": wrk.version(wrk_exe)},
+    }
+    rows: list[report.Row] = []
+    runnable: list[tuple[Backend, str, Path, int]] = []
+    run_dir = Path(tempfile.mkdtemp(prefix="fcgipool-bench-"))
+    for backend in selected:
+        row = report.Row(backend.row, backend.server, backend.label, "ok")
+        rows.append(row)
+        exe = backend.find()
+        if exe is None:
+            row.status, row.note = "skipped", backend.missing_hint
+            log(f"skip {backend.row}: {backend.missing_hint}")
+            continue
+        meta["versions"].setdefault(backend.server, backend.version(exe))
+        runnable.append((backend, exe, run_dir / f"{backend.row}.sock", nginx.free_port()))
+
+    failed = False
+    nginx_group = None
+    try:
+        config = nginx.render(
+            [(b, sock, port) for b, _exe, sock, port in runnable],
+            run_dir / "nginx",
+            nginx_workers=cfg.nginx_workers,
+            keepalive=cfg.upstream_keepalive,
+        )
+        (run_dir / "nginx").mkdir()
+        nginx_group = nginx.start(nginx_exe, run_dir / "nginx", config, [port for *_, port in runnable])
+        by_row = {r.row: r for r in rows}
+        total = cfg.rounds * len(runnable)
+        step = 0
+        for round_no in range(1, cfg.rounds + 1):
+            for backend, exe, sock, port in runnable:
+                step += 1
+                row = by_row[backend.row]
+                try:
+                    result = measure(backend, exe, sock, port, cfg, run_dir)
+                except (RuntimeError, OSError, wrk.WrkError) as exc:
+                    failed = True
+                    row.status = "failed"
+                    row.note = str(exc).strip().replace("\n", " | ")[:600]
+                    row.rounds.append({"round": round_no, "status": "failed", "error": str(exc)})
+                    log(f"[{step}/{total}] {backend.row}: FAILED: {exc}")
+                    continue
+                row.rounds.append({"round": round_no, **result})
+                if result["errors"] and not row.note:
+                    row.note = f"wrk counted errors: {result['error_detail']}"
+                log(
+                    f"[{step}/{total}] {backend.row}: {result['rps']:,.0f} req/s, p50 {result['p50_ms']:.2f} ms, "
+                    f"p99 {result['p99_ms']:.2f} ms, errors {result['errors']}, "
+                    f"workers {result['worker_count']} RSS {(result['rss_sum_kib'] or 0) / 1024:.1f} MiB"
+                )
+    except (nginx.NginxError, OSError) as exc:
+        log(f"bench: {exc}")
+        failed = True
+    except KeyboardInterrupt:
+        log("bench: interrupted; stopping everything started")
+        failed = True
+        raise
+    finally:
+        if nginx_group is not None:
+            nginx_group.stop()
+        if failed:
+            log(f"bench: logs kept in {run_dir}")
+        else:
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+    meta["loadavg_after"] = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+    ref = report.reference(rows, backends_mod.REFERENCE_ROW)
+    meta["reference_row"] = ref.row if ref else None
+    meta["targets"] = report.targets(rows)
+    print()
+    print(report.text_table(rows, ref))
+    print()
+    print(f"ratios relative to {ref.row if ref else '(no fcgipool row ran)'}; spread = (max-min)/median over rounds")
+    for t in meta["targets"]:
+        print(f"target {t['target']}: {t['status']} - {t['detail']}")
+    for note in report.notes(rows):
+        print(f"note: {note}")
+    write_results(cfg.results_dir, meta, rows, ref)
+    return 1 if failed else 0
+
+
+def write_results(results_dir: Path, meta: dict[str, Any], rows: list[report.Row], ref: report.Row | None) -> None:
+    results_dir.mkdir(parents=True, exist_ok=True)
+    stamp = meta["started_at"].replace(":", "").replace("-", "")
+    data = {**meta, "rows": [r.summary() for r in rows], "rounds": {r.row: r.rounds for r in rows}}
+    text = json.dumps(data, indent=2)
+    md = report.markdown(meta, rows, ref)
+    for name in (f"bench-{stamp}", "latest"):
+        (results_dir / f"{name}.json").write_text(text + "\n")
+        (results_dir / f"{name}.md").write_text(md)
+    print(f"results: {results_dir / f'bench-{stamp}.json'} and .md (also latest.json, latest.md)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

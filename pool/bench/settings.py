@@ -1,0 +1,87 @@
+"""Benchmark settings, read once from the environment (every knob is a BENCH_* variable)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+
+
+class SettingsError(ValueError):
+    """A BENCH_* variable has a value the benchmark cannot use."""
+
+
+def _int(env: dict[str, str], name: str, default: int, minimum: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a whole number (default {default})") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={value} is below the minimum of {minimum}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    duration: int  # seconds of each measured wrk run
+    warmup: int  # seconds of the unmeasured wrk run before it (0 = none)
+    connections: int  # wrk -c
+    threads: int  # wrk -t
+    rounds: int  # the whole sequence of backends is repeated this many times, interleaved
+    workers: int  # worker processes of every backend
+    nginx_workers: int  # worker_processes of the shared nginx
+    upstream_keepalive: int  # idle kept upstream connections per backend (nginx `keepalive`)
+    only: tuple[str, ...]  # rows or servers to run (empty = all)
+    results_dir: Path
+    start_timeout: int  # seconds a backend gets to answer its first request
+
+    def as_dict(self) -> dict[str, object]:
+        data = asdict(self)
+        data["results_dir"] = str(self.results_dir)
+        data["only"] = list(self.only)
+        return data
+
+
+HELP = """\
+Environment variables (defaults in brackets):
+  BENCH_DURATION     seconds of each measured wrk run [10]
+  BENCH_WARMUP       seconds of the unmeasured warm-up run before it [2]
+  BENCH_CONNECTIONS  wrk connections [32]
+  BENCH_THREADS      wrk threads [2]
+  BENCH_ROUNDS       repeat the whole sequence, interleaved, and report the median and spread [1]
+  BENCH_WORKERS      worker processes of every backend [2]
+  BENCH_NGINX_WORKERS  nginx worker_processes [1]
+  BENCH_UPSTREAM_KEEPALIVE  nginx upstream `keepalive` (idle kept connections) [8]
+  BENCH_ONLY         comma-separated rows or servers, e.g. "fcgipool,uwsgi" [all]
+  BENCH_RESULTS_DIR  where the JSON and markdown go [pool/bench/results]
+  BENCH_START_TIMEOUT  seconds a backend gets to answer its first request [30]
+"""
+
+
+def from_env(env: dict[str, str] | None = None) -> Settings:
+    env = dict(os.environ if env is None else env)
+    connections = _int(env, "BENCH_CONNECTIONS", 32, 1)
+    threads = _int(env, "BENCH_THREADS", 2, 1)
+    if threads > connections:
+        raise SettingsError(
+            f"BENCH_THREADS={threads} exceeds BENCH_CONNECTIONS={connections}; wrk needs a connection per thread"
+        )
+    only = tuple(part.strip() for part in env.get("BENCH_ONLY", "").split(",") if part.strip())
+    return Settings(
+        duration=_int(env, "BENCH_DURATION", 10, 1),
+        warmup=_int(env, "BENCH_WARMUP", 2, 0),
+        connections=connections,
+        threads=threads,
+        rounds=_int(env, "BENCH_ROUNDS", 1, 1),
+        workers=_int(env, "BENCH_WORKERS", 2, 1),
+        nginx_workers=_int(env, "BENCH_NGINX_WORKERS", 1, 1),
+        upstream_keepalive=_int(env, "BENCH_UPSTREAM_KEEPALIVE", 8, 1),
+        only=only,
+        results_dir=Path(env.get("BENCH_RESULTS_DIR") or BENCH_DIR / "results"),
+        start_timeout=_int(env, "BENCH_START_TIMEOUT", 30, 1),
+    )
