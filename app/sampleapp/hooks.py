@@ -1,0 +1,25 @@
+"""Pool hooks for the sample app (set in app/pool.conf.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sampleapp.ledger import Ledger
+from sampleapp.settings import data_dir_from_env
+
+
+def on_task_lost(server: Any, task: Any) -> None:
+    """Record an after-response task the pool could not finish (timeout, shutdown, killed, never started).
+
+    Runs in the worker or in the arbiter. It must never raise: a failing hook would hide the loss it reports.
+    """
+    try:
+        Ledger(data_dir_from_env() / "ledger.sqlite3").record_lost(
+            task.name, task.reason, getattr(task, "request_uri", None), getattr(task, "pid", None)
+        )
+    except Exception:
+        log = getattr(server, "log", None)
+        if log is not None:
+            log.exception("could not record lost task %r (%s) in the ledger", task.name, task.reason)
+        else:
+            raise
