@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import socket
 import struct
 import threading
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["ListenQueue", "listen_queue", "tcp_listen_queue", "total", "unix_listen_queue"]
+__all__ = ["ListenQueue", "listen_queue", "readable", "tcp_listen_queue", "total", "unix_listen_queue"]
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
@@ -165,3 +166,14 @@ def total(socks: list[_HasFileno]) -> ListenQueue | None:
     if not parts:
         return None
     return ListenQueue(queue=sum(q.queue for q in parts), backlog=sum(q.backlog for q in parts))
+
+
+def readable(sock: _HasFileno) -> bool:
+    """A listening socket is readable when at least one connection waits to be accepted."""
+    s = getattr(sock, "sock", sock)
+    p = select.poll()
+    try:
+        p.register(s.fileno(), select.POLLIN)
+        return bool(p.poll(0))
+    except (OSError, ValueError):
+        return False
