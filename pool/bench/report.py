@@ -71,7 +71,7 @@ def reference(rows: list[Row], preferred: str) -> Row | None:
 def targets(rows: list[Row]) -> list[dict[str, Any]]:
     ran = [r for r in rows if r.status == "ok" and r.rps]
     ours = max((r for r in ran if r.server == "fcgipool"), key=lambda r: r.rps or 0.0, default=None)
-    checks = []
+    checks: list[dict[str, Any]] = []
     for server, factor in TARGETS:
         theirs = max((r for r in ran if r.server == server), key=lambda r: r.rps or 0.0, default=None)
         goal = f"fcgipool >= {factor:g}x {server}"

@@ -59,8 +59,7 @@ def wait_ready(group: procs.Group, port: int, workers: int, timeout: float) -> N
 
 def worker_memory(master: int) -> dict[str, Any]:
     pids = procs.children(master)
-    mems = {pid: procs.memory_kib(pid) for pid in pids}
-    mems = {pid: m for pid, m in mems.items() if m}
+    mems = {pid: m for pid in pids if (m := procs.memory_kib(pid))}
     rss = [m["rss"] for m in mems.values()]
     pss = [m["pss"] for m in mems.values() if "pss" in m]
     master_mem = procs.memory_kib(master) or {}

@@ -1,0 +1,202 @@
+"""The `make bench` harness: parsing, tables, targets, process cleanup, and one short real run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+POOL_DIR = Path(__file__).resolve().parents[2]
+REPO = POOL_DIR.parent
+sys.path.insert(0, str(POOL_DIR))
+
+from bench import backends, nginx, procs, report, settings, wrk  # noqa: E402
+
+WRK_OUTPUT = """\
+Running 1s test @ http://127.0.0.1:1234/
+  2 threads and 32 connections
+WRK_SUMMARY {"requests": 12000, "duration_us": 2000000, "bytes": 100, \
+"errors": {"connect": 0, "read": 1, "write": 0, "status": 2, "timeout": 0}, \
+"latency_us": {"mean": 900.5, "stdev": 10.0, "p50": 800, "p90": 1500, "p99": 3000, "max": 9000}}
+"""
+
+
+def test_wrk_summary_is_parsed():
+    result = wrk.parse(WRK_OUTPUT)
+    assert result.rps == 6000
+    assert (result.p50_ms, result.p99_ms) == (0.8, 3.0)
+    assert result.error_count == 3
+
+
+def test_wrk_output_without_summary_is_an_error():
+    with pytest.raises(wrk.WrkError, match="no WRK_SUMMARY"):
+        wrk.parse("Running 1s test\nunable to connect to 127.0.0.1:1 Connection refused\n")
+
+
+def test_settings_defaults_and_bad_values():
+    cfg = settings.from_env({})
+    assert (cfg.duration, cfg.connections, cfg.workers, cfg.rounds) == (10, 32, 2, 1)
+    assert settings.from_env({"BENCH_ONLY": "fcgipool, uwsgi"}).only == ("fcgipool", "uwsgi")
+    with pytest.raises(settings.SettingsError, match="BENCH_DURATION='ten'"):
+        settings.from_env({"BENCH_DURATION": "ten"})
+    with pytest.raises(settings.SettingsError, match="below the minimum"):
+        settings.from_env({"BENCH_CONNECTIONS": "0"})
+    with pytest.raises(settings.SettingsError, match="connection per thread"):
+        settings.from_env({"BENCH_THREADS": "8", "BENCH_CONNECTIONS": "4"})
+
+
+def test_select_by_row_or_server_and_unknown_names():
+    rows = backends.all_backends()
+    assert rows[0].row == backends.REFERENCE_ROW
+    assert {b.row for b in backends.select(rows, ("uwsgi", "gunicorn-http"))} == {
+        "uwsgi",
+        "uwsgi-keepconn",
+        "gunicorn-http",
+    }
+    with pytest.raises(ValueError, match="unknown rows"):
+        backends.select(rows, ("nope",))
+
+
+def _row(name: str, server: str, rps_values: list[float], rss: int = 20480) -> report.Row:
+    row = report.Row(name, server, name, "ok")
+    for i, rps in enumerate(rps_values):
+        row.rounds.append(
+            {
+                "round": i + 1, "status": "ok", "rps": rps, "errors": 0, "p50_ms": 1.0, "p99_ms": 4.0,
+                "worker_count": 2, "rss_sum_kib": rss, "rss_per_worker_kib": rss / 2, "pss_sum_kib": rss // 2,
+            }
+        )  # fmt: skip
+    return row
+
+
+def test_table_targets_and_ratios():
+    rows = [
+        _row("fcgipool-keepconn", "fcgipool", [20000, 22000, 21000]),
+        _row("uwsgi", "uwsgi", [25000], rss=40960),
+        _row("flup", "flup", [6000]),
+        _row("gunicorn-http", "gunicorn", [11000]),
+        report.Row("php-fpm", "php-fpm", "php-fpm", "skipped", note="not installed"),
+    ]
+    ref = report.reference(rows, "fcgipool-keepconn")
+    assert ref is rows[0] and ref.rps == 21000
+    assert ref.spread == pytest.approx(2000 / 21000)
+    checks = {t["target"]: t for t in report.targets(rows)}
+    assert checks["fcgipool >= 1x uwsgi"]["status"] == "missed"
+    assert checks["fcgipool >= 2x flup"]["status"] == "met"
+    assert checks["fcgipool >= 2x gunicorn"]["status"] == "missed"
+    assert checks["fcgipool >= 2x gunicorn"]["ratio"] == pytest.approx(21000 / 11000)
+
+    text = report.text_table(rows, ref).splitlines()
+    assert len(text) == 2 + len(rows) and len({len(line.rstrip()) for line in text[:2]}) == 1
+    uwsgi_line = next(line for line in text if line.startswith("uwsgi"))
+    assert "25,000" in uwsgi_line and "1.19x" in uwsgi_line and "2.00x" in uwsgi_line  # req/s and RSS ratios
+    assert "skipped" in next(line for line in text if line.startswith("php-fpm"))
+
+    md = report.markdown_table(rows, ref).splitlines()
+    assert {line.count("|") for line in md} == {len(report.COLUMNS) + 1}
+
+
+def test_targets_not_applicable_without_fcgipool():
+    checks = report.targets([_row("uwsgi", "uwsgi", [25000])])
+    assert {t["status"] for t in checks} == {"n/a"}
+
+
+def test_stop_kills_the_whole_group_even_if_it_ignores_term(tmp_path):
+    script = "trap '' TERM; sleep 60 & sleep 60"
+    group = procs.start("stubborn", ["sh", "-c", script], tmp_path / "log")
+    deadline = time.monotonic() + 5
+    while len(procs.children(group.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    kids = procs.children(group.pid)
+    assert len(kids) == 2
+    assert procs.memory_kib(kids[0])["rss"] > 0
+    group.stop(grace=0.3)
+    for pid in [group.pid, *kids]:
+        stat = Path(f"/proc/{pid}/stat")
+        assert not stat.exists() or stat.read_text().split(")")[1].split()[0] == "Z"
+    assert group.proc.returncode == -signal.SIGKILL
+
+
+@pytest.mark.nginx
+@pytest.mark.skipif(shutil.which("nginx", path="/usr/sbin:/usr/bin:/usr/local/sbin") is None, reason="no nginx")
+def test_generated_nginx_config_is_accepted(tmp_path):
+    rows = [(b, tmp_path / f"{b.row}.sock", 10000 + i) for i, b in enumerate(backends.all_backends())]
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(nginx.render(rows, tmp_path, nginx_workers=1, keepalive=8))
+    for sub in ("client_body", "fastcgi", "proxy", "uwsgi", "scgi"):
+        (tmp_path / "tmp" / sub).mkdir(parents=True)
+    exe = nginx.find_nginx()
+    done = subprocess.run(
+        [exe, "-t", "-p", str(tmp_path), "-c", str(conf), "-e", str(tmp_path / "error.log")],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    text = conf.read_text()
+    # Identical server blocks except for the pass directive.
+    assert text.count("fastcgi_keep_conn on;") == 4 and text.count("fastcgi_keep_conn off;") == 4
+    assert text.count("uwsgi_pass ") == 1 and text.count("proxy_pass ") == 1
+
+
+def _leftovers(marker: str) -> list[str]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if marker in cmdline:
+                found.append(f"{entry}: {cmdline}")
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.nginx
+@pytest.mark.timeout(400)
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+def test_short_real_run_of_every_available_backend():
+    """1 s per backend through real nginx: every backend that is installed answers and is measured."""
+    # Short paths: unix socket names are limited to 107 bytes.
+    tmp = Path(tempfile.mkdtemp(prefix="bt-", dir="/tmp"))
+    try:
+        env = {
+            **os.environ,
+            "TMPDIR": str(tmp),
+            "BENCH_DURATION": "1",
+            "BENCH_WARMUP": "0",
+            "BENCH_CONNECTIONS": "8",
+            "BENCH_RESULTS_DIR": str(tmp / "results"),
+        }
+        done = subprocess.run(
+            [sys.executable, str(POOL_DIR / "bench" / "run.py")],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=380, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert not _leftovers(str(tmp)), "processes left running after the benchmark"
+
+        data = json.loads((tmp / "results" / "latest.json").read_text())
+        assert data["machine"]["nproc"] == os.cpu_count()
+        rows = {r["row"]: r for r in data["rows"]}
+        assert set(rows) == {b.row for b in backends.all_backends()}
+        for name in ("gunicorn-http", "gunicorn-uwsgi", "flup", "flup-keepconn"):
+            assert rows[name]["status"] == "ok", rows[name]
+        for row in rows.values():
+            assert row["status"] in ("ok", "skipped"), row
+            if row["status"] == "ok":
+                assert row["rps"] > 0 and 0 < row["p50_ms"] <= row["p99_ms"]
+                assert row["workers"] == 2 and row["rss_per_worker_kib"] > 1024
+            else:
+                assert row["note"]
+        md = (tmp / "results" / "latest.md").read_text()
+        assert {line.count("|") for line in md.splitlines() if line.startswith("|")} == {len(report.COLUMNS) + 1}
+        assert "req/s" in done.stdout and "target fcgipool >= 1x uwsgi" in done.stdout
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
