@@ -188,7 +188,7 @@ class Connection:
     def next_event(self) -> Event | _NeedData:
         """The next event, or :data:`NEED_DATA`. Raises :class:`RemoteProtocolError` on bad input."""
         if self._error is not None:
-            raise RemoteProtocolError(f"connection already failed: {self._error.reason}")
+            raise type(self._error)(f"connection already failed: {self._error.reason}")
         try:
             return self._next_event()
         except RemoteProtocolError as exc:
