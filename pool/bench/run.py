@@ -73,19 +73,22 @@ def worker_memory(master: int) -> dict[str, Any]:
     }
 
 
+def start_backend(
+    backend: Backend, exe: str, sock: Path, run_dir: Path, workers: int, extra_args: tuple[str, ...] = ()
+) -> procs.Group:
+    """Start `backend` on `sock` in its own process group; `extra_args` go right after the executable."""
+    sock.unlink(missing_ok=True)
+    launch = backend.launch(exe, sock, workers, run_dir)
+    env = {**os.environ, "PYTHONPATH": str(backends_mod.APPS_DIR), **launch.env_extra}
+    argv = [launch.argv[0], *extra_args, *launch.argv[1:]]
+    return procs.start(
+        backend.row, argv, run_dir / f"{backend.row}.log", cwd=launch.cwd, env=env, stop_signal=launch.stop_signal
+    )
+
+
 def measure(backend: Backend, exe: str, sock: Path, port: int, cfg: settings.Settings, run_dir: Path) -> dict:
     """One round of one backend: start, check, warm up, measure, read memory, stop."""
-    sock.unlink(missing_ok=True)
-    launch = backend.launch(exe, sock, cfg.workers, run_dir)
-    env = {**os.environ, "PYTHONPATH": str(backends_mod.APPS_DIR), **launch.env_extra}
-    group = procs.start(
-        backend.row,
-        launch.argv,
-        run_dir / f"{backend.row}.log",
-        cwd=launch.cwd,
-        env=env,
-        stop_signal=launch.stop_signal,
-    )
+    group = start_backend(backend, exe, sock, run_dir, cfg.workers)
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_ready(group, port, cfg.workers, cfg.start_timeout)
