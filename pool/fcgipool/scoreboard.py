@@ -55,6 +55,7 @@ PENDING_BYTES = 1024  # task names separated by NUL; the count field says how ma
 # (name, struct format). Little-endian, no padding: offsets are computed below.
 _FIELDS: list[tuple[str, str]] = [
     ("seq", "Q"),
+    ("slow_requests", "Q"),  # 8-byte aligned: the slowlog thread bumps it with one store, outside the seqlock
     ("pid", "i"),
     ("state", "B"),
     ("start_time", "d"),  # wall clock, when the worker took the slot
@@ -77,7 +78,6 @@ _FIELDS: list[tuple[str, str]] = [
     ("background_seconds", "d"),
     ("finishing_start", "d"),  # wall clock, when the current after-response phase began
     ("deadline", "d"),  # time.monotonic() value; 0 = none
-    ("slow_requests", "Q"),
     ("pending_count", "I"),
     ("pending_names", f"{PENDING_BYTES}s"),
 ]
@@ -89,7 +89,7 @@ for _name, _fmt in _FIELDS:
     _st = struct.Struct("<" + _fmt)
     _OFFSETS[_name] = (_off, _st)
     _off += _st.size
-assert _off == _RECORD.size
+assert _off == _RECORD.size and _OFFSETS["slow_requests"][0] % 8 == 0
 SLOT_SIZE = (_RECORD.size + 63) // 64 * 64  # cache-line aligned slots
 _SEQ_OFF, _SEQ = _OFFSETS["seq"]
 _READ_RETRIES = 1000
@@ -361,7 +361,10 @@ class Slot:
         self._write(tasks_lost=self._get("tasks_lost") + n, **self._pending_values())
 
     def slow_request(self) -> None:
-        self._write(slow_requests=self._get("slow_requests") + 1)
+        """Count a slow request. Safe from the worker's slowlog thread: it is this field's only writer and
+        the store is one aligned 8-byte write, so it stays outside the seqlock the request thread uses."""
+        off, st = _OFFSETS["slow_requests"]
+        st.pack_into(self._mm, self._base + off, self._get("slow_requests") + 1)
 
 
 def _parse_pending(raw: bytes, count: int) -> tuple[str, ...]:
@@ -421,6 +424,12 @@ class Scoreboard:
         if not 0 <= index < self.size:
             raise IndexError(f"slot {index} out of range 0..{self.size - 1}")
         return Slot(self._mm, index)
+
+    def count_slow(self, index: int) -> None:
+        """Worker side, from the slowlog thread: one more slow request in slot ``index`` (see Slot.slow_request)."""
+        off, st = _OFFSETS["slow_requests"]
+        base = index * SLOT_SIZE + off
+        st.pack_into(self._mm, base, st.unpack_from(self._mm, base)[0] + 1)
 
     def index_of(self, pid: int) -> int | None:
         with self._lock:
