@@ -122,9 +122,9 @@ def main() -> int:
     parser.add_argument("--tool", choices=["strace", "py-spy", "cprofile", "all"], default="all")
     args = parser.parse_args()
     cfg = settings.from_env()
-    (backend,) = [b for b in backends_mod.all_backends() if b.row == args.row] or [None]
+    backend = next((b for b in backends_mod.all_backends() if b.row == args.row), None)
     if backend is None:
-        parser.error(f"unknown row {args.row!r}")
+        parser.error(f"unknown row {args.row!r}; rows: {[b.row for b in backends_mod.all_backends()]}")
     exe = backend.find()
     if exe is None:
         parser.error(backend.missing_hint)
