@@ -129,6 +129,8 @@ class Worker:
 
     def feed(self, chunks: Iterable[bytes], eof: bool) -> Run:
         for chunk in chunks:
+            if not chunk:
+                continue  # b"" would mean EOF
             self.conn.receive_data(chunk)
             if not self._drain():
                 return self.run
