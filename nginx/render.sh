@@ -1,6 +1,7 @@
 #!/bin/sh
 # Render nginx.conf.template into a runnable config (docker entrypoint and native mode use this same script).
-# Usage: render.sh OUTPUT_FILE   — reads the NGINX_* / FCGIPOOL_* variables below from the environment.
+# Usage: render.sh OUTPUT_FILE   — reads the NGINX_* / FCGIPOOL_* variables below from the environment
+# (NGINX_USER optional: the workers' user when nginx is started as root).
 set -eu
 here=$(CDPATH= cd -- "$(dirname -- "$0")" && pwd)
 out=${1:?usage: render.sh OUTPUT_FILE}
@@ -15,7 +16,11 @@ export NGINX_CONF_DIR NGINX_LISTEN NGINX_RUN_DIR NGINX_ERROR_LOG NGINX_ACCESS_LO
 command -v envsubst >/dev/null 2>&1 || {
     echo "render.sh: envsubst not found; install it: apt-get install gettext-base" >&2; exit 1; }
 mkdir -p "$NGINX_RUN_DIR"
-# Only our placeholders: nginx's own $variables must pass through untouched.
-envsubst '${NGINX_CONF_DIR} ${NGINX_LISTEN} ${NGINX_RUN_DIR} ${NGINX_ERROR_LOG} ${NGINX_ACCESS_LOG} ${FCGIPOOL_SOCKET} ${FCGIPOOL_STATUS_SOCKET}' \
-    < "$here/nginx.conf.template" > "$out.tmp"
+{
+    # Only when nginx starts as root (native mode run by root): which user its workers run as.
+    if [ -n "${NGINX_USER:-}" ]; then echo "user ${NGINX_USER};"; fi
+    # Only our placeholders: nginx's own $variables must pass through untouched.
+    envsubst '${NGINX_CONF_DIR} ${NGINX_LISTEN} ${NGINX_RUN_DIR} ${NGINX_ERROR_LOG} ${NGINX_ACCESS_LOG} ${FCGIPOOL_SOCKET} ${FCGIPOOL_STATUS_SOCKET}' \
+        < "$here/nginx.conf.template"
+} > "$out.tmp"
 mv "$out.tmp" "$out"

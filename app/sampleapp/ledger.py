@@ -88,14 +88,18 @@ class Ledger:
             conn.execute("INSERT INTO signups (id, email, at) VALUES (?, ?, ?)", (signup_id, email, time.time()))
 
     def tracked(self, kind: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """Wrap an after-response task so the ledger sees it start and end; failures are re-raised for the pool."""
+        """Wrap an after-response task so the ledger sees it start and end; failures are re-raised for the pool.
+
+        Only ``Exception`` counts as failed: the pool interrupts over-budget work with a BaseException and then
+        reports the task lost through ``on_task_lost`` (sampleapp.hooks), so it is never counted twice.
+        """
 
         @functools.wraps(fn)
         def task(*args: Any, **kwargs: Any) -> Any:
             self.record(kind, "started")
             try:
                 result = fn(*args, **kwargs)
-            except BaseException:
+            except Exception:
                 self.record(kind, "failed")
                 raise
             self.record(kind, "finished")

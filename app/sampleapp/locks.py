@@ -22,10 +22,10 @@ class LockTimeout(Exception):
 
 class UserLock:
     def __init__(self, lock_dir: Path, user: str) -> None:
+        self._fd: int | None = None
         if not USER_RE.fullmatch(user) or user in {".", ".."}:
             raise ValueError(f"invalid user name {user!r}")
         self.path = lock_dir / f"{user}.lock"
-        self._fd: int | None = None
         self.wait_ms = 0.0
 
     @property
