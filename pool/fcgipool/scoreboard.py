@@ -59,6 +59,7 @@ _FIELDS: list[tuple[str, str]] = [
     ("pid", "i"),
     ("state", "B"),
     ("start_time", "d"),  # wall clock, when the worker took the slot
+    ("state_since", "d"),  # wall clock of the last state change (idle time for the process managers)
     ("requests", "Q"),
     ("accepted", "Q"),
     ("method", f"{METHOD_BYTES}s"),
@@ -125,6 +126,7 @@ class SlotSnapshot:
     pid: int
     state: State
     start_time: float
+    state_since: float
     requests: int
     accepted: int
     method: str
@@ -285,25 +287,28 @@ class Slot:
     def begin_request(self, method: str, uri: str, query: str, content_length: int, script: str = "") -> None:
         self._t0 = time.monotonic()
         self._cpu0 = time.process_time()
+        now = time.time()
         self._write(
             state=State.RUNNING,
+            state_since=now,
             method=_enc(method, METHOD_BYTES),
             uri=_enc(uri, URI_BYTES),
             query=_enc(query, QUERY_BYTES),
             script=_enc(script, SCRIPT_BYTES),
             content_length=max(0, int(content_length or 0)),
-            request_start=time.time(),
+            request_start=now,
             request_duration=0.0,
         )
 
     def set_state(self, state: State) -> None:
+        now = time.time()
         if state == State.FINISHING:
-            self._write(state=state, finishing_start=time.time())
+            self._write(state=state, state_since=now, finishing_start=now)
         elif state == State.READING:
             self._t0 = time.monotonic()
-            self._write(state=state, request_start=time.time())
+            self._write(state=state, state_since=now, request_start=now)
         else:
-            self._write(state=state)
+            self._write(state=state, state_since=now)
 
     def end_response(self, cpu_seconds: float | None = None, memory_bytes: int | None = None) -> None:
         """The response phase is over (END_REQUEST sent). Counts the request; state is left to the caller.
@@ -398,7 +403,8 @@ class Scoreboard:
                 raise RuntimeError(f"scoreboard full: all {self.size} slots are taken")
         base = i * SLOT_SIZE
         self._mm[base : base + SLOT_SIZE] = bytes(SLOT_SIZE)
-        values = {"pid": pid, "state": State.IDLE, "start_time": time.time()}
+        now = time.time()
+        values = {"pid": pid, "state": State.IDLE, "start_time": now, "state_since": now}
         for name, value in values.items():
             off, st = _OFFSETS[name]
             st.pack_into(self._mm, base + off, value)
@@ -463,6 +469,7 @@ class Scoreboard:
             pid=pid,
             state=State(v["state"]) if v["state"] in State._value2member_map_ else State.IDLE,
             start_time=v["start_time"],
+            state_since=v["state_since"],
             requests=v["requests"],
             accepted=v["accepted"],
             method=_dec(v["method"]),
