@@ -8,6 +8,7 @@ replies_hex (everything data_to_send() returned, concatenated) and error ({"type
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterable
@@ -84,6 +85,9 @@ def event_to_json(ev: object) -> dict[str, Any]:
     if isinstance(ev, RequestStarted):
         return {"type": "RequestStarted", "request_id": ev.request_id, "keep_conn": ev.keep_conn, "params": ev.params}
     if isinstance(ev, StdinData):
+        if len(ev.data) > 256:  # keep sidecars readable: big chunks by length and digest
+            digest = hashlib.sha256(ev.data).hexdigest()
+            return {"type": "StdinData", "request_id": ev.request_id, "len": len(ev.data), "sha256": digest}
         return {"type": "StdinData", "request_id": ev.request_id, "data": ev.data.decode("latin-1")}
     if isinstance(ev, StdinEnd | AbortRequested):
         return {"type": type(ev).__name__, "request_id": ev.request_id}

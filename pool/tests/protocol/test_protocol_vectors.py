@@ -119,3 +119,19 @@ def test_valid_vector_in_random_chunks(vector: Vector) -> None:
         )  # fmt: skip
         assert [event_to_json(e) for e in run.events] == vector.spec["events"]
         assert not isinstance(run.error, FastCGIError)
+
+
+def test_captured_nginx_vectors_match_what_was_sent() -> None:
+    """Checks against what curl sent through nginx, not against the parser's own earlier output."""
+    vectors = {v.name: v for v in VECTORS}
+    get = feed_chunks([vectors["nginx_get_plain"].data], eof=True)
+    started = get.events[0]
+    assert started.params["HTTP_X_LONG"] == "L" * 300  # > 127 bytes: nginx used a 4-byte length
+    assert started.params["REQUEST_URI"] == "/plain/hello?x=1&y=%FF"
+    assert started.params["HTTP_COOKIE"] == "a=b"
+    post = feed_chunks([vectors["nginx_keep_conn_post_then_get"].data], eof=True)
+    body = b"".join(e.data for e in post.events if hasattr(e, "data"))
+    assert body == bytes(range(256)) * 400
+    assert [e.params["REQUEST_METHOD"] for e in post.events if hasattr(e, "params")] == ["POST", "GET"]
+    cgi = feed_chunks([vectors["cgi_fcgi_post"].data], eof=True)
+    assert cgi.events[1].data == b"hello=world"
