@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 
 @dataclass
@@ -60,7 +61,7 @@ def _group_exists(pgid: int) -> bool:
     """True while a live (non-zombie) process of the group remains."""
     for pid in _all_pids():
         stat = _stat(pid)
-        if stat is not None and stat["pgrp"] == pgid and stat["state"] != "Z":
+        if stat is not None and stat.pgrp == pgid and stat.state != "Z":
             return True
     return False
 
@@ -91,14 +92,22 @@ def _all_pids() -> list[int]:
     return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
 
 
-def _stat(pid: int) -> dict[str, object] | None:
+class _Stat(NamedTuple):
+    state: str
+    ppid: int
+    pgrp: int
+    cpu: float  # utime + stime, seconds
+
+
+def _stat(pid: int) -> _Stat | None:
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # The command name is in parentheses and may itself contain spaces or parentheses.
     fields = raw[raw.rindex(")") + 2 :].split()
-    return {"state": fields[0], "ppid": int(fields[1]), "pgrp": int(fields[2])}
+    ticks = os.sysconf("SC_CLK_TCK")
+    return _Stat(fields[0], int(fields[1]), int(fields[2]), (int(fields[11]) + int(fields[12])) / ticks)
 
 
 def children(pid: int) -> list[int]:
@@ -106,9 +115,19 @@ def children(pid: int) -> list[int]:
     found = []
     for candidate in _all_pids():
         stat = _stat(candidate)
-        if stat is not None and stat["ppid"] == pid and stat["state"] != "Z":
+        if stat is not None and stat.ppid == pid and stat.state != "Z":
             found.append(candidate)
     return sorted(found)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time used so far by `pids` (processes that are gone count 0)."""
+    total = 0.0
+    for pid in pids:
+        stat = _stat(pid)
+        if stat is not None:
+            total += stat.cpu
+    return total
 
 
 def memory_kib(pid: int) -> dict[str, int] | None:

@@ -56,6 +56,11 @@ class Row:
             "rss_sum_kib": self._median("rss_sum_kib"),
             "rss_per_worker_kib": self._median("rss_per_worker_kib"),
             "pss_sum_kib": self._median("pss_sum_kib"),
+            "backend_cpu_us_per_req": self._median("backend_cpu_us_per_req"),
+            "nginx_cpu_us_per_req": self._median("nginx_cpu_us_per_req"),
+            "wrk_cpu_us_per_req": self._median("wrk_cpu_us_per_req"),
+            "machine_busy": self._median("machine_busy"),
+            "other_busy": self._median("other_busy"),
         }
 
 
@@ -106,7 +111,17 @@ COLUMNS = [
     "RSS sum MiB",
     "RSS/worker MiB",
     "RSS vs ref",
+    "CPU us/req",
+    "other CPU",
 ]
+
+
+LEGEND = (
+    "vs ref: ratio to the reference row; spread: (max - min) / median of req/s over the rounds; "
+    "RSS: VmRSS of the worker processes after the run; CPU us/req: CPU time of the backend (master + workers) "
+    "per request; other CPU: share of the machine's CPU used by processes outside the benchmark during the run "
+    "(noise from other work on a shared machine)"
+)
 
 
 def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
@@ -139,6 +154,8 @@ def table_rows(rows: list[Row], ref: Row | None) -> list[list[str]]:
                 _fmt(None if s["rss_sum_kib"] is None else s["rss_sum_kib"] / 1024, ".1f"),
                 _fmt(None if s["rss_per_worker_kib"] is None else s["rss_per_worker_kib"] / 1024, ".1f"),
                 _fmt(rss_ratio, ".2f", "x"),
+                _fmt(s["backend_cpu_us_per_req"], ".0f"),
+                _fmt(None if s["other_busy"] is None else s["other_busy"] * 100, ".0f", "%"),
             ]
         )
     return out
@@ -182,6 +199,8 @@ def markdown(meta: dict[str, Any], rows: list[Row], ref: Row | None) -> str:
         f"Reference row for ratios: {ref.row if ref else 'none (fcgipool did not run)'}",
         "",
         markdown_table(rows, ref),
+        "",
+        LEGEND,
         "",
         "Targets:",
         "",

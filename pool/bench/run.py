@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import sys
@@ -86,21 +87,30 @@ def start_backend(
     )
 
 
-def measure(backend: Backend, exe: str, sock: Path, port: int, cfg: settings.Settings, run_dir: Path) -> dict:
-    """One round of one backend: start, check, warm up, measure, read memory, stop."""
-    group = start_backend(backend, exe, sock, run_dir, cfg.workers)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        wait_ready(group, port, cfg.workers, cfg.start_timeout)
-        if cfg.warmup:
-            wrk.run(url, duration=cfg.warmup, connections=cfg.connections, threads=cfg.threads)
-        load_before = os.getloadavg()[0]
-        result = wrk.run(url, duration=cfg.duration, connections=cfg.connections, threads=cfg.threads)
-        memory = worker_memory(group.pid)
-        if not group.alive():
-            raise RuntimeError(f"exited during the run:\n{group.log_tail()}")
-    finally:
-        group.stop()
+def machine_cpu_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    ticks = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # guest time is already inside user
+    return (total - idle) / ticks, total / ticks
+
+
+def measured_run(url: str, cfg: settings.Settings, backend_master: int, nginx_master: int) -> dict[str, Any]:
+    """The measured wrk run plus where the machine's CPU went meanwhile."""
+    backend_pids = [backend_master, *procs.children(backend_master)]
+    nginx_pids = [nginx_master, *procs.children(nginx_master)]
+    backend_cpu, nginx_cpu = procs.cpu_seconds(backend_pids), procs.cpu_seconds(nginx_pids)
+    busy, total = machine_cpu_seconds()
+    wrk_usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = wrk.run(url, duration=cfg.duration, connections=cfg.connections, threads=cfg.threads)
+    wrk_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    backend_cpu = procs.cpu_seconds(backend_pids) - backend_cpu
+    nginx_cpu = procs.cpu_seconds(nginx_pids) - nginx_cpu
+    wrk_cpu = (wrk_after.ru_utime + wrk_after.ru_stime) - (wrk_usage.ru_utime + wrk_usage.ru_stime)
+    busy_after, total_after = machine_cpu_seconds()
+    busy, total = busy_after - busy, total_after - total
+    per_req = 1e6 / result.requests if result.requests else 0.0
     return {
         "status": "ok",
         "rps": result.rps,
@@ -112,9 +122,34 @@ def measure(backend: Backend, exe: str, sock: Path, port: int, cfg: settings.Set
         "p90_ms": result.p90_ms,
         "p99_ms": result.p99_ms,
         "max_ms": result.max_ms,
-        "loadavg_1m_before": load_before,
-        **memory,
+        # CPU microseconds per request: less sensitive than req/s to other work on a shared machine.
+        "backend_cpu_us_per_req": backend_cpu * per_req,
+        "nginx_cpu_us_per_req": nginx_cpu * per_req,
+        "wrk_cpu_us_per_req": wrk_cpu * per_req,
+        # Share of the machine's CPU time: busy overall, and busy with something other than this row.
+        "machine_busy": busy / total if total else None,
+        "other_busy": max(0.0, busy - backend_cpu - nginx_cpu - wrk_cpu) / total if total else None,
     }
+
+
+def measure(
+    backend: Backend, exe: str, sock: Path, port: int, cfg: settings.Settings, run_dir: Path, nginx_master: int
+) -> dict[str, Any]:
+    """One round of one backend: start, check, warm up, measure, read memory, stop."""
+    group = start_backend(backend, exe, sock, run_dir, cfg.workers)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_ready(group, port, cfg.workers, cfg.start_timeout)
+        if cfg.warmup:
+            wrk.run(url, duration=cfg.warmup, connections=cfg.connections, threads=cfg.threads)
+        load_before = os.getloadavg()[0]
+        result = measured_run(url, cfg, group.pid, nginx_master)
+        memory = worker_memory(group.pid)
+        if not group.alive():
+            raise RuntimeError(f"exited during the run:\n{group.log_tail()}")
+    finally:
+        group.stop()
+    return {**result, "loadavg_1m_before": load_before, **memory}
 
 
 def machine() -> dict[str, Any]:
@@ -205,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
                 step += 1
                 row = by_row[backend.row]
                 try:
-                    result = measure(backend, exe, sock, port, cfg, run_dir)
+                    result = measure(backend, exe, sock, port, cfg, run_dir, nginx_group.pid)
                 except (RuntimeError, OSError, wrk.WrkError) as exc:
                     failed = True
                     row.status = "failed"
@@ -243,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(report.text_table(rows, ref))
     print()
-    print(f"ratios relative to {ref.row if ref else '(no fcgipool row ran)'}; spread = (max-min)/median over rounds")
+    print(f"reference row: {ref.row if ref else '(no fcgipool row ran)'}")
+    print(report.LEGEND)
     for t in meta["targets"]:
         print(f"target {t['target']}: {t['status']} - {t['detail']}")
     for note in report.notes(rows):

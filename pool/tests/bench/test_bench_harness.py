@@ -193,6 +193,7 @@ def test_short_real_run_of_every_available_backend():
             if row["status"] == "ok":
                 assert row["rps"] > 0 and 0 < row["p50_ms"] <= row["p99_ms"]
                 assert row["workers"] == 2 and row["rss_per_worker_kib"] > 1024
+                assert row["backend_cpu_us_per_req"] > 0 and 0 <= row["other_busy"] <= 1
             else:
                 assert row["note"]
         md = (tmp / "results" / "latest.md").read_text()
