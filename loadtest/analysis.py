@@ -1,0 +1,246 @@
+"""Turns one run's raw measurements into per-scenario findings, model checks and recommendations (no I/O)."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable
+
+from loadtest import model
+from loadtest.arrivals import interarrivals
+
+AGREE = 0.25  # model and measurement "agree" within 25 %
+CAPACITY_AGREE = 0.15
+
+
+def pct(values: Iterable[float], q: float) -> float | None:
+    xs = [v for v in values if v is not None and not math.isnan(v)]
+    return round(model.quantile(xs, q), 3) if xs else None
+
+
+def latency_summary(rows: list[dict]) -> dict:
+    lat = [r["latency_ms"] for r in rows]
+    svc = [r["service_ms"] for r in rows]
+    return {
+        "requests": len(rows),
+        "errors": sum(1 for r in rows if r["error"]),
+        "status_5xx": sum(1 for r in rows if 500 <= r["status"] < 600),
+        "status_502": sum(1 for r in rows if r["status"] == 502),
+        "status_504": sum(1 for r in rows if r["status"] == 504),
+        "p50_ms": pct(lat, 0.5), "p90_ms": pct(lat, 0.9), "p99_ms": pct(lat, 0.99), "max_ms": pct(lat, 1.0),
+        "send_p50_ms": pct(svc, 0.5), "send_p99_ms": pct(svc, 0.99),
+    }
+
+
+def ledger_delta(before: dict, after: dict) -> dict:
+    """Per-kind and total change of started/finished/failed/lost between two /ledger documents."""
+    out: dict = {"kinds": {}, "total": {"started": 0, "finished": 0, "failed": 0, "lost": 0}}
+    b_kinds = (before or {}).get("kinds", {})
+    for kind, counts in (after or {}).get("kinds", {}).items():
+        prev = b_kinds.get(kind, {})
+        d = {k: int(counts.get(k, 0)) - int(prev.get(k, 0)) for k in out["total"]}
+        if any(d.values()):
+            out["kinds"][kind] = d
+            for k, v in d.items():
+                out["total"][k] += v
+    return out
+
+
+def status_delta(before: dict, after: dict) -> dict:
+    keys = ("accepted conn", "background tasks run", "background tasks failed", "background tasks lost",
+            "background seconds", "max children reached")
+    return {k: round(float(after.get(k, 0) or 0) - float(before.get(k, 0) or 0), 6) for k in keys}
+
+
+def rows_in(sampler_rows: list[dict], label: str) -> list[dict]:
+    return [r for r in sampler_rows if r.get("label") == label and not r.get("error")]
+
+
+def _mean(rows: list[dict], col: str) -> float | None:
+    xs = [float(r[col]) for r in rows if r.get(col) not in ("", None)]
+    return round(statistics.fmean(xs), 3) if xs else None
+
+
+def _max(rows: list[dict], col: str) -> float | None:
+    xs = [float(r[col]) for r in rows if r.get(col) not in ("", None)]
+    return max(xs) if xs else None
+
+
+def step_throughput(rows: list[dict], start: float, end: float) -> float:
+    """Successful answers per second completed inside [start, end] (wall clock)."""
+    n = sum(1 for r in rows if 200 <= r["status"] < 300 and start <= r["done"] <= end)
+    return n / max(1e-9, end - start)
+
+
+def analyse_exhaustion(steps: list[dict], workers: int, bg_ratio: float, sampler_rows: list[dict],
+                       answer_s: list[float] | None = None) -> dict:
+    """steps: [{"label", "rate", "duration", "start", "rows"}] in increasing rate order.
+
+    Occupancy = the answer part (nginx's upstream response time at the lightest step, where nothing queues;
+    the client's latency if there is no access log) + the measured after-response seconds per request (pool
+    counter); capacity = workers / occupancy. Waits are client latency minus the client's unloaded latency.
+    """
+    light = steps[0]["rows"]
+    ok_light = [r for r in light if 200 <= r["status"] < 300]
+    client = [r["latency_ms"] / 1000 for r in ok_light] or [0.0]
+    client_p50 = model.quantile(client, 0.5)
+    resp = answer_s or client
+    resp_p50 = model.quantile(resp, 0.5)
+    bg_samples = [r["bg_ms"] / 1000 * bg_ratio for r in ok_light if r.get("bg_ms") is not None] or [0.0]
+    occupancy = resp_p50 + statistics.fmean(bg_samples)
+    var = statistics.pvariance(resp) + statistics.pvariance(bg_samples)
+    cs2 = var / occupancy**2 if occupancy > 0 else 1.0
+    capacity = workers / occupancy if occupancy > 0 else math.inf
+    out_steps = []
+    for st in steps:
+        rows = st["rows"]
+        intended = sorted(r["intended"] for r in rows)
+        ca2 = model.cv2(interarrivals(intended))
+        warm = st["duration"] * 0.2
+        thr = step_throughput(rows, st["start"] + warm, st["start"] + st["duration"])
+        arrival = len(rows) / st["duration"]
+        waits = [max(0.0, r["latency_ms"] / 1000 - client_p50) for r in rows if 200 <= r["status"] < 300]
+        measured_p99 = model.quantile(waits, 0.99) if waits else math.nan
+        est = model.predict(workers, arrival, occupancy, ca2=ca2, cs2=cs2)
+        srows = rows_in(sampler_rows, st["label"])
+        entry = {
+            "label": st["label"], "offered_rate": st["rate"], "arrival_rate": round(arrival, 3),
+            "throughput": round(thr, 3), "ca2": round(ca2, 3), **latency_summary(rows),
+            "measured_p99_wait_ms": round(measured_p99 * 1000, 1),
+            "measured_p_wait": round(sum(w > 0.005 for w in waits) / len(waits), 3) if waits else None,
+            "predicted_p99_wait_ms": round(est.wait_quantile * 1000, 1) if est.stable else None,
+            "predicted_p_wait": round(est.p_wait, 3), "predicted_mean_queue": round(est.mean_queue, 3)
+            if est.stable else None, "utilization": round(est.utilization, 3), "stable": est.stable,
+            "mean_listen_queue": _mean(srows, "listen_queue"), "max_listen_queue": _max(srows, "listen_queue"),
+            "mean_answering": _mean(srows, "answering"), "mean_finishing": _mean(srows, "finishing"),
+            "mean_active": _mean(srows, "active"),
+        }
+        entry["little_occupancy_s"] = (round(entry["mean_active"] / thr, 4)
+                                       if entry["mean_active"] is not None and thr > 0 else None)
+        out_steps.append(entry)
+    checks = _exhaustion_checks(out_steps, capacity)
+    return {
+        "workers": workers, "response_s": round(resp_p50, 4), "client_unloaded_s": round(client_p50, 4),
+        "answer_source": "nginx upstream_response_time" if answer_s else "client latency",
+        "background_s": round(statistics.fmean(bg_samples), 4), "occupancy_s": round(occupancy, 4),
+        "cs2": round(cs2, 4),
+        "expected_capacity": round(capacity, 3), "steps": out_steps, **checks,
+        "background_samples_s": bg_samples, "response_samples_s": resp}
+
+
+def _exhaustion_checks(steps: list[dict], capacity: float) -> dict:
+    over = [s for s in steps if s["arrival_rate"] > capacity * 1.05]
+    out: dict = {"measured_capacity": None, "capacity_error": None, "capacity_ok": None, "model_points": []}
+    if over:
+        top = max(over, key=lambda s: s["arrival_rate"])
+        out["measured_capacity"] = top["throughput"]
+        out["capacity_error"] = round(model.relative_error(capacity, top["throughput"]), 3)
+        out["capacity_ok"] = out["capacity_error"] <= CAPACITY_AGREE
+    for s in steps:
+        if not s["stable"] or s["predicted_p99_wait_ms"] is None or s["utilization"] > 0.95:
+            continue
+        pred, meas = s["predicted_p99_wait_ms"], s["measured_p99_wait_ms"]
+        err = model.relative_error(pred, meas) if meas > 0 else (0.0 if pred == 0 else math.inf)
+        why = ""
+        if pred == 0 and meas == 0:
+            why = "both zero: fewer than 1 % of requests wait at this load"
+        elif err > AGREE:
+            why = _disagreement_reason(s, pred, meas)
+        out["model_points"].append({"label": s["label"], "rate": s["arrival_rate"], "predicted_ms": pred,
+                                    "measured_ms": meas, "error": None if math.isinf(err) else round(err, 3),
+                                    "agrees": err <= AGREE, "why": why})
+    nonzero = [p for p in out["model_points"] if p["measured_ms"] > 0 or p["predicted_ms"] > 0]
+    out["model_ok_points"] = sum(1 for p in nonzero if p["agrees"])
+    out["model_ok"] = out["model_ok_points"] >= 2
+    return out
+
+
+def _disagreement_reason(step: dict, pred: float, meas: float) -> str:
+    if step["requests"] < 500:
+        return (f"only {step['requests']} requests: the measured p99 rests on "
+                f"{max(1, step['requests'] // 100)} sample(s), too few for a stable tail")
+    if pred < meas:
+        return ("measured wait is longer than M/M/c predicts: workers are not fully independent servers here "
+                "(shared CPU on a 2-core machine, process restarts, keep-alive connection stickiness)")
+    return "measured wait is shorter than predicted: service times are less variable than the correction assumes"
+
+
+def analyse_timeout(rows: list[dict], budget: float, ledger: dict, status: dict) -> dict:
+    bg = [r["bg_ms"] / 1000 for r in rows if r.get("bg_ms") is not None and 200 <= r["status"] < 300]
+    sent_over = sum(1 for r in rows if r.get("over_budget") and 200 <= r["status"] < 300)
+    ledger_lost = ledger["total"]["lost"]
+    pool_lost = int(status.get("background tasks lost", 0))
+    started = ledger["total"]["started"]
+    return {
+        "budget_s": budget, **latency_summary(rows), "tasks_sent": len(bg), "sent_over_budget": sent_over,
+        "ledger_started": started, "ledger_finished": ledger["total"]["finished"], "ledger_lost": ledger_lost,
+        "pool_lost": pool_lost, "lost_agrees": ledger_lost == pool_lost == sent_over,
+        "predicted_lost_share": round(model.lost_share(bg, budget), 4),
+        "measured_lost_share": round(ledger_lost / started, 4) if started else None,
+        "background_samples_s": bg,
+    }
+
+
+def analyse_lock(rows: list[dict], hold_ms: float) -> dict:
+    out: dict = {"hold_ms": hold_ms, **latency_summary(rows)}
+    for release in ("early", "late"):
+        waits = [r["lock_wait_ms"] for r in rows if r.get("release") == release and r.get("role") == "follow"
+                 and r.get("lock_wait_ms") is not None]
+        out[release] = {"n": len(waits), "mean_ms": round(statistics.fmean(waits), 1) if waits else None,
+                        "p50_ms": pct(waits, 0.5), "p99_ms": pct(waits, 0.99), "samples": waits}
+    late = out["late"]["p50_ms"]
+    out["late_waits_about_hold"] = late is not None and abs(late - hold_ms) <= 0.5 * hold_ms
+    early = out["early"]["p50_ms"]
+    out["early_does_not_wait"] = early is not None and early < 0.2 * hold_ms
+    return out
+
+
+def analyse_signup(rows: list[dict], mail_text: str, ledger: dict) -> dict:
+    accepted = [r["email"] for r in rows if r.get("email") and r["status"] == 202]
+    missing = [e for e in accepted if e not in mail_text]
+    return {**latency_summary(rows), "signups_sent": sum(1 for r in rows if r.get("email")),
+            "signups_accepted": len(accepted), "mail_arrived": len(accepted) - len(missing),
+            "mail_missing": len(missing), "missing_sample": missing[:5], "no_mail_lost": not missing,
+            "ledger": ledger}
+
+
+def recommend(exh: dict | None, timeout: dict | None, lat_p999_s: float, rss_mb: float | None, *,
+              target_rps: float, target_p99_ms: float, memory_mb: float, budget_now: float | None) -> dict:
+    """The four settings, each with the numbers that justify it."""
+    rec: dict = {}
+    if exh:
+        occ, cs2 = exh["occupancy_s"], exh["cs2"]
+        need = model.smallest_workers(target_rps, occ, target_p99_ms / 1000, ca2=1.0, cs2=cs2)
+        cap = model.memory_cap(memory_mb, rss_mb, reserve_mb=rss_mb) if rss_mb else None
+        workers = need if cap is None or need is None else min(need, cap)
+        reason = (f"{target_rps:g} req/s x {occ * 1000:.0f} ms occupancy ({exh['response_s'] * 1000:.0f} ms "
+                  f"answering + {exh['background_s'] * 1000:.0f} ms after the response) = "
+                  f"{target_rps * occ:.2f} busy workers on average; Erlang C with Allen-Cunneen (cs²={cs2:.2f}) "
+                  f"needs {need} for a p99 wait <= {target_p99_ms:g} ms")
+        if cap is not None:
+            reason += f"; memory {memory_mb:g} MB / {rss_mb:.0f} MB RSS per worker allows {cap}"
+            if need is not None and cap < need:
+                est = model.predict(cap, target_rps, occ, 1.0, cs2)
+                reason += (f" — MEMORY-BOUND: with {cap} workers the predicted p99 wait is "
+                           f"{est.wait_quantile * 1000:.0f} ms" if est.stable else " — MEMORY-BOUND and unstable")
+        rec["workers"] = {"value": workers, "reason": reason}
+    bg = (timeout or {}).get("background_samples_s") or (exh or {}).get("background_samples_s") or []
+    if bg:
+        budget = max(1.0, math.ceil(model.budget_for_loss(bg, 0.001, headroom=1.5)))
+        lost_now = f"; the timeout scenario lost {timeout['ledger_lost']} of {timeout['ledger_started']} tasks " \
+                   f"at the current {budget_now:g} s budget" if timeout and budget_now else ""
+        rec["background_timeout"] = {"value": budget, "reason": (
+            f"p99.9 of the measured after-response time is {model.quantile(bg, 0.999):.2f} s; with 50 % headroom "
+            f"a budget of {budget} s loses {model.lost_share(bg, budget) * 100:.2f} % of it{lost_now}")}
+    budget_val = rec.get("background_timeout", {}).get("value") or budget_now or 30
+    worker_timeout = math.ceil(lat_p999_s + budget_val + 5)
+    rec["timeout"] = {"value": worker_timeout, "reason": (
+        f"a worker is legitimately silent for up to its slowest answer (p99.9 {lat_p999_s:.2f} s) plus the "
+        f"background budget ({budget_val:g} s); 5 s more so the arbiter kills only stuck workers and "
+        f"after-response work is cut by the budget (counted as lost), not by a kill")}
+    read_timeout = max(10, math.ceil(lat_p999_s * 3))
+    rec["fastcgi_read_timeout"] = {"value": f"{read_timeout}s", "reason": (
+        f"nginx waits for the answer only, not the after-response work: 3 x the measured p99.9 answer time "
+        f"including queueing ({lat_p999_s:.2f} s), at least 10 s; beyond it a queued request gets 504 instead "
+        f"of waiting for an overloaded pool")}
+    return rec

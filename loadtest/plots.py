@@ -1,0 +1,158 @@
+"""The report's PNG plots (matplotlib, Agg backend). Each function returns the file it wrote, or None."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from loadtest import model
+
+DPI = 110
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def _num(rows: list[dict], col: str) -> list[float | None]:
+    return [float(r[col]) if r.get(col) not in ("", None) else None for r in rows]
+
+
+def _phases(ax, rows: list[dict]) -> None:
+    """Shade and name each scenario (label) along the time axis."""
+    spans: list[list] = []
+    for r in rows:
+        label = str(r.get("label", "")).split(":")[0].split("@")[0]
+        if spans and spans[-1][0] == label:
+            spans[-1][2] = r["t"]
+        else:
+            spans.append([label, r["t"], r["t"]])
+    for i, (label, a, b) in enumerate(spans):
+        if not label:
+            continue
+        if i % 2 == 0:
+            ax.axvspan(a, b, color="0.93", zorder=0)
+        ax.text((a + b) / 2, 1.0, label, transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=7)
+
+
+def latency_vs_rate(exh: dict, baseline: dict | None, path: Path) -> Path | None:
+    steps = exh["steps"]
+    if not steps:
+        return None
+    x = [s["arrival_rate"] for s in steps]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for key, style, name in (("p50_ms", "o-", "p50"), ("p90_ms", "s-", "p90"), ("p99_ms", "^-", "p99")):
+        ax.plot(x, [max(0.1, s[key] or 0.1) for s in steps], style, label=f"{name} (open loop, from intended send)")
+    ax.plot(x, [max(0.1, s["send_p99_ms"] or 0.1) for s in steps], "^--", color="0.5",
+            label="p99 as a closed-loop tool would report it (from actual send)")
+    ax.axvline(exh["expected_capacity"], color="red", ls=":", label=f"workers / occupancy = "
+               f"{exh['expected_capacity']:.1f} req/s")
+    if exh.get("measured_capacity"):
+        ax.axvline(exh["measured_capacity"], color="green", ls="-.", label=f"measured capacity = "
+                   f"{exh['measured_capacity']:.1f} req/s")
+    if baseline and baseline.get("p50_ms"):
+        ax.axhline(baseline["p50_ms"], color="0.7", lw=0.8, label=f"baseline p50 (GET /) {baseline['p50_ms']:.1f} ms")
+    ax.set_yscale("log")
+    ax.set_xlabel("arrival rate (req/s)")
+    ax.set_ylabel("latency (ms, log)")
+    ax.set_title(f"exhaustion: /work latency vs arrival rate ({exh['workers']} workers)")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def workers_over_time(rows: list[dict], path: Path) -> Path | None:
+    rows = [r for r in rows if r.get("answering") not in ("", None)]
+    if not rows:
+        return None
+    t = [r["t"] for r in rows]
+    ans = _num(rows, "answering")
+    fin = _num(rows, "finishing")
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    ax.stackplot(t, ans, fin, labels=["busy answering", "busy finishing (after the response)"],
+                 colors=["tab:blue", "tab:orange"], step="post", alpha=0.85)
+    ax.step(t, _num(rows, "total"), where="post", color="k", lw=1, label="workers")
+    _phases(ax, rows)
+    ax.set_xlabel("time since start (s)")
+    ax.set_ylabel("workers")
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title("workers busy answering vs finishing (pool status, every second)", pad=14)
+    return _save(fig, path)
+
+
+def listen_queue(rows: list[dict], path: Path) -> Path | None:
+    rows = [r for r in rows if r.get("listen_queue") not in ("", None)]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(9, 3.2))
+    ax.step([r["t"] for r in rows], _num(rows, "listen_queue"), where="post", color="tab:red")
+    _phases(ax, rows)
+    ax.set_xlabel("time since start (s)")
+    ax.set_ylabel("connections queued")
+    ax.set_title("listen queue (connections nginx opened that no worker has accepted yet)", pad=14)
+    return _save(fig, path)
+
+
+def lost_vs_budget(timeout: dict, recommended: float | None, path: Path) -> Path | None:
+    bg = timeout.get("background_samples_s") or []
+    if not bg:
+        return None
+    top = max(max(bg), timeout["budget_s"]) * 1.1
+    budgets = [top * i / 200 for i in range(1, 201)]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(budgets, [model.lost_share(bg, b) * 100 for b in budgets],
+            label="expected share lost (measured background-time distribution)")
+    if timeout.get("measured_lost_share") is not None:
+        ax.plot([timeout["budget_s"]], [timeout["measured_lost_share"] * 100], "ro", ms=8,
+                label=f"measured at the pool's budget ({timeout['ledger_lost']} lost / "
+                      f"{timeout['ledger_started']} started, ledger)")
+    if recommended:
+        ax.axvline(recommended, color="green", ls="--", label=f"recommended --background-timeout {recommended:g} s")
+    ax.set_xlabel("background budget (s)")
+    ax.set_ylabel("after-response work lost (%)")
+    ax.set_title("lost work vs background budget")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def lock_wait(lock: dict, path: Path) -> Path | None:
+    early, late = lock["early"]["samples"], lock["late"]["samples"]
+    if not early and not late:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.boxplot([early or [0], late or [0]], showfliers=True)
+    ax.set_xticks([1, 2], [f"release=early\n(n={len(early)})", f"release=late\n(n={len(late)})"])
+    ax.axhline(lock["hold_ms"], color="red", ls=":", label=f"hold_ms = {lock['hold_ms']}")
+    ax.set_ylabel("follow-up request's X-Lock-Wait-Ms")
+    ax.set_title("session lock: the same user's next request")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def predicted_vs_measured(points: list[dict], path: Path, title: str) -> Path | None:
+    """points: {"label", "predicted_ms", "measured_ms"}; the grey band is ±25 %."""
+    pts = [p for p in points if p.get("predicted_ms") is not None and p.get("measured_ms") is not None]
+    if not pts:
+        return None
+    fig, ax = plt.subplots(figsize=(5.6, 5))
+    hi = max(max(p["predicted_ms"], p["measured_ms"]) for p in pts) * 1.2 or 1
+    ax.plot([0, hi], [0, hi], "k-", lw=0.8)
+    ax.fill_between([0, hi], [0, hi * 0.75], [0, hi * 1.25], color="0.9", label="within 25 %")
+    for p in pts:
+        ok = p.get("agrees")
+        ax.plot(p["measured_ms"], p["predicted_ms"], "o", color="tab:green" if ok else "tab:red")
+        ax.annotate(p["label"], (p["measured_ms"], p["predicted_ms"]), fontsize=7, xytext=(4, 4),
+                    textcoords="offset points")
+    ax.set_xlim(0, hi)
+    ax.set_ylim(0, hi)
+    ax.set_xlabel("measured p99 wait (ms)")
+    ax.set_ylabel("predicted p99 wait (ms)")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="upper left")
+    return _save(fig, path)
