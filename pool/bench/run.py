@@ -301,4 +301,7 @@ def write_results(results_dir: Path, meta: dict[str, Any], rows: list[report.Row
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
