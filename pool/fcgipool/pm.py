@@ -1,0 +1,202 @@
+"""Process managers on gunicorn's arbiter, as PHP-FPM's ``pm``: static, dynamic, ondemand.
+
+``static`` leaves gunicorn alone: ``workers`` processes, TTIN/TTOU resize. ``dynamic`` and ``ondemand``
+replace the body of ``Arbiter.manage_workers`` (called from the arbiter's main loop at least once a second,
+and at once when the status thread wakes it): they read idle/busy from the scoreboard, spawn with
+``arbiter.spawn_worker()`` and stop chosen idle workers with SIGTERM (graceful: an idle worker exits at
+once). "Max children reached" is counted by the pool monitor, once per episode, in every mode.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Any
+
+from .config_status import validate_pm
+from .scoreboard import SlotSnapshot, State
+from .status import PoolMonitor, PoolStatus
+
+__all__ = ["DynamicPM", "OndemandPM", "ProcessManager", "StaticPM", "create"]
+
+_WAKE_EVERY = 0.05  # seconds between wake-ups of the arbiter from the status thread
+
+
+class ProcessManager:
+    name = "static"
+
+    def __init__(self, settings: dict[str, Any], log: Any) -> None:
+        self.settings = settings
+        self.log = log
+        self.monitor: PoolMonitor | None = None
+        self._stopping: set[int] = set()
+        self._reload_floor = 0  # workers with age <= this are from before a reload
+        self._last_wake = 0.0
+
+    # --- called by the arbiter -----------------------------------------------------------------------------
+    def initial_workers(self, arbiter: Any) -> int:
+        return int(arbiter.num_workers)
+
+    def max_children(self, arbiter: Any) -> int:
+        return int(arbiter.num_workers)
+
+    def manage(self, arbiter: Any) -> bool:
+        """Adjust the workers; False means "let gunicorn's manage_workers do it" (static)."""
+        return False
+
+    def before_reload(self, arbiter: Any) -> None:
+        self._reload_floor = arbiter.worker_age
+
+    def on_sample(self, status: PoolStatus, arbiter: Any) -> None:
+        """Status thread, every sample: wake the arbiter when this pm has work to do now."""
+
+    # --- helpers -------------------------------------------------------------------------------------------
+    def _wake(self, arbiter: Any) -> None:
+        now = time.monotonic()
+        if now - self._last_wake >= _WAKE_EVERY:
+            self._last_wake = now
+            arbiter.wakeup()
+
+    def _live(self, arbiter: Any) -> dict[int, Any]:
+        self._stopping &= set(arbiter.WORKERS)
+        return {pid: w for pid, w in arbiter.WORKERS.items() if pid not in self._stopping}
+
+    def _stop(self, arbiter: Any, pid: int, why: str) -> None:
+        self.log.info("pm %s: stopping worker %s (%s)", self.name, pid, why)
+        self._stopping.add(pid)
+        arbiter.kill_worker(pid, signal.SIGTERM)
+
+    def _retire_old_generation(self, arbiter: Any, live: dict[int, Any]) -> dict[int, Any]:
+        # after HUP gunicorn spawns a new generation and expects manage_workers to stop the old one
+        if self._reload_floor:
+            old = [pid for pid, w in live.items() if w.age <= self._reload_floor]
+            for pid in old:
+                self._stop(arbiter, pid, "reload")
+                live.pop(pid)
+            if not old:
+                self._reload_floor = 0
+        return live
+
+    def _spawn(self, arbiter: Any, n: int) -> int:
+        done = 0
+        for _ in range(n):
+            try:
+                arbiter.spawn_worker()
+            except RuntimeError as exc:  # e.g. scoreboard full
+                self.log.error("pm %s: cannot spawn a worker: %s", self.name, exc)
+                break
+            done += 1
+        return done
+
+    def _slots(self, status: PoolStatus) -> dict[int, SlotSnapshot]:
+        return {s.pid: s for s in status.snapshot.slots}
+
+    def _sample(self) -> PoolStatus:
+        assert self.monitor is not None, "pm.monitor must be set before manage()"
+        return self.monitor.sample()
+
+
+class StaticPM(ProcessManager):
+    name = "static"
+
+
+class DynamicPM(ProcessManager):
+    """PHP-FPM's dynamic: one maintenance round per second; spawn rate doubles while spares stay short."""
+
+    name = "dynamic"
+    ROUND = 1.0
+
+    def __init__(self, settings: dict[str, Any], log: Any) -> None:
+        super().__init__(settings, log)
+        self._rate = 1
+        self._next_round = 0.0
+
+    def initial_workers(self, arbiter: Any) -> int:
+        return int(self.settings["start_servers"])
+
+    def max_children(self, arbiter: Any) -> int:
+        return int(self.settings["max_children"])
+
+    def manage(self, arbiter: Any) -> bool:
+        live = self._retire_old_generation(arbiter, self._live(arbiter))
+        now = time.monotonic()
+        if now < self._next_round and len(live) >= self.settings["min_spare"]:
+            arbiter.num_workers = len(live)
+            return True
+        self._next_round = now + self.ROUND
+        status = self._sample()
+        slots = self._slots(status)
+        idle = [pid for pid in live if (s := slots.get(pid)) is None or s.state == State.IDLE]
+        total, max_children = len(live), self.settings["max_children"]
+        if len(idle) > self.settings["max_spare"]:
+            victim = min(idle, key=lambda pid: _idle_since(slots.get(pid)))
+            self._stop(arbiter, victim, f"{len(idle)} idle > max spare {self.settings['max_spare']}")
+            total -= 1
+            self._rate = 1
+        elif len(idle) < self.settings["min_spare"]:
+            if total >= max_children:
+                if not idle and self.monitor is not None:
+                    self.monitor.note_max_children()
+            else:
+                n = min(self._rate, self.settings["min_spare"] - len(idle), max_children - total)
+                total += self._spawn(arbiter, n)
+                self._rate = min(self._rate * 2, self.settings["max_spawn_rate"])
+        else:
+            self._rate = 1
+        arbiter.num_workers = total
+        return True
+
+
+class OndemandPM(ProcessManager):
+    """PHP-FPM's ondemand: no workers until a connection waits; idle workers stop after the idle timeout."""
+
+    name = "ondemand"
+
+    def initial_workers(self, arbiter: Any) -> int:
+        return 0
+
+    def max_children(self, arbiter: Any) -> int:
+        return int(self.settings["max_children"])
+
+    def on_sample(self, status: PoolStatus, arbiter: Any) -> None:
+        waiting = bool(status.listen_queue)
+        if waiting and status.idle == 0 and status.total < self.settings["max_children"]:
+            self._wake(arbiter)  # a connection waits and nobody can take it: spawn now, not in a second
+        elif status.idle and status.snapshot.slots:
+            oldest_idle = min((s.state_since for s in status.snapshot.slots if s.state == State.IDLE), default=0)
+            if oldest_idle and time.time() - oldest_idle >= self.settings["idle_timeout"]:
+                self._wake(arbiter)
+
+    def manage(self, arbiter: Any) -> bool:
+        live = self._retire_old_generation(arbiter, self._live(arbiter))
+        status = self._sample()
+        slots = self._slots(status)
+        now = time.time()
+        idle = [pid for pid in live if (s := slots.get(pid)) is None or s.state == State.IDLE]
+        total = len(live)
+        queue = status.listen_queue or 0
+        if queue and not idle:
+            room = self.settings["max_children"] - total
+            if room > 0:
+                total += self._spawn(arbiter, min(queue, room, self.settings["max_spawn_rate"]))
+        timeout = self.settings["idle_timeout"]
+        for pid in idle:
+            s = slots.get(pid)
+            if s is not None and now - _idle_since(s) >= timeout and not (queue and len(idle) == 1):
+                self._stop(arbiter, pid, f"idle for {now - _idle_since(s):.1f} s")
+                total -= 1
+        arbiter.num_workers = total
+        return True
+
+
+def _idle_since(s: SlotSnapshot | None) -> float:
+    if s is None:
+        return time.time()
+    return s.state_since or s.start_time
+
+
+def create(cfg: Any, workers: int, log: Any) -> ProcessManager:
+    """The configured process manager; ValueError with what to change when the settings contradict."""
+    settings = validate_pm(cfg, workers)
+    cls = {"static": StaticPM, "dynamic": DynamicPM, "ondemand": OndemandPM}[str(settings["pm"])]
+    return cls(settings, log)

@@ -1,0 +1,61 @@
+"""What the arbiter calls: pool monitor + status listener + process manager, wired together.
+
+The arbiter (``fcgipool.arbiter.PoolArbiter``) makes four calls, so the logic stays here:
+
+* ``PoolServices(arbiter, scoreboard)`` in ``start()`` once the listeners exist (raises ``ValueError``
+  with what to change when the pm settings contradict each other),
+* ``services.start()`` before the first ``manage_workers()`` (sets the initial worker count, starts the
+  status thread),
+* ``services.manage_workers()`` at the top of ``manage_workers()``: True means it was handled,
+* ``services.before_reload()`` at the top of ``reload()``, and ``services.stop()`` on halt.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import pm as pm_mod
+from .scoreboard import Scoreboard
+from .status import PoolMonitor
+from .status_server import StatusServer
+
+__all__ = ["PoolServices"]
+
+
+class PoolServices:
+    def __init__(self, arbiter: Any, scoreboard: Scoreboard) -> None:
+        cfg = arbiter.cfg
+        self.arbiter = arbiter
+        self.pm = pm_mod.create(cfg, arbiter.num_workers, arbiter.log)
+        need = self.pm.max_children(arbiter)
+        if need > scoreboard.size:
+            raise ValueError(
+                f"pm_max_children ({need}) is larger than the scoreboard ({scoreboard.size} slots); "
+                "raise scoreboard_slots"
+            )
+        self.monitor = PoolMonitor(
+            scoreboard,
+            lambda: arbiter.LISTENERS,
+            pool=getattr(cfg, "pool_name", "www"),
+            process_manager=lambda: self.pm.name,
+            max_children=lambda: self.pm.max_children(arbiter),
+            log=arbiter.log,
+        )
+        self.pm.monitor = self.monitor
+        self.server = StatusServer.from_config(cfg, self.monitor, on_sample=self._on_sample, log=arbiter.log)
+
+    def _on_sample(self, status: Any) -> None:
+        self.pm.on_sample(status, self.arbiter)
+
+    def start(self) -> None:
+        self.arbiter.num_workers = self.pm.initial_workers(self.arbiter)
+        self.server.start()
+
+    def manage_workers(self) -> bool:
+        return self.pm.manage(self.arbiter)
+
+    def before_reload(self) -> None:
+        self.pm.before_reload(self.arbiter)
+
+    def stop(self) -> None:
+        self.server.stop()
