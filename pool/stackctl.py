@@ -204,15 +204,15 @@ def wait_docker_healthy(argv: list[str], env: dict[str, str]) -> None:
     raise StackError(f"services not healthy: {states}; see the logs above (`make logs`), then `make down`")
 
 
-def docker_down(cfg: Config, state: dict[str, Any] | None) -> None:
+def docker_down(cfg: Config, state: dict[str, Any] | None, volumes: bool = False) -> None:
     argv = (state or {}).get("compose")
     if not argv:
         base = compose_command()
         if base is None:
             return
         argv = compose_argv(base)
-    subprocess.run([*argv, "down", "--remove-orphans", "--timeout", "40"], cwd=ROOT, env=docker_env(cfg),
-                   check=True)
+    subprocess.run([*argv, "down", "--remove-orphans", "--timeout", "40", *(["--volumes"] if volumes else [])],
+                   cwd=ROOT, env=docker_env(cfg), check=True)
 
 
 # --- native mode -----------------------------------------------------------------------------------------------
@@ -383,14 +383,14 @@ def cmd_up(cfg: Config, mode: str) -> None:
     docker_up(cfg) if chosen == "docker" else native_up(cfg)
 
 
-def cmd_down(cfg: Config, mode: str) -> None:
+def cmd_down(cfg: Config, mode: str, volumes: bool = False) -> None:
     state = cfg.read_state()
     modes = [state["mode"]] if state and mode == "auto" else ([mode] if mode != "auto" else ["native", "docker"])
     for m in modes:
         if m == "native":
             native_down(cfg)
         elif m == "docker" and (state or docker_answers()):
-            docker_down(cfg, state)
+            docker_down(cfg, state, volumes)
     cfg.stack_json.unlink(missing_ok=True)
     say("down: nothing left running")
 
@@ -425,13 +425,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mode", choices=["auto", "docker", "native"], default=os.environ.get("MODE") or "auto")
     p.add_argument("--full", action="store_true", help="status: per-process table")
     p.add_argument("--follow", action="store_true", help="logs: keep following")
+    p.add_argument("--volumes", action="store_true", help="down: also delete the docker volumes (ledger, mail)")
     args = p.parse_args(argv)
     try:
         cfg = Config()
         if args.command == "up":
             cmd_up(cfg, args.mode)
         elif args.command == "down":
-            cmd_down(cfg, args.mode)
+            cmd_down(cfg, args.mode, args.volumes)
         elif args.command == "status":
             cmd_status(cfg, args.full)
         else:

@@ -1,0 +1,74 @@
+# fcgipool — nginx + a Python FastCGI worker pool that runs work after the response, and load tests that size it.
+# `make` lists the targets. Every target works from a fresh clone (it installs what it needs first).
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+
+VENV      ?= .venv
+PY        := $(VENV)/bin/python
+PYTHON3   ?= python3
+STAMP     := $(VENV)/.installed
+# Passed through to the scripts (also read from the environment): MODE PORT MAIL_PORT SMTP_PORT.
+export MODE PORT MAIL_PORT SMTP_PORT
+
+.PHONY: help install install-system up down restart status logs test lint bench loadtest sizing clean
+
+help: ## Show this help
+	@printf 'Usage: make <target> [VAR=value]\n\n'
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@printf '\nVariables: MODE=auto|docker|native PORT=8080 MAIL_PORT=8025 DURATION= RATE= SCENARIOS= TARGET_RPS= P99_MS= MEMORY_MB=\n'
+
+$(STAMP): requirements.txt requirements-dev.txt pool/pyproject.toml
+	@test -x $(PY) || $(PYTHON3) -m venv $(VENV) || { \
+	    echo "make: could not create $(VENV): install python3-venv (apt-get install python3-venv)"; exit 1; }
+	$(VENV)/bin/pip install --disable-pip-version-check -q -r requirements-dev.txt
+	$(VENV)/bin/pip install --disable-pip-version-check -q -e pool
+	@touch $@
+
+install: $(STAMP) ## Create .venv with the pinned requirements and the pool (pip install -e pool)
+
+install-system: ## Install the system packages native mode and the tests use (apt; run as root or with sudo)
+	$(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+	    nginx-light libfcgi-bin wrk gettext-base python3-venv curl || { \
+	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update && \
+	  $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+	    nginx-light libfcgi-bin wrk gettext-base python3-venv curl; }
+
+up: $(STAMP) ## Start the stack (docker if an engine answers, else native; MODE= forces one); returns when healthy
+	$(PY) pool/stackctl.py up
+
+down: $(STAMP) ## Stop the stack; nothing is left running
+	$(PY) pool/stackctl.py down
+
+restart: down up ## down, then up
+
+status: $(STAMP) ## Print the pool status page (PHP-FPM fields, per-process table) and the ledger
+	$(PY) pool/stackctl.py status --full
+
+logs: $(STAMP) ## Follow the stack's logs (FOLLOW=0 to print and exit)
+	$(PY) pool/stackctl.py logs $(if $(filter 0,$(FOLLOW)),,--follow)
+
+lint: $(STAMP) ## ruff + mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: lint ## Lint, type-check and run the whole test suite (PYTEST_ARGS= to narrow it)
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+bench: $(STAMP) ## wrk side by side: fcgipool vs gunicorn, uWSGI, flup, php-fpm through one nginx
+	$(PY) pool/bench/run.py $(BENCH_ARGS)
+
+loadtest: $(STAMP) ## Load scenarios against the running stack + report (DURATION= s per scenario, RATE= req/s, SCENARIOS=a,b)
+	$(PY) -m loadtest run $(if $(DURATION),--duration $(DURATION)) $(if $(RATE),--rate $(RATE)) \
+	    $(if $(SCENARIOS),--scenarios $(SCENARIOS)) $(if $(P99_MS),--p99-ms $(P99_MS)) \
+	    $(if $(MEMORY_MB),--memory-mb $(MEMORY_MB)) $(LOADTEST_ARGS)
+
+sizing: $(STAMP) ## Sweep worker counts and rates, compare the model with measurements (TARGET_RPS= P99_MS= MEMORY_MB=)
+	$(PY) -m loadtest sizing $(if $(TARGET_RPS),--target-rps $(TARGET_RPS)) $(if $(P99_MS),--p99-ms $(P99_MS)) \
+	    $(if $(MEMORY_MB),--memory-mb $(MEMORY_MB)) $(SIZING_ARGS)
+
+clean: down ## Stop the stack and delete its state (var/, docker volumes)
+	-$(PY) pool/stackctl.py down --volumes
+	rm -rf var
