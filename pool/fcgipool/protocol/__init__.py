@@ -25,7 +25,7 @@ from .events import (
     StdinData,
     StdinEnd,
 )
-from .pairs import decode_pairs, encode_pairs
+from .pairs import decode_pairs, decode_params, encode_pairs
 from .records import (
     Record,
     encode_begin_request,
@@ -67,6 +67,7 @@ __all__ = [
     "StdinData",
     "StdinEnd",
     "decode_pairs",
+    "decode_params",
     "encode_begin_request",
     "encode_end_request",
     "encode_pairs",

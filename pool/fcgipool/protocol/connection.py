@@ -69,7 +69,7 @@ from .events import (
     StdinEnd,
     _NeedData,
 )
-from .pairs import decode_pairs, encode_pairs
+from .pairs import decode_pairs, decode_params, encode_pairs
 from .records import (
     BEGIN_REQUEST_BODY,
     HEADER,
@@ -295,13 +295,14 @@ class Connection:
                     )
                 self._params.append(buf[start : start + clen])
                 return None
-            raw = decode_pairs(b"".join(self._params))
+            chunks = self._params
+            stream = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            params = decode_params(stream)
             self._params = []
             self._params_len = 0
             self.their_state = STDIN
             self.our_state = RESPONDING
-            params = {name.decode("latin-1"): value.decode("latin-1") for name, value in raw}
-            return RequestStarted(rid, self.keep_conn, params, raw)
+            return RequestStarted(rid, self.keep_conn, params, stream)
         if state is ABORTED:
             return None
         raise RemoteProtocolError(f"PARAMS record for request {rid} after the end of its PARAMS")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .pairs import decode_pairs
+
 
 class _NeedData:
     """Sentinel type: more bytes are needed before another event can be produced."""
@@ -31,13 +33,20 @@ class RequestStarted(Event):
     """BEGIN_REQUEST and the complete PARAMS stream of a RESPONDER request.
 
     ``params`` maps names to values decoded as latin-1 (bytes round-trip, as PEP 3333 wants); later
-    duplicates win. ``raw_params`` keeps every pair, in order, as bytes.
+    duplicates win. ``raw_params`` gives every pair, in order, as bytes (decoded from ``params_stream``, the
+    request's PARAMS stream, when asked for: the hot path never pays for it).
     """
 
     request_id: int
     keep_conn: bool
     params: dict[str, str]
-    raw_params: list[tuple[bytes, bytes]] = field(default_factory=list, compare=False, repr=False)
+    params_stream: bytes = field(default=b"", compare=False, repr=False)
+
+    @property
+    def raw_params(self) -> list[tuple[bytes, bytes]]:
+        if self.params_stream or not self.params:
+            return decode_pairs(self.params_stream)
+        return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in self.params.items()]
 
 
 @dataclass(slots=True, eq=True, repr=True)

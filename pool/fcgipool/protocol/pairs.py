@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Mapping
+from typing import TypeVar
 
 from .errors import LocalProtocolError, RemoteProtocolError
 
 _U32 = struct.Struct("!I")
 _MAX_PAIR_LEN = 0x7FFFFFFF
+_S = TypeVar("_S", bytes, str)
 
 Pairs = Iterable[tuple[bytes | str, bytes | str]] | Mapping[str, str] | Mapping[bytes, bytes] | Mapping[str, bytes]
 
@@ -46,35 +48,57 @@ def encode_pairs(pairs: Pairs) -> bytes:
 
 def decode_pairs(data: bytes) -> list[tuple[bytes, bytes]]:
     """Decode a complete name-value pair stream. Raises :class:`RemoteProtocolError` if it is truncated."""
-    pairs: list[tuple[bytes, bytes]] = []
-    pos = 0
-    end = len(data)
+    return _split(data, data)
+
+
+def decode_params(data: bytes) -> dict[str, str]:
+    """Decode a PARAMS stream to ``{name: value}`` in latin-1 (bytes round-trip; later duplicates win)."""
+    # latin-1 maps byte i to code point i, so offsets into the bytes are offsets into the text: one decode
+    # call for the whole stream instead of two per pair.
+    return dict(_split(data, data.decode("latin-1")))
+
+
+def _split(data: bytes, src: _S) -> list[tuple[_S, _S]]:
+    """Cut ``src`` (``data`` itself or its latin-1 text) at the pair boundaries that ``data`` encodes."""
+    pairs: list[tuple[_S, _S]] = []
+    append = pairs.append
     unpack_u32 = _U32.unpack_from
-    while pos < end:
-        start = pos
-        nlen = data[pos]
-        if nlen & 0x80:
-            if pos + 4 > end:
-                raise RemoteProtocolError(f"truncated name length in name-value pair at offset {start}")
-            nlen = unpack_u32(data, pos)[0] & _MAX_PAIR_LEN
-            pos += 4
-        else:
-            pos += 1
-        if pos >= end:
-            raise RemoteProtocolError(f"truncated name-value pair at offset {start}: value length missing")
-        vlen = data[pos]
-        if vlen & 0x80:
-            if pos + 4 > end:
-                raise RemoteProtocolError(f"truncated value length in name-value pair at offset {start}")
-            vlen = unpack_u32(data, pos)[0] & _MAX_PAIR_LEN
-            pos += 4
-        else:
-            pos += 1
-        stop = pos + nlen + vlen
-        if stop > end:
-            raise RemoteProtocolError(
-                f"truncated name-value pair at offset {start}: needs {nlen}+{vlen} bytes, {end - pos} left"
-            )
-        pairs.append((data[pos : pos + nlen], data[pos + nlen : stop]))
-        pos = stop
+    pos = start = 0
+    end = len(data)
+    try:
+        while pos < end:
+            start = pos
+            nlen = data[pos]
+            if nlen & 0x80:
+                nlen = unpack_u32(data, pos)[0] & _MAX_PAIR_LEN
+                pos += 4
+            else:
+                pos += 1
+            vlen = data[pos]
+            if vlen & 0x80:
+                vlen = unpack_u32(data, pos)[0] & _MAX_PAIR_LEN
+                pos += 4
+            else:
+                pos += 1
+            mid = pos + nlen
+            stop = mid + vlen
+            if stop > end:
+                raise RemoteProtocolError(
+                    f"truncated name-value pair at offset {start}: needs {nlen}+{vlen} bytes, {end - pos} left"
+                )
+            append((src[pos:mid], src[mid:stop]))
+            pos = stop
+    except (IndexError, struct.error):
+        raise RemoteProtocolError(_truncated_length(data, start)) from None
     return pairs
+
+
+def _truncated_length(data: bytes, start: int) -> str:
+    """Which length field of the pair at ``start`` was cut short (error path only)."""
+    end = len(data)
+    pos = start + (4 if data[start] & 0x80 else 1)
+    if pos > end:
+        return f"truncated name length in name-value pair at offset {start}"
+    if pos == end:
+        return f"truncated name-value pair at offset {start}: value length missing"
+    return f"truncated value length in name-value pair at offset {start}"
