@@ -21,7 +21,9 @@ from fcgipool.protocol import (
     State,
     StdinData,
     StdinEnd,
+    decode_pairs,
     encode_begin_request,
+    encode_pairs,
     encode_record,
     encode_request,
     encode_stream,
@@ -323,3 +325,29 @@ def test_input_buffer_accepts_bytearray_and_memoryview() -> None:
     events = drain(conn)
     assert events[1] == StdinData(1, b"xyz")
     assert type(events[1].data) is bytes  # type: ignore[attr-defined]
+
+
+def test_encoder_limits_are_local_errors() -> None:
+    with pytest.raises(LocalProtocolError, match="exceeds 65535"):
+        encode_record(RecordType.STDOUT, 1, b"x" * (MAX_CONTENT + 1))
+    with pytest.raises(LocalProtocolError, match="out of range"):
+        encode_record(RecordType.STDOUT, 70000, b"")
+    with pytest.raises(LocalProtocolError, match="latin-1"):
+        encode_pairs({"PATH": "\u20ac"})
+
+
+def test_pair_truncation_reasons() -> None:
+    assert decode_pairs(b"") == []
+    with pytest.raises(RemoteProtocolError, match="value length missing"):
+        decode_pairs(b"\x03")
+    with pytest.raises(RemoteProtocolError, match="truncated name length"):
+        decode_pairs(b"\x01\x01ab\x80\x00")
+    with pytest.raises(RemoteProtocolError, match="truncated value length in name-value pair at offset 4"):
+        decode_pairs(b"\x01\x01ab\x01\x80\x00")
+    with pytest.raises(RemoteProtocolError, match=r"needs 3\+5 bytes, 2 left"):
+        decode_pairs(b"\x03\x05ab")
+
+
+def test_raw_params_without_stream() -> None:
+    ev = RequestStarted(1, False, {"A": "\xff"})
+    assert ev.raw_params == [(b"A", b"\xff")]

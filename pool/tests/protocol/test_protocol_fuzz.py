@@ -204,3 +204,23 @@ def test_management_interleaved_with_request(extra: list[str], cut: list[int]) -
         }[e]
         for e in extra
     ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(
+        st.text("abcXYZ_", min_size=1, max_size=20),
+        st.text(max_size=150).map(lambda t: t.encode().decode("latin-1")),
+        max_size=5,
+    ),
+    st.binary(max_size=5000),
+    st.data(),
+)
+def test_eof_inside_a_request_is_never_a_clean_close(params: dict[str, str], body: bytes, data: st.DataObject) -> None:
+    """A request cut short by EOF must raise, so a worker never runs half a request."""
+    stream = encode_request(1, params, body)
+    cut = data.draw(st.integers(1, len(stream) - 1))
+    run = feed_chunks([stream[:cut]], eof=True)
+    assert run.error is not None
+    assert run.error.reason.startswith(("connection closed mid-record", "connection closed mid-request"))
+    assert not any(isinstance(e, StdinEnd) for e in run.events)
