@@ -81,9 +81,11 @@ class ProcessManager:
         done = 0
         for _ in range(n):
             try:
-                arbiter.spawn_worker()
-            except RuntimeError as exc:  # e.g. scoreboard full
+                pid = arbiter.spawn_worker()
+            except RuntimeError as exc:
                 self.log.error("pm %s: cannot spawn a worker: %s", self.name, exc)
+                break
+            if pid is None:  # PoolArbiter returns None when the scoreboard is full (it logs why)
                 break
             done += 1
         return done

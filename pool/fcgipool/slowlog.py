@@ -19,6 +19,8 @@ import time
 import traceback
 from typing import Any, TextIO
 
+import gunicorn
+
 from .scoreboard import Scoreboard, SlotSnapshot, State
 
 __all__ = ["SlowlogWatcher", "format_entry", "start_for_worker"]
@@ -98,7 +100,7 @@ class SlowlogWatcher:
             return False
         self._done.add((since, phase))
         frame = sys._current_frames().get(self.ident) if self.ident else None
-        stack = traceback.format_stack(frame) if frame is not None else []
+        stack = _app_stack(frame) if frame is not None else []
         self.write(format_entry(self.pool, snap, phase, elapsed, stack))
         if snap.request_start and snap.request_start != self._counted:
             self._counted = snap.request_start
@@ -119,6 +121,22 @@ class SlowlogWatcher:
             os.write(fd, data)
         finally:
             os.close(fd)
+
+
+_FRAMEWORK_DIRS = (os.path.dirname(gunicorn.__file__) + os.sep, os.path.dirname(__file__) + os.sep)
+
+
+def _app_stack(frame: Any) -> list[str]:
+    """The stack from the frame that called the application on; the server plumbing above it is dropped."""
+    frames = traceback.extract_stack(frame)
+
+    def framework(f: traceback.FrameSummary) -> bool:
+        return f.filename.startswith(_FRAMEWORK_DIRS) or not f.filename.endswith(".py")
+
+    first_app = next((i for i, f in enumerate(frames) if not framework(f)), None)
+    if first_app:
+        frames = traceback.StackSummary.from_list(frames[first_app - 1 :])
+    return frames.format()
 
 
 def _write_all(stream: TextIO, text: str) -> None:

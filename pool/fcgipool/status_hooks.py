@@ -2,8 +2,8 @@
 
 The arbiter (``fcgipool.arbiter.PoolArbiter``) makes four calls, so the logic stays here:
 
-* ``PoolServices(arbiter, scoreboard)`` in ``start()`` once the listeners exist (raises ``ValueError``
-  with what to change when the pm settings contradict each other),
+* ``PoolServices(arbiter, scoreboard)`` in ``start()`` (raises ``RuntimeError`` saying what to change when
+  the pm settings contradict each other; gunicorn prints it and exits 1),
 * ``services.start()`` before the first ``manage_workers()`` (sets the initial worker count, starts the
   status thread),
 * ``services.manage_workers()`` at the top of ``manage_workers()``: True means it was handled,
@@ -26,10 +26,13 @@ class PoolServices:
     def __init__(self, arbiter: Any, scoreboard: Scoreboard) -> None:
         cfg = arbiter.cfg
         self.arbiter = arbiter
-        self.pm = pm_mod.create(cfg, arbiter.num_workers, arbiter.log)
+        try:
+            self.pm = pm_mod.create(cfg, arbiter.num_workers, arbiter.log)
+        except ValueError as exc:
+            raise RuntimeError(f"invalid process manager settings: {exc}") from exc
         need = self.pm.max_children(arbiter)
         if need > scoreboard.size:
-            raise ValueError(
+            raise RuntimeError(
                 f"pm_max_children ({need}) is larger than the scoreboard ({scoreboard.size} slots); "
                 "raise scoreboard_slots"
             )

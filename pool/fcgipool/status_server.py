@@ -109,6 +109,7 @@ class StatusServer:
         self._stop = threading.Event()
         self._wake_r, self._wake_w = -1, -1
         self._unix_path: str | None = None
+        self._unix_ino = 0
         os.register_at_fork(after_in_child=self._after_fork_in_child)
 
     @classmethod
@@ -152,22 +153,26 @@ class StatusServer:
         self._close_all()
         if self._unix_path:
             with contextlib.suppress(OSError):
-                os.unlink(self._unix_path)
+                if os.stat(self._unix_path).st_ino == self._unix_ino:  # not a successor's socket
+                    os.unlink(self._unix_path)
 
     def _bind(self, address: str) -> socket.socket:
         family, addr = parse_address(address)
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             if family == socket.AF_UNIX:
+                # a stale socket of an earlier run goes; a live one only when we are the new master of a
+                # USR2 upgrade (gunicorn sets GUNICORN_PID), otherwise bind() reports "address in use"
                 with contextlib.suppress(FileNotFoundError):
-                    if os.path.exists(addr) and not _in_use(addr):
-                        os.unlink(addr)  # stale socket of an earlier run
+                    if os.path.exists(addr) and (not _in_use(addr) or os.environ.get("GUNICORN_PID")):
+                        os.unlink(addr)
                 old = os.umask(self.umask)
                 try:
                     sock.bind(addr)
                 finally:
                     os.umask(old)
                 self._unix_path = addr
+                self._unix_ino = os.stat(addr).st_ino
             else:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.bind(addr)
