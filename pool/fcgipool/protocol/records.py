@@ -92,6 +92,8 @@ def stream_chunks(record_type: int, request_id: int, data: bytes, out: list[byte
 
 def encode_stream(record_type: int, request_id: int, data: bytes, *, terminate: bool = False) -> bytes:
     """``data`` as a stream of records of at most 65535 bytes; ``terminate`` adds the empty record."""
+    if not 0 <= request_id <= 0xFFFF:
+        raise LocalProtocolError(f"request id {request_id} out of range 0..65535")
     out: list[bytes | memoryview] = []
     if data:
         stream_chunks(record_type, request_id, data, out)
@@ -109,6 +111,8 @@ def encode_end_request(
     close_stderr: bool = False,
 ) -> bytes:
     """END_REQUEST, preceded by the empty STDOUT (and STDERR) records that end those streams."""
+    if not 0 <= request_id <= 0xFFFF or not 0 <= protocol_status <= 0xFF:
+        raise LocalProtocolError(f"END_REQUEST with request id {request_id}, protocol status {protocol_status}")
     app_status &= 0xFFFFFFFF
     if close_stderr and close_stdout:
         return _STDERR_EOF_STDOUT_EOF_AND_END.pack(

@@ -23,6 +23,7 @@ from fcgipool.protocol import (
     StdinEnd,
     decode_pairs,
     encode_begin_request,
+    encode_end_request,
     encode_pairs,
     encode_record,
     encode_request,
@@ -332,6 +333,10 @@ def test_encoder_limits_are_local_errors() -> None:
         encode_record(RecordType.STDOUT, 1, b"x" * (MAX_CONTENT + 1))
     with pytest.raises(LocalProtocolError, match="out of range"):
         encode_record(RecordType.STDOUT, 70000, b"")
+    with pytest.raises(LocalProtocolError, match="out of range"):
+        encode_stream(RecordType.STDOUT, -1, b"x")
+    with pytest.raises(LocalProtocolError, match="protocol status 256"):
+        encode_end_request(1, 0, 256)
     with pytest.raises(LocalProtocolError, match="latin-1"):
         encode_pairs({"PATH": "\u20ac"})
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import struct
 
 from fcgi_harness import Run, event_to_json, feed_chunks
@@ -23,7 +24,12 @@ from fcgipool.protocol import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# FCGI_FUZZ_EXAMPLES=20000 for a long local fuzzing run; the default keeps the suite fast.
+FUZZ = settings(
+    max_examples=int(os.environ.get("FCGI_FUZZ_EXAMPLES", "300")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 _HEADER = struct.Struct("!BBHHBx")
 
 
