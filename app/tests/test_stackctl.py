@@ -1,0 +1,58 @@
+"""stackctl.py's error paths: each says what to do (no stack started here)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location("stackctl", ROOT / "pool" / "stackctl.py")
+assert spec and spec.loader
+stackctl = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(stackctl)
+
+
+def test_missing_nginx_says_how_to_install(monkeypatch):
+    monkeypatch.setattr(stackctl, "find_nginx", lambda: None)
+    monkeypatch.setattr(stackctl.os, "geteuid", lambda: 1000)
+    with pytest.raises(stackctl.StackError, match="apt-get install nginx-light"):
+        stackctl.ensure_nginx()
+
+
+def test_taken_port_is_named_with_a_way_out(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        env = {**os.environ, "STACK_VAR": str(tmp_path), "MODE": "native", "PORT": str(port)}
+        result = subprocess.run([sys.executable, str(ROOT / "pool" / "stackctl.py"), "up"], env=env,
+                                capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert f"PORT={port}" in result.stderr and "already in use" in result.stderr
+    assert f"PORT={port + 1} make up" in result.stderr
+    assert not (tmp_path / "stack.json").exists()
+
+
+@pytest.mark.parametrize("value", ["http", "0", "70000"])
+def test_bad_port_value(monkeypatch, value):
+    monkeypatch.setenv("PORT", value)
+    with pytest.raises(stackctl.StackError, match="not a TCP port"):
+        stackctl.Config()
+
+
+def test_status_without_a_stack(tmp_path, monkeypatch):
+    monkeypatch.setenv("STACK_VAR", str(tmp_path))
+    assert stackctl.main(["status"]) == 2
+
+
+def test_down_without_a_stack_is_a_no_op(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("STACK_VAR", str(tmp_path))
+    monkeypatch.setattr(stackctl, "docker_answers", lambda: False)
+    assert stackctl.main(["down"]) == 0
+    assert "nothing left running" in capsys.readouterr().out
