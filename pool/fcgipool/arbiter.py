@@ -1,0 +1,178 @@
+"""``PoolArbiter``: gunicorn's arbiter plus the scoreboard, deadline kills and lost-task reports on reap.
+
+- Before forking a worker it claims a scoreboard slot for it (:func:`spawn_context` hands the slot to the
+  worker object, which is built just before the fork).
+- ``murder_workers``: a worker whose slot carries a deadline (response phase, after-response work) is
+  judged by that deadline instead of gunicorn's heartbeat: SIGABRT when it passes, SIGKILL ``kill_grace``
+  seconds later. Idle workers keep the heartbeat check.
+- On reap, the after-response tasks still pending in the dead worker's slot are reported lost by name
+  (reason ``killed``, or ``shutdown`` while stopping), through the ``on_task_lost`` hook and the error log.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+from gunicorn.arbiter import Arbiter
+
+from . import config
+from .lost import LostTask, report_lost
+from .scoreboard import Scoreboard, SlotSnapshot, State
+from .status_hooks import PoolServices  # [status] pm + status listener + pool monitor (issue 3)
+
+_spawning: tuple[Scoreboard, int] | None = None
+
+
+def spawn_context() -> tuple[Scoreboard | None, int | None]:
+    """(scoreboard, slot index) for the worker being constructed right now; (None, None) outside PoolArbiter."""
+    if _spawning is None:
+        return None, None
+    return _spawning
+
+
+def scoreboard_size(cfg: Any) -> int:
+    slots = config.get(cfg, "scoreboard_slots")
+    return slots or max(64, 4 * max(cfg.workers, config.get(cfg, "pm_max_children")))  # [status] pm may grow
+
+
+class PoolArbiter(Arbiter):
+    def __init__(self, app: Any) -> None:
+        self.scoreboard: Scoreboard | None = None
+        self.slot_of: dict[int, int] = {}  # worker pid -> scoreboard slot
+        self._aborted_at: dict[int, float] = {}  # pid -> monotonic time of our SIGABRT
+        self._told_to_stop: set[int] = set()
+        self._stopping = False
+        self._full_logged = False
+        self.services: PoolServices | None = None  # [status]
+        super().__init__(app)
+
+    def start(self) -> None:
+        if self.scoreboard is None:
+            self.scoreboard = Scoreboard(scoreboard_size(self.cfg))
+        self.services = PoolServices(self, self.scoreboard)  # [status] validates pm settings (RuntimeError)
+        super().start()
+        self.services.start()  # [status] initial worker count per pm, status listener thread
+
+    # [status] dynamic/ondemand decide the worker count themselves (fcgipool.pm); static is gunicorn's
+    def manage_workers(self) -> None:
+        if self.services is not None and self.services.manage_workers():
+            return
+        super().manage_workers()
+
+    def reload(self) -> None:
+        if self.services is not None:
+            self.services.before_reload()  # [status] the pm stops the previous generation
+        super().reload()
+
+    # --- spawning --------------------------------------------------------------------------------------
+    def spawn_worker(self) -> Any:
+        global _spawning
+        assert self.scoreboard is not None
+        try:
+            index = self.scoreboard.acquire(0)
+        except RuntimeError as exc:
+            if not self._full_logged:
+                self.log.error("cannot start another worker: %s (raise scoreboard_slots)", exc)
+                self._full_logged = True
+            return None
+        self._full_logged = False
+        arbiter_pid = os.getpid()
+        _spawning = (self.scoreboard, index)
+        try:
+            pid = super().spawn_worker()
+        except BaseException:
+            if os.getpid() == arbiter_pid:  # fork failed; in the child this is the worker exiting
+                _spawning = None
+                self.scoreboard.release(index)
+            raise
+        _spawning = None
+        self.scoreboard.assign(index, pid)
+        self.slot_of[pid] = index
+        return pid
+
+    # --- killing ---------------------------------------------------------------------------------------
+    def kill_worker(self, pid: int, sig: int) -> None:
+        if sig in (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT):
+            self._told_to_stop.add(pid)
+        super().kill_worker(pid, sig)
+        self._release_gone()
+
+    def stop(self, graceful: bool = True) -> None:
+        self._stopping = True
+        super().stop(graceful)
+        self._release_gone()
+        if self.services is not None:
+            self.services.stop()  # [status] close the status listener
+
+    def murder_workers(self) -> None:
+        now = time.monotonic()
+        grace = config.get(self.cfg, "kill_grace")
+        for pid, worker in list(self.WORKERS.items()):
+            snap = self._read_slot(pid)
+            if snap is not None and snap.deadline:
+                if now <= snap.deadline:
+                    continue
+                why = f"{snap.state.label} {snap.method} {snap.uri} past its deadline".replace("  ", " ")
+                if snap.pending_names:
+                    why += f"; pending tasks: {', '.join(snap.pending_names)}"
+            else:
+                if not self.timeout:
+                    continue
+                try:
+                    if now - worker.tmp.last_update() <= self.timeout:
+                        continue
+                except (OSError, ValueError):
+                    continue
+                why = "no heartbeat"
+            if not worker.aborted:
+                self.log.critical("WORKER TIMEOUT (pid:%s) %s", pid, why)
+                worker.aborted = True
+                self._aborted_at[pid] = now
+                self.kill_worker(pid, signal.SIGABRT)
+            elif now - self._aborted_at.get(pid, 0.0) >= grace:
+                self.kill_worker(pid, signal.SIGKILL)
+
+    # --- reaping ---------------------------------------------------------------------------------------
+    def reap_workers(self) -> None:
+        try:
+            super().reap_workers()
+        finally:
+            self._release_gone()
+
+    def _read_slot(self, pid: int) -> SlotSnapshot | None:
+        index = self.slot_of.get(pid)
+        if index is None or self.scoreboard is None:
+            return None
+        return self.scoreboard.read(index)
+
+    def _release_gone(self) -> None:
+        if self.scoreboard is None:
+            return
+        for pid, index in list(self.slot_of.items()):
+            if pid in self.WORKERS:
+                continue
+            del self.slot_of[pid]
+            snap = self.scoreboard.release(index)
+            reason = self._lost_reason(pid)
+            self._aborted_at.pop(pid, None)
+            self._told_to_stop.discard(pid)
+            if snap.pending_count:
+                self._report_pending(pid, snap, reason)
+
+    def _lost_reason(self, pid: int) -> str:
+        if pid in self._aborted_at:
+            return "killed"
+        if self._stopping or pid in self._told_to_stop:
+            return "shutdown"
+        return "killed"
+
+    def _report_pending(self, pid: int, snap: SlotSnapshot, reason: str) -> None:
+        names = list(snap.pending_names)
+        if snap.pending_truncated:
+            names.append(f"<{snap.pending_count - len(names)} more tasks whose names did not fit in the slot>")
+        running = snap.state == State.FINISHING
+        lost = [LostTask(name, reason, snap.uri, pid, started=running and i == 0) for i, name in enumerate(names)]
+        report_lost(self, lost, self.log, config.get(self.cfg, "on_task_lost"))

@@ -1,0 +1,312 @@
+"""After-response tasks: ``from fcgipool import background``.
+
+During a request::
+
+    background.add(send_welcome_mail, user.email)          # runs after the client has the response
+    background.add(rebuild_cache, key, name="cache:rebuild")
+    background.finish_request()                            # PHP's fastcgi_finish_request()
+
+Under fcgipool the tasks run in the same worker after END_REQUEST has been sent, in the order they were
+added (a task may add more; they are appended). Under any other WSGI server wrap the app with
+:func:`wsgi`: tasks then run when the server closes the response, and the client waits for them.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from .lost import LostTask
+from .watchdog import BackgroundTimeout, Watchdog
+
+__all__ = [
+    "BackgroundTimeout",
+    "LostTask",
+    "NoRequestError",
+    "Task",
+    "TaskList",
+    "add",
+    "current",
+    "finish_request",
+    "run_tasks",
+    "wsgi",
+]
+
+ENVIRON_KEY = "fcgipool.background"
+log = logging.getLogger("fcgipool.background")
+_current: contextvars.ContextVar[TaskList | None] = contextvars.ContextVar("fcgipool_background", default=None)
+
+
+class NoRequestError(RuntimeError):
+    """``background.add``/``finish_request`` was called while no request is being handled."""
+
+
+@dataclass
+class Task:
+    fn: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    name: str = ""
+
+
+class TaskList:
+    """The after-response tasks of one request (``environ["fcgipool.background"]``)."""
+
+    def __init__(
+        self,
+        request_uri: str = "",
+        *,
+        on_change: Callable[[list[str]], None] | None = None,
+        on_finish_request: Callable[[], None] | None = None,
+    ) -> None:
+        self.request_uri = request_uri
+        self.tasks: list[Task] = []
+        self.done = 0  # tasks[:done] have run (or were reported lost)
+        self.finish_requested = False
+        self._on_change = on_change
+        self._on_finish_request = on_finish_request
+
+    def add(self, fn: Callable[..., Any], *args: Any, name: str | None = None, **kwargs: Any) -> None:
+        if not callable(fn):
+            raise TypeError(f"background.add() needs a callable, got {fn!r}")
+        task_name = name or getattr(fn, "__qualname__", None) or repr(fn)
+        self.tasks.append(Task(fn, args, kwargs, task_name))
+        if self._on_change is not None:
+            self._on_change(self.pending_names())
+
+    def finish_request(self) -> None:
+        self.finish_requested = True
+        if self._on_finish_request is not None:
+            self._on_finish_request()
+        else:
+            _warn_once(
+                "finish_request",
+                "background.finish_request() has no effect under this server: the response ends when the "
+                "application returns (run under fcgipool to end it early)",
+            )
+
+    def pending_names(self) -> list[str]:
+        return [t.name for t in self.tasks[self.done :]]
+
+    @property
+    def has_pending(self) -> bool:
+        return self.done < len(self.tasks)
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __repr__(self) -> str:
+        return f"<TaskList {self.request_uri!r} {self.done}/{len(self.tasks)} done>"
+
+
+def current() -> TaskList:
+    """The task list of the request being handled; :class:`NoRequestError` outside a request."""
+    tasks = _current.get()
+    if tasks is None:
+        raise NoRequestError(
+            "no request is being handled: background.add() and finish_request() work only while a request "
+            "runs under fcgipool, or under another WSGI server when the app is wrapped with "
+            "fcgipool.background.wsgi(app)"
+        )
+    return tasks
+
+
+def add(fn: Callable[..., Any], *args: Any, name: str | None = None, **kwargs: Any) -> None:
+    """Run ``fn(*args, **kwargs)`` after the response has been sent. ``name`` defaults to ``fn.__qualname__``."""
+    current().add(fn, *args, name=name, **kwargs)
+
+
+def finish_request() -> None:
+    """End the response now (PHP's ``fastcgi_finish_request``); the rest of the app runs after it."""
+    current().finish_request()
+
+
+def activate(tasks: TaskList | None) -> contextvars.Token[TaskList | None]:
+    """Make ``tasks`` the current request's list (servers call this; reset with ``deactivate``)."""
+    return _current.set(tasks)
+
+
+def deactivate(token: contextvars.Token[TaskList | None]) -> None:
+    _current.reset(token)
+
+
+# --- running ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    ran: int = 0
+    failed: int = 0
+    lost: list[LostTask] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def run_tasks(
+    tasks: TaskList,
+    *,
+    logger: logging.Logger | Any = log,
+    stop_on_error: bool = False,
+    watchdog: Watchdog | None = None,
+    on_done: Callable[[Task, bool, float], None] | None = None,
+    on_lost: Callable[[list[LostTask]], None] | None = None,
+    skip_reason: str | None = None,
+) -> RunResult:
+    """Run the pending tasks in order, in this thread; tasks may append more while it runs.
+
+    A task's exception is logged with its traceback and counted, and the next task runs (unless
+    ``stop_on_error``). :class:`BackgroundTimeout` from ``watchdog`` ends the run: the interrupted task and
+    the ones never started are lost. ``skip_reason`` reports every pending task lost without running any.
+    ``on_done``/``on_lost`` are called inside the watchdog's shield so bookkeeping is never cut in half.
+    ``SystemExit``/``KeyboardInterrupt`` propagate untouched: the process is going away and whatever is
+    still pending is reported by whoever reaps it.
+    """
+    result = RunResult()
+    shield = watchdog.shield if watchdog is not None else _no_shield
+    token = _current.set(tasks)
+    started = False
+    reason = skip_reason
+    t_run = time.monotonic()
+    try:
+        while reason is None and tasks.has_pending:
+            if watchdog is not None and watchdog.expired:
+                reason = watchdog.reason
+                break
+            task = tasks.tasks[tasks.done]
+            t0 = time.monotonic()
+            started = True
+            try:
+                task.fn(*task.args, **task.kwargs)
+                ok = True
+            except Exception:
+                ok = False
+                logger.exception("after-response task %s failed (request %s)", task.name, tasks.request_uri or "-")
+            with shield():
+                started = False
+                tasks.done += 1
+                result.ran += 1
+                result.failed += not ok
+                if on_done is not None:
+                    on_done(task, ok, time.monotonic() - t0)
+            if not ok and stop_on_error:
+                reason = "not_started"
+    except BackgroundTimeout as exc:
+        reason = exc.reason
+    finally:
+        _current.reset(token)
+    if reason is not None and tasks.has_pending:
+        if watchdog is not None:
+            watchdog.disarm()
+        lost = [
+            LostTask(t.name, reason, tasks.request_uri, started=(started and i == 0))
+            for i, t in enumerate(tasks.tasks[tasks.done :])
+        ]
+        tasks.done = len(tasks.tasks)
+        result.lost = lost
+        if on_lost is not None:
+            on_lost(lost)
+    result.seconds = time.monotonic() - t_run
+    return result
+
+
+class _NoShield:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _no_shield() -> _NoShield:
+    return _NoShield()
+
+
+# --- portability: the same API under any WSGI server ------------------------------------------------------
+
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        log.warning(message)
+
+
+def wsgi(app: Callable[..., Any]) -> Callable[..., Any]:
+    """Middleware that makes :func:`add` work under any WSGI server; a pass-through under fcgipool.
+
+    Tasks run when the server closes the response (PEP 3333 ``close()``), so the client waits for them;
+    a warning says so once per process.
+    """
+
+    @functools.wraps(app)
+    def middleware(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if ENVIRON_KEY in environ:
+            return app(environ, start_response)
+        tasks = TaskList(environ.get("REQUEST_URI") or environ.get("PATH_INFO", ""))
+        environ[ENVIRON_KEY] = tasks
+        token = _current.set(tasks)
+        try:
+            result = app(environ, start_response)
+        except BaseException:
+            _run_inline(tasks)
+            raise
+        finally:
+            _current.reset(token)
+        return _ClosingResult(result, tasks)
+
+    return middleware
+
+
+def _run_inline(tasks: TaskList) -> None:
+    if not tasks.has_pending:
+        return
+    _warn_once(
+        "inline",
+        "after-response tasks run inside the response under this WSGI server: the client waits for them "
+        "(run the app under fcgipool to send the response first)",
+    )
+    run_tasks(tasks, on_lost=_log_lost)
+
+
+def _log_lost(lost: list[LostTask]) -> None:
+    for task in lost:
+        log.error("after-response task lost: %s (reason: %s)", task.name, task.reason)
+
+
+class _ClosingResult:
+    """Wraps the app's iterable so tasks added while it is iterated count, and run on ``close()``."""
+
+    def __init__(self, result: Iterable[bytes], tasks: TaskList) -> None:
+        self._result = result
+        self._tasks = tasks
+        self._closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        iterator = iter(self._result)
+        while True:
+            token = _current.set(self._tasks)
+            try:
+                chunk = next(iterator)
+            except StopIteration:
+                return
+            finally:
+                _current.reset(token)
+            yield chunk
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        token = _current.set(self._tasks)
+        try:
+            close = getattr(self._result, "close", None)
+            if close is not None:
+                close()
+        finally:
+            _current.reset(token)
+            _run_inline(self._tasks)

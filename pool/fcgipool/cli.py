@@ -1,0 +1,69 @@
+"""The ``fcgipool`` command: gunicorn with the FastCGI worker and the pool arbiter.
+
+``fcgipool --bind unix:/run/app.sock --workers 4 myapp:app`` takes every gunicorn option plus the fcgipool
+settings (``fcgipool --help``). ``fcgipool status ...`` is dispatched to ``fcgipool.status_cli``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any
+
+import gunicorn.app.base
+from gunicorn.app.wsgiapp import WSGIApplication
+
+from . import config
+
+WORKER_CLASS = "fcgipool.worker.FastCGIWorker"
+
+
+class FcgiPoolApplication(WSGIApplication):
+    """gunicorn's WSGI application runner with fcgipool's defaults and settings."""
+
+    def load_default_config(self) -> None:
+        config.load_all()  # register every fcgipool setting before gunicorn builds its Config
+        super().load_default_config()
+        assert self.cfg is not None
+        self.cfg.set("worker_class", WORKER_CLASS)
+
+    def load_config(self) -> None:
+        super().load_config()
+        # FCGIPOOL_* environment variables: above the config file, below the command line
+        assert self.cfg is not None
+        explicit = {k for k, v in vars(self.cfg.parser().parse_args()).items() if v is not None}
+        config.apply_env(self.cfg, dict(os.environ), explicit)
+
+    def run(self) -> None:
+        from .arbiter import PoolArbiter
+
+        # Application.run() ends in BaseApplication.run(), which builds gunicorn's Arbiter by its module-level
+        # name; pointing that name at PoolArbiter is the one hook gunicorn leaves for this.
+        gunicorn.app.base.Arbiter = PoolArbiter
+        super().run()
+
+
+def _status(argv: list[str]) -> int:
+    try:
+        module: Any = importlib.import_module("fcgipool.status_cli")
+    except ModuleNotFoundError as exc:
+        if exc.name != "fcgipool.status_cli":
+            raise
+        print("fcgipool status: not available in this installation", file=sys.stderr)
+        return 2
+    return int(module.main(argv) or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["status"]:
+        return _status(args[1:])
+    if argv is not None:
+        sys.argv = [sys.argv[0], *argv]
+    FcgiPoolApplication("%(prog)s [OPTIONS] [APP_MODULE]", prog="fcgipool").run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,429 @@
+"""Every fcgipool setting, declared once as a gunicorn ``Setting``.
+
+Each class below is the single source of truth for one setting: its name, command-line flag, environment
+variable, validator, default and description. gunicorn builds its argument parser and config-file handling
+from them; ``python -m fcgipool.config --markdown`` renders the settings reference (docs/settings.md).
+
+Other fcgipool modules add settings by subclassing :class:`FcgiSetting` in a module named
+``fcgipool.config_*`` (for example ``config_status.py``); :func:`load_all` imports them so the CLI and the
+reference pick them up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import pkgutil
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from gunicorn import util
+from gunicorn.config import KNOWN_SETTINGS, Setting, SettingMeta
+
+SECTION = "FastCGI pool"
+ENV_PREFIX = "FCGIPOOL_"
+
+
+class _FcgiSettingMeta(SettingMeta):
+    """gunicorn registers every Setting subclass; the abstract base must not become a setting itself."""
+
+    def __new__(mcs, name: str, bases: tuple[type, ...], attrs: dict[str, Any]):
+        if attrs.pop("abstract", False):
+            return type.__new__(mcs, name, bases, attrs)
+        attrs.setdefault("section", SECTION)
+        if inspect.isfunction(attrs.get("type")):  # [status] else argparse gets a bound method ("invalid value")
+            attrs["type"] = staticmethod(attrs["type"])
+        return super().__new__(mcs, name, bases, attrs)
+
+
+class FcgiSetting(Setting, metaclass=_FcgiSettingMeta):
+    """Base of every fcgipool setting. ``env`` names the environment variable the fcgipool command reads."""
+
+    abstract = True
+    section = SECTION
+    env: str | None = None
+
+
+# --- validators: accept config-file values and the strings that come from flags and env vars ------------
+
+
+def _number(kind: type, val: Any, name: str) -> Any:
+    if isinstance(val, bool):
+        raise ValueError(f"{name} must be a number, got {val!r}")
+    if isinstance(val, int | float):
+        return kind(val)
+    if isinstance(val, str):
+        try:
+            return kind(val.strip())
+        except ValueError:
+            pass
+    raise ValueError(f"{name} must be a {'whole ' if kind is int else ''}number, got {val!r}")
+
+
+def non_negative_float(name: str) -> Callable[[Any], float]:
+    def validate(val: Any) -> float:
+        num = _number(float, val, name)
+        if not num >= 0 or num == float("inf"):
+            raise ValueError(f"{name} must be a finite number of seconds >= 0, got {val!r}")
+        return num
+
+    return validate
+
+
+def size_bytes(name: str, minimum: int = 0) -> Callable[[Any], int]:
+    """Whole bytes; accepts a K/M/G suffix (powers of 1024) in strings: ``64k``, ``10M``."""
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
+
+    def validate(val: Any) -> int:
+        raw = val
+        factor = 1
+        if isinstance(val, str) and val.strip()[-1:].lower() in units:
+            factor = units[val.strip()[-1].lower()]
+            val = val.strip()[:-1]
+        num = _number(int, val, name) * factor
+        if num < minimum:
+            raise ValueError(f"{name} must be at least {minimum} bytes, got {raw!r}")
+        return num
+
+    return validate
+
+
+def non_negative_int(name: str) -> Callable[[Any], int]:
+    def validate(val: Any) -> int:
+        num = _number(int, val, name)
+        if num < 0:
+            raise ValueError(f"{name} must be a whole number >= 0, got {val!r}")
+        return num
+
+    return validate
+
+
+def boolean(name: str) -> Callable[[Any], bool]:
+    def validate(val: Any) -> bool:
+        if isinstance(val, bool):
+            return val
+        if isinstance(val, str) and val.strip().lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(val, str) and val.strip().lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{name} must be true or false, got {val!r}")
+
+    return validate
+
+
+def choice(name: str, *options: str) -> Callable[[Any], str]:
+    def validate(val: Any) -> str:
+        if isinstance(val, str) and val.strip().lower() in options:
+            return val.strip().lower()
+        raise ValueError(f"{name} must be one of {', '.join(options)}; got {val!r}")
+
+    return validate
+
+
+def hook(name: str, arity: int) -> Callable[[Any], Callable[..., Any]]:
+    def validate(val: Any) -> Callable[..., Any]:
+        if isinstance(val, str):
+            try:
+                mod_name, obj_name = val.rsplit(".", 1)
+                val = getattr(importlib.import_module(mod_name), obj_name)
+            except (ValueError, ImportError, AttributeError) as exc:
+                raise ValueError(f"{name}: cannot load {val!r} ({exc}); use 'package.module.function'") from exc
+        if not callable(val):
+            raise ValueError(f"{name} must be callable, got {val!r}")
+        if util.get_arity(val) != arity:
+            raise ValueError(f"{name} must accept exactly {arity} arguments")
+        return val
+
+    return validate
+
+
+# argparse `type=` for flags: a bad value is reported by argparse as "argument --flag: ..." and exit 2
+def _flag_type(validator: Callable[[Any], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            return validator(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+
+    parse.__name__ = "value"
+    return parse
+
+
+# --- the settings ----------------------------------------------------------------------------------------
+
+
+class BackgroundTimeout(FcgiSetting):
+    name = "background_timeout"
+    cli = ["--background-timeout"]
+    env = "FCGIPOOL_BACKGROUND_TIMEOUT"
+    meta = "SECONDS"
+    validator = non_negative_float("background_timeout")
+    type = _flag_type(validator)
+    default = 30.0
+    desc = """\
+        Total budget in seconds for one request's after-response work.
+
+        Starts when the response has been sent (END_REQUEST) and covers every task the request added,
+        including tasks added by tasks. When it runs out the running task is interrupted (a
+        ``BackgroundTimeout`` exception, a ``BaseException`` so ``except Exception`` does not swallow it),
+        and it and the tasks that never started are reported lost with reason ``timeout``. A task that
+        does not stop is killed with its worker ``kill_grace`` seconds later (reason ``killed``).
+        Separate from ``timeout``, which limits the response phase. 0 disables the limit.
+        """
+
+
+class BackgroundStopOnError(FcgiSetting):
+    name = "background_stop_on_error"
+    cli = ["--background-stop-on-error"]
+    env = "FCGIPOOL_BACKGROUND_STOP_ON_ERROR"
+    validator = boolean("background_stop_on_error")
+    action = "store_const"
+    const = True
+    default = False
+    desc = """\
+        Stop a request's after-response work at the first task that raises.
+
+        The failed task is logged with its traceback and counted; the tasks after it are reported lost
+        with reason ``not_started``. By default the next task still runs.
+        """
+
+
+class BackgroundOnlyOnSuccess(FcgiSetting):
+    name = "background_only_on_success"
+    cli = ["--background-only-on-success"]
+    env = "FCGIPOOL_BACKGROUND_ONLY_ON_SUCCESS"
+    validator = boolean("background_only_on_success")
+    action = "store_const"
+    const = True
+    default = False
+    desc = """\
+        Run after-response tasks only when the response status is below 400.
+
+        Tasks of a failed request are reported lost with reason ``not_started``.
+        """
+
+
+class KillGrace(FcgiSetting):
+    name = "kill_grace"
+    cli = ["--kill-grace"]
+    env = "FCGIPOOL_KILL_GRACE"
+    meta = "SECONDS"
+    validator = non_negative_float("kill_grace")
+    type = _flag_type(validator)
+    default = 2.0
+    desc = """\
+        Seconds between a soft limit and the hard kill.
+
+        A worker past ``timeout`` (response phase) or ``background_timeout`` (after-response work) is
+        sent SIGABRT by the arbiter this long after its soft limit, and SIGKILL another ``kill_grace``
+        later. On graceful stop the worker interrupts its after-response work this long before
+        ``graceful_timeout`` runs out, so it can report what it could not finish.
+        """
+
+
+class KeepConn(FcgiSetting):
+    name = "keep_conn"
+    cli = ["--keep-conn"]
+    env = "FCGIPOOL_KEEP_CONN"
+    meta = "allow|disable"
+    validator = choice("keep_conn", "allow", "disable")
+    type = _flag_type(validator)
+    default = "allow"
+    desc = """\
+        Honour the web server's FCGI_KEEP_CONN flag (``allow``) or close after every request (``disable``).
+
+        With ``allow`` a worker keeps at most one idle connection and gives it up as soon as a new
+        connection is waiting, so keep-conn never makes a request wait behind an idle worker. A
+        connection whose request has after-response work is always closed (php-src #10335).
+        """
+
+
+class MaxParamsSize(FcgiSetting):
+    name = "max_params_size"
+    cli = ["--max-params-size"]
+    env = "FCGIPOOL_MAX_PARAMS_SIZE"
+    meta = "BYTES"
+    validator = size_bytes("max_params_size", minimum=1024)
+    type = _flag_type(validator)
+    default = 256 * 1024
+    desc = """\
+        Largest PARAMS stream (CGI variables and request headers) a request may send, in bytes.
+
+        A request over the limit gets its connection closed and a warning naming the peer. Accepts
+        ``k``/``m`` suffixes in flags and env vars (``64k``).
+        """
+
+
+class MaxBodySize(FcgiSetting):
+    name = "max_body_size"
+    cli = ["--max-body-size"]
+    env = "FCGIPOOL_MAX_BODY_SIZE"
+    meta = "BYTES"
+    validator = size_bytes("max_body_size")
+    type = _flag_type(validator)
+    default = 64 * 1024**2
+    desc = """\
+        Largest request body, in bytes; larger requests get HTTP 413 without the application being called.
+
+        Checked against CONTENT_LENGTH before the application runs; a body without CONTENT_LENGTH is read
+        (spooled to disk past 1 MiB) up to the limit first. 0 means no limit. Keep it at or below nginx's
+        ``client_max_body_size``.
+        """
+
+
+class OutputBufferSize(FcgiSetting):
+    name = "output_buffer_size"
+    cli = ["--output-buffer-size"]
+    env = "FCGIPOOL_OUTPUT_BUFFER_SIZE"
+    meta = "BYTES"
+    validator = size_bytes("output_buffer_size", minimum=1024)
+    type = _flag_type(validator)
+    default = 256 * 1024
+    desc = """\
+        Response bytes collected before they are written to the socket.
+
+        A response smaller than this leaves the worker in one write together with END_REQUEST. Larger
+        ones are written in chunks of about this size. A response with ``X-Accel-Buffering: no`` is
+        written block by block as the application yields it.
+        """
+
+
+class ScoreboardSlots(FcgiSetting):
+    name = "scoreboard_slots"
+    cli = ["--scoreboard-slots"]
+    env = "FCGIPOOL_SCOREBOARD_SLOTS"
+    meta = "INT"
+    validator = non_negative_int("scoreboard_slots")
+    type = _flag_type(validator)
+    default = 0
+    desc = """\
+        Number of worker slots in the shared-memory scoreboard; 0 sizes it automatically.
+
+        Automatic is ``max(64, 4 * workers)``: enough for a reload (old and new workers side by side)
+        and for growing the pool with TTIN. The arbiter refuses to start more workers than slots.
+        """
+
+
+class OnTaskLost(FcgiSetting):
+    name = "on_task_lost"
+    validator = hook("on_task_lost", 2)
+    type = callable
+
+    def on_task_lost(server, task):
+        pass
+
+    default = staticmethod(on_task_lost)
+    desc = """\
+        Called once for every after-response task that did not finish.
+
+        ``on_task_lost(server, task)``: ``server`` is the worker (reasons ``timeout``, ``shutdown``,
+        ``not_started``) or the arbiter (``killed``, ``shutdown`` for a worker that died with work
+        pending); ``task`` is a ``fcgipool.background.LostTask`` with ``name``, ``reason``,
+        ``request_uri``, ``pid`` and ``started``. The lost task is also logged as an error and counted
+        on the status page. Exceptions from the hook are logged and ignored.
+        """
+
+
+# --- access ------------------------------------------------------------------------------------------------
+
+
+def load_all() -> list[type[FcgiSetting]]:
+    """Import every ``fcgipool.config_*`` module and return all fcgipool settings in declaration order."""
+    import fcgipool
+
+    for info in pkgutil.iter_modules(fcgipool.__path__):
+        if info.name.startswith("config_"):
+            importlib.import_module(f"fcgipool.{info.name}")
+    return fcgipool_settings()
+
+
+def fcgipool_settings() -> list[type[FcgiSetting]]:
+    return [s for s in KNOWN_SETTINGS if issubclass(s, FcgiSetting)]
+
+
+def get(cfg: Any, name: str) -> Any:
+    """A setting's value; its default when the config predates our settings (plain ``gunicorn -k``)."""
+    try:
+        return getattr(cfg, name)
+    except AttributeError:
+        for s in fcgipool_settings():
+            if s.name == name:
+                return s().get()
+        raise
+
+
+def apply_env(cfg: Any, environ: dict[str, str], explicit: set[str]) -> None:
+    """Set each setting from its environment variable unless the command line set it (``explicit``)."""
+    for s in fcgipool_settings():
+        if s.env and s.env in environ and s.name not in explicit:
+            try:
+                cfg.set(s.name, environ[s.env])
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"environment variable {s.env}: {exc}") from exc
+
+
+# --- reference generator -------------------------------------------------------------------------------
+
+
+def _default_text(s: type[FcgiSetting]) -> str:
+    if callable(s.default):
+        src = inspect.getsource(s.default).strip().splitlines()
+        return "```python\n" + textwrap.dedent("\n".join(src)) + "\n```"
+    return f"`{s.default!r}`"
+
+
+def markdown() -> str:
+    settings = load_all()
+    out = [
+        "# Settings reference",
+        "",
+        "<!-- generated by `python -m fcgipool.config --markdown`; edit the settings in pool/fcgipool/config*.py -->",
+        "",
+        "fcgipool takes every gunicorn setting (`fcgipool --help`, https://gunicorn.org/reference/settings/)",
+        "plus the ones below. Precedence, lowest first: default, config file (`-c gunicorn.conf.py`),",
+        "`GUNICORN_CMD_ARGS`, the setting's environment variable, the command line.",
+        "",
+    ]
+    sections: dict[str, list[type[FcgiSetting]]] = {}
+    for s in settings:
+        sections.setdefault(s.section, []).append(s)
+    for section, items in sections.items():
+        out += [f"## {section}", ""]
+        for s in items:
+            out += [f"### `{s.name}`", ""]
+            facts = []
+            if s.cli:
+                facts.append("**Command line:** " + ", ".join(f"`{c}`" for c in s.cli))
+            if s.env:
+                facts.append(f"**Environment:** `{s.env}`")
+            facts.append(f"**Config file:** `{s.name} = ...`")
+            out += [f"- {f}" for f in facts]
+            default = _default_text(s)
+            out += ["- **Default:** " + (default if not default.startswith("```") else ""), ""]
+            if default.startswith("```"):
+                out += [default, ""]
+            out += [s.desc, ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _iter_names() -> Iterator[str]:
+    for s in load_all():
+        yield s.name
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fcgipool.config", description=__doc__.splitlines()[0])
+    parser.add_argument("--markdown", action="store_true", help="print the settings reference as Markdown")
+    args = parser.parse_args(argv)
+    if args.markdown:
+        sys.stdout.write(markdown())
+    else:
+        print("\n".join(_iter_names()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,108 @@
+"""PEP 3333 environ from FastCGI PARAMS.
+
+The web server's CGI variables become the environ as they are (latin-1 str, as PEP 3333 wants); then the
+gaps are filled: ``SCRIPT_NAME``/``PATH_INFO`` (nginx's stock ``fastcgi_params`` sends the whole path as
+SCRIPT_NAME and no PATH_INFO), empty ``CONTENT_LENGTH``/``CONTENT_TYPE`` removed, ``HTTP_CONTENT_*``
+duplicates dropped, and the ``wsgi.*`` keys added.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from gunicorn.http.wsgi import FileWrapper
+
+# Keys PEP 3333 requires; defaults for a web server that does not send them.
+_REQUIRED_DEFAULTS = {
+    "REQUEST_METHOD": "GET",
+    "QUERY_STRING": "",
+    "SERVER_NAME": "localhost",
+    "SERVER_PORT": "80",
+    "SERVER_PROTOCOL": "HTTP/1.0",
+}
+
+
+class BadRequestParams(ValueError):
+    """PARAMS that cannot form a valid request (for example a malformed CONTENT_LENGTH)."""
+
+
+def script_root() -> str:
+    """Mount point of the app, from the SCRIPT_NAME environment variable (gunicorn's convention)."""
+    root = os.environ.get("SCRIPT_NAME", "").rstrip("/")
+    return root
+
+
+def _request_path(params: dict[str, str]) -> str:
+    """The decoded request path: nginx's $document_uri, else REQUEST_URI without the query, decoded."""
+    path = params.get("DOCUMENT_URI")
+    if path:
+        return path
+    uri = params.get("REQUEST_URI")
+    if uri:
+        return unquote_to_bytes(uri.split("?", 1)[0]).decode("latin-1")
+    return params.get("SCRIPT_NAME", "") or "/"
+
+
+def build_environ(
+    params: dict[str, str],
+    *,
+    wsgi_input: Any,
+    errors: Any,
+    root: str = "",
+    multiprocess: bool = True,
+) -> dict[str, Any]:
+    """The WSGI environ for one request. Raises :class:`BadRequestParams` on an invalid CONTENT_LENGTH."""
+    env: dict[str, Any] = dict(params)
+    for key, default in _REQUIRED_DEFAULTS.items():
+        if not env.get(key):
+            env[key] = default
+    # duplicates of CONTENT_TYPE/CONTENT_LENGTH that nginx passes along with the other headers
+    env.pop("HTTP_CONTENT_TYPE", None)
+    env.pop("HTTP_CONTENT_LENGTH", None)
+    for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        if key in env and not env[key]:
+            del env[key]
+    if "CONTENT_LENGTH" in env:
+        length = env["CONTENT_LENGTH"].strip()
+        if not length.isdigit():
+            raise BadRequestParams(f"CONTENT_LENGTH is not a non-negative integer: {env['CONTENT_LENGTH']!r}")
+        env["CONTENT_LENGTH"] = length
+
+    if not env.get("PATH_INFO"):
+        # No split from the web server: the whole decoded path is PATH_INFO below the configured root.
+        path = _request_path(params)
+        if root and (path == root or path.startswith(root + "/")):
+            env["SCRIPT_NAME"], env["PATH_INFO"] = root, path[len(root) :]
+        else:
+            env["SCRIPT_NAME"], env["PATH_INFO"] = "", path
+    elif env.get("SCRIPT_NAME") == "/":
+        env["SCRIPT_NAME"] = ""
+
+    https = env.get("HTTPS", "").lower() in ("on", "1") or env.get("REQUEST_SCHEME") == "https"
+    env.update(
+        {
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "https" if https else "http",
+            "wsgi.input": wsgi_input,
+            "wsgi.errors": errors if errors is not None else sys.stderr,
+            "wsgi.multithread": False,
+            "wsgi.multiprocess": multiprocess,
+            "wsgi.run_once": False,
+            "wsgi.file_wrapper": FileWrapper,
+            "wsgi.input_terminated": True,
+        }
+    )
+    return env
+
+
+def request_uri(params: dict[str, str]) -> str:
+    """What the status page and logs show for the request: REQUEST_URI, else the path and query."""
+    uri = params.get("REQUEST_URI")
+    if uri:
+        return uri
+    path = params.get("DOCUMENT_URI") or params.get("SCRIPT_NAME", "") + params.get("PATH_INFO", "")
+    query = params.get("QUERY_STRING")
+    return f"{path}?{query}" if query else path

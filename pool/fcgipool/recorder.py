@@ -1,0 +1,61 @@
+"""What a worker records in its scoreboard slot, behind one small adapter.
+
+The worker talks to this class only, so the scoreboard's API can change in one place. Without a slot (a
+plain ``gunicorn -k fcgipool.worker.FastCGIWorker`` run, or unit tests) every call is a no-op.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from .scoreboard import Slot, State
+
+
+class Recorder:
+    def __init__(self, slot: Slot | None = None) -> None:
+        self.slot = slot
+
+    def accepted(self) -> None:
+        if self.slot:
+            self.slot.conn_accepted()
+
+    def reading(self) -> None:
+        if self.slot:
+            self.slot.set_state(State.READING)
+
+    def begin(self, method: str, uri: str, query: str, content_length: int, script: str) -> None:
+        if self.slot:
+            self.slot.begin_request(method, uri, query, content_length, script)
+
+    def end_response(self) -> None:
+        if self.slot:
+            self.slot.end_response()
+
+    def finishing(self) -> None:
+        if self.slot:
+            self.slot.set_state(State.FINISHING)
+
+    def idle(self) -> None:
+        if self.slot:
+            self.slot.set_state(State.IDLE)
+
+    def ending(self) -> None:
+        if self.slot:
+            self.slot.set_state(State.ENDING)
+
+    def deadline(self, monotonic: float) -> None:
+        if self.slot:
+            self.slot.set_deadline(monotonic)
+
+    def pending(self, names: Iterable[str]) -> None:
+        if self.slot:
+            self.slot.set_pending(list(names))
+
+    def task_done(self, task: Any, ok: bool, seconds: float) -> None:
+        if self.slot:
+            self.slot.task_finished(task.name, ok, seconds)
+
+    def lost(self, n: int) -> None:
+        if self.slot:
+            self.slot.tasks_lost(n)

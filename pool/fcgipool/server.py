@@ -1,0 +1,477 @@
+"""Serves one FastCGI connection: drives the sans-IO protocol with socket I/O and calls the WSGI app.
+
+One request at a time. After END_REQUEST the connection is either handed back to the worker as an idle
+kept connection (FCGI_KEEP_CONN, nothing left to do) or closed; a request with after-response work always
+closes it *before* that work starts, so the web server can never send a request to a worker that is
+still busy (php-src #10335).
+
+nginx caches an upstream FastCGI connection when END_REQUEST ends exactly at the end of what it read
+(ngx_http_fastcgi_input_filter sets ``u->keepalive = 1`` only then; it ignores a ``Connection: close``
+header). So a response that must not be reused carries :data:`NO_REUSE` right behind END_REQUEST in the
+same write: nginx sees bytes after the end of the request, does not cache the connection, and closes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from gunicorn.http.wsgi import FileWrapper
+
+from . import background
+from .background import TaskList, run_tasks
+from .environ import BadRequestParams, build_environ, request_uri, script_root
+from .lost import LostTask, report_lost
+from .protocol import (
+    NEED_DATA,
+    AbortRequested,
+    Connection,
+    ConnectionClosed,
+    LocalProtocolError,
+    RecordType,
+    RemoteProtocolError,
+    RequestStarted,
+    StdinData,
+    StdinEnd,
+    encode_record,
+)
+from .protocol.connection import State as ProtoState
+from .recorder import Recorder
+from .response import ResponseWriter, error_body, iter_file_wrapper
+from .streams import InputStream
+from .watchdog import BackgroundTimeout, Watchdog
+
+#: An empty FCGI_GET_VALUES_RESULT management record: harmless to any FastCGI client, and bytes after
+#: END_REQUEST make nginx drop the connection instead of caching it (see module docstring).
+NO_REUSE = encode_record(RecordType.GET_VALUES_RESULT, 0, b"")
+RECV_SIZE = 64 * 1024
+SPOOL_MEMORY = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    timeout: float = 30.0  # response phase (gunicorn's --timeout); 0 = none
+    background_timeout: float = 30.0
+    kill_grace: float = 2.0
+    max_params_size: int = 256 * 1024
+    max_body_size: int = 64 * 1024**2  # 0 = none
+    keep_conn: bool = True
+    buffer_size: int = 256 * 1024
+    stop_on_error: bool = False
+    only_on_success: bool = False
+    values: dict[str, str] = field(default_factory=dict)
+    root: str = field(default_factory=script_root)
+
+
+class Host(Protocol):
+    """What the server needs from its worker."""
+
+    wsgi: Any
+    log: Any
+    recorder: Recorder
+    watchdog: Watchdog
+    settings: ServerSettings
+    alive: bool
+    errors: Any
+
+    def notify(self) -> None: ...
+
+    def request_served(self) -> None: ...
+
+    def task_lost_hook(self) -> Any: ...
+
+
+def set_io_timeout(sock: socket.socket, seconds: float) -> None:
+    """Kernel-side send/receive timeouts: a blocking socket whose calls fail with EAGAIN after ``seconds``.
+
+    One setsockopt per connection, where Python's settimeout() would add a poll() to every call.
+    """
+    tv = struct.pack("ll", int(seconds), int((seconds % 1) * 1_000_000))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+
+
+class PeerGone(ConnectionError):
+    """The web server went away (or timed out) in the middle of a request; raised into ``wsgi.input``."""
+
+
+def describe_peer(sock: socket.socket, addr: Any) -> str:
+    """``unix:/run/app.sock (pid 123)`` or ``127.0.0.1:40123``, for log messages."""
+    if sock.family == socket.AF_UNIX:
+        try:
+            pid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
+        except OSError:
+            pid = 0
+        name = sock.getsockname() or "unix"
+        return f"unix:{name} (pid {pid})" if pid else f"unix:{name}"
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        return f"{addr[0]}:{addr[1]}"
+    return str(addr)
+
+
+class FastCGIConnection:
+    """One accepted connection. :meth:`serve` handles requests until the connection is idle or closed."""
+
+    def __init__(self, sock: socket.socket, addr: Any, host: Host) -> None:
+        self.sock = sock
+        self.host = host
+        self.peer = describe_peer(sock, addr)
+        s = host.settings
+        self.conn = Connection(max_params_size=s.max_params_size, values=s.values)
+        self.closed = False
+        self.broken = False  # a send failed: the web server is gone; the request still completes locally
+        self._stashed: Any = None  # an event parsed ahead (a request already waiting in our buffer)
+        self._deadline = 0.0
+        self._stdin_done = True
+        self._aborted = False
+        self._after_started = False
+        self._input: Any = None
+        sock.setblocking(True)
+        if s.timeout:
+            set_io_timeout(sock, s.timeout)
+
+    # --- entry point -------------------------------------------------------------------------------------
+    @property
+    def has_buffered_request(self) -> bool:
+        return self._stashed is not None
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def serve(self, *, fresh: bool) -> bool:
+        """Serve requests; True when the connection stays open and idle (a kept connection).
+
+        ``fresh``: just accepted, wait (up to ``timeout``) for the first request. Otherwise the socket was
+        reported readable, or a request is already buffered.
+        """
+        log = self.host.log
+        try:
+            while not self.closed:
+                event = self._read_request(block=fresh)
+                fresh = False
+                if event is None:
+                    return not self.closed
+                if not self._serve_request(event):
+                    break
+                if not self.host.alive:
+                    break
+                self._stash_ahead()
+                if self._stashed is None:
+                    return True
+        except RemoteProtocolError as exc:
+            log.warning("closing FastCGI connection from %s: %s", self.peer, exc.reason)
+        except _ReadTimeout as exc:
+            log.warning("closing FastCGI connection from %s: %s", self.peer, exc)
+        except LocalProtocolError:
+            log.exception("internal FastCGI error on the connection from %s", self.peer)
+        self.close()
+        return False
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    # --- socket I/O ----------------------------------------------------------------------------------------
+    def _sendall(self, data: bytes) -> None:
+        if self.broken or self.closed or not data:
+            return
+        try:
+            self.sock.sendall(data)
+        except OSError as exc:
+            self.broken = True
+            self.host.log.info("FastCGI peer %s stopped reading the response: %s", self.peer, exc)
+
+    def _recv(self) -> None:
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except (BlockingIOError, TimeoutError):
+            raise _ReadTimeout(f"no data for {self.host.settings.timeout:g} s") from None
+        except ConnectionResetError:
+            data = b""
+        self.conn.receive_data(data)
+
+    def _next_event(self, *, block: bool = True) -> Any:
+        if self._stashed is not None:
+            event, self._stashed = self._stashed, None
+            return event
+        while True:
+            event = self.conn.next_event()
+            out = self.conn.data_to_send()
+            if out:
+                self._sendall(out)
+            if event is not NEED_DATA:
+                return event
+            if not block:
+                return NEED_DATA
+            self._recv()
+
+    def _stash_ahead(self) -> None:
+        event = self.conn.next_event()  # parses only what is already buffered; may raise
+        out = self.conn.data_to_send()
+        if out:
+            self._sendall(out)
+        if event is not NEED_DATA:
+            self._stashed = event
+
+    # --- reading a request -------------------------------------------------------------------------------
+    def _read_request(self, *, block: bool) -> RequestStarted | None:
+        """The next request, or None when the connection is idle at a request boundary or closed.
+
+        ``block``: wait for a request. Otherwise read only what the readable socket has, unless a request
+        has begun (then its PARAMS/STDIN are waited for).
+        """
+        s = self.host.settings
+        self._deadline = time.monotonic() + s.timeout if s.timeout else 0.0
+        recvs = 0
+        while True:
+            event = self._next_event(block=False)
+            if event is NEED_DATA:
+                mid = self.conn.their_state in (ProtoState.PARAMS, ProtoState.STDIN)
+                if not (block or mid or recvs == 0):
+                    return None
+                if recvs == 0:
+                    self.host.recorder.reading()
+                    # the arbiter's hard limit comes kill_grace after our own timeouts
+                    self.host.recorder.deadline(self._deadline + s.kill_grace if self._deadline else 0.0)
+                self._recv()
+                recvs += 1
+                continue
+            if isinstance(event, RequestStarted):
+                return event
+            if isinstance(event, ConnectionClosed):
+                self.close()
+                return None
+            if isinstance(event, AbortRequested):
+                self._sendall(self.conn.end_request(event.request_id))
+                if self.conn.our_state is ProtoState.MUST_CLOSE:
+                    self.close()
+                    return None
+            # StdinData/StdinEnd of a request we already ended cannot reach here (the protocol drops them)
+
+    def _pull_stdin(self) -> bytes:
+        """Next chunk of the request body for ``wsgi.input``; b"" at its end."""
+        if self._stdin_done:
+            return b""
+        try:
+            event = self._next_event()
+        except RemoteProtocolError as exc:
+            self.host.log.warning("closing FastCGI connection from %s: %s", self.peer, exc.reason)
+            self._stdin_done = True
+            self.broken = True
+            raise PeerGone(f"request body incomplete: {exc.reason}") from exc
+        except _ReadTimeout as exc:
+            self._stdin_done = True
+            self.broken = True
+            raise PeerGone(f"request body incomplete: {exc}") from exc
+        if isinstance(event, StdinData):
+            return event.data
+        self._stdin_done = True
+        if isinstance(event, AbortRequested):
+            self._aborted = True
+        elif not isinstance(event, StdinEnd):
+            self.broken = True
+            raise PeerGone(f"request body incomplete: unexpected {type(event).__name__}")
+        return b""
+
+    def _drain_stdin(self) -> None:
+        """Read and discard the rest of the body, so closing never resets a connection with unread data."""
+        try:
+            while not self._stdin_done and not self.broken:
+                self._pull_stdin()
+        except PeerGone:
+            pass
+
+    # --- one request ---------------------------------------------------------------------------------------
+    def _serve_request(self, event: RequestStarted) -> bool:
+        """Handle one request to the end (response and after-response work). True if the connection may stay."""
+        host, s, log = self.host, self.host.settings, self.host.log
+        host.notify()
+        params = event.params
+        self._stdin_done = False
+        self._aborted = False
+        self._after_started = False
+        self._input = None
+        uri = request_uri(params)
+        method = params.get("REQUEST_METHOD", "GET")
+        length_text = params.get("CONTENT_LENGTH", "").strip()
+        host.recorder.begin(
+            method, uri, params.get("QUERY_STRING", ""), int(length_text) if length_text.isdigit() else 0,
+            params.get("SCRIPT_FILENAME", ""),
+        )  # fmt: skip
+        late_warned: list[bool] = []
+
+        def late_write() -> None:
+            if not late_warned:
+                late_warned.append(True)
+                log.warning("%s %s: output after finish_request() is dropped", method, uri)
+
+        writer = ResponseWriter(
+            self.conn, event.request_id, self._sendall, buffer_size=s.buffer_size, on_late_write=late_write
+        )
+        tasks = TaskList(uri, on_change=host.recorder.pending, on_finish_request=lambda: self._finish_early(writer))
+        try:
+            self._input = self._make_input(params, writer)
+            if self._input is not None:
+                self._run_app(params, self._input, tasks, writer)
+        except BackgroundTimeout as exc:
+            # the app's own code after finish_request() used up the after-response budget
+            log.error("%s %s: code after finish_request() interrupted (%s)", method, uri, exc.reason)
+            self._report_lost([LostTask(f"{method} {uri} (after finish_request)", exc.reason, uri, started=True)])
+        host.request_served()
+        keep = self._end_response(writer, tasks)
+        if tasks.has_pending or self._after_started:
+            self._run_after_response(tasks, writer.status_code)
+        return keep
+
+    def _make_input(self, params: dict[str, str], writer: ResponseWriter) -> Any:
+        """``wsgi.input`` for the request, or None after answering 400/413 without calling the app."""
+        s = self.host.settings
+        length = params.get("CONTENT_LENGTH", "").strip()
+        if length and not length.isdigit():
+            self._reject(writer, "400 Bad Request", f"invalid CONTENT_LENGTH {length!r}")
+            return None
+        limit = s.max_body_size
+        if length:
+            if limit and int(length) > limit:
+                self._reject(writer, "413 Content Too Large", f"CONTENT_LENGTH {length} > max_body_size {limit}")
+                return None
+            return InputStream(self._pull_stdin, int(length))
+        # no CONTENT_LENGTH: read the body first, so an oversized one is refused before the app runs
+        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115 (it is wsgi.input)
+        size = 0
+        while True:
+            chunk = self._pull_stdin()
+            if not chunk:
+                break
+            size += len(chunk)
+            if limit and size > limit:
+                spool.close()
+                self._reject(writer, "413 Content Too Large", f"request body over max_body_size {limit}")
+                return None
+            spool.write(chunk)
+        spool.seek(0)
+        if size:
+            params["CONTENT_LENGTH"] = str(size)
+        return spool
+
+    def _reject(self, writer: ResponseWriter, status: str, reason: str) -> None:
+        self.host.log.warning("refusing request from %s: %s (%s)", self.peer, status, reason)
+        self._drain_stdin()
+        writer.replace_with_error(status, error_body(status))
+
+    def _run_app(self, params: dict[str, str], wsgi_input: Any, tasks: TaskList, writer: ResponseWriter) -> None:
+        host, log = self.host, self.host.log
+        try:
+            environ = build_environ(params, wsgi_input=wsgi_input, errors=host.errors, root=host.settings.root)
+        except BadRequestParams as exc:
+            self._reject(writer, "400 Bad Request", str(exc))
+            return
+        environ[background.ENVIRON_KEY] = tasks
+        environ["fcgipool.peer"] = self.peer
+        token = background.activate(tasks)
+        try:
+            result = host.wsgi(environ, writer.start_response)
+            try:
+                if isinstance(result, FileWrapper) and hasattr(result.filelike, "read"):
+                    result = iter_file_wrapper(result, host.settings.buffer_size)
+                for chunk in result:
+                    writer.write(chunk)
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+        except Exception:
+            log.exception("Error handling request %s %s", environ.get("REQUEST_METHOD"), request_uri(params))
+            if writer.can_replace and not self.broken:
+                writer.replace_with_error("500 Internal Server Error", error_body("500 Internal Server Error"))
+            elif not writer.finished:
+                # part of the response is out: never let a truncated body pass as complete
+                self.broken = True
+        finally:
+            background.deactivate(token)
+
+    def _keep_after(self) -> bool:
+        return self.conn.keep_conn and self.host.settings.keep_conn and self.host.alive and not self.broken
+
+    def _end_response(self, writer: ResponseWriter, tasks: TaskList) -> bool:
+        """END_REQUEST (unless finish_request() already sent it); close unless the connection can be kept."""
+        if self._after_started:
+            return False  # finish_request() ended the response and closed the connection
+        keep = self._keep_after() and not tasks.has_pending
+        if self.broken:
+            keep = False  # no END_REQUEST: nginx reports a truncated response as an upstream error
+        else:
+            if not keep:
+                # read the unread body while the request is active (later the protocol drops it unseen), so
+                # closing never resets a connection with unread data
+                self._drain_stdin()
+            writer.finish(NO_REUSE if (self.conn.keep_conn and not keep) else b"")
+        self.host.recorder.end_response()
+        if not keep:
+            self.close()
+        return keep
+
+    def _finish_early(self, writer: ResponseWriter) -> None:
+        """background.finish_request(): send the response now; the rest of the app is after-response work."""
+        if writer.finished or self._after_started:
+            return
+        if writer.status is None:
+            writer.start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
+        if isinstance(self._input, InputStream):
+            self._input.buffer_rest()  # the app may still read its body after the connection is gone
+        self._drain_stdin()
+        writer.finish(NO_REUSE if self.conn.keep_conn else b"")
+        self.host.recorder.end_response()
+        self.close()
+        self._start_after_response()
+
+    # --- after-response work -------------------------------------------------------------------------------
+    def _start_after_response(self) -> None:
+        if self._after_started:
+            return
+        self._after_started = True
+        s, rec = self.host.settings, self.host.recorder
+        rec.finishing()
+        soft = self.host.watchdog.arm(time.monotonic() + s.background_timeout if s.background_timeout else 0.0)
+        rec.deadline(soft + s.kill_grace if soft else 0.0)
+
+    def _run_after_response(self, tasks: TaskList, status: int) -> None:
+        host, s = self.host, self.host.settings
+        self._start_after_response()
+        skip = "not_started" if (s.only_on_success and status >= 400) else None
+        if skip:
+            host.log.info("%s: response status %s, after-response tasks skipped", tasks.request_uri, status)
+        try:
+            run_tasks(
+                tasks,
+                logger=host.log,
+                stop_on_error=s.stop_on_error,
+                watchdog=host.watchdog,
+                on_done=host.recorder.task_done,
+                on_lost=self._report_lost,
+                skip_reason=skip,
+            )
+        finally:
+            host.watchdog.disarm()
+        host.notify()
+        host.recorder.deadline(0.0)
+        host.recorder.idle()
+
+    def _report_lost(self, lost: list[LostTask]) -> None:
+        self.host.recorder.lost(len(lost))
+        report_lost(self.host, lost, self.host.log, self.host.task_lost_hook())
+
+
+class _ReadTimeout(Exception):
+    pass
+
+
+__all__ = ["NO_REUSE", "FastCGIConnection", "PeerGone", "ServerSettings", "describe_peer", "set_io_timeout"]

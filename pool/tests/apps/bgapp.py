@@ -1,0 +1,116 @@
+"""Test application for the pool tests: plain responses, bodies, after-response tasks, lost tasks.
+
+Side effects go to files in $BGAPP_DIR so tests (another process) can observe them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from urllib.parse import parse_qs
+
+from fcgipool import background
+
+OUT = Path(os.environ.get("BGAPP_DIR", "/tmp"))
+
+
+def mark(name: str, **data: object) -> None:
+    """Record a side effect: one JSON line in $BGAPP_DIR/marks.log."""
+    line = json.dumps({"mark": name, "t": time.time(), "pid": os.getpid(), **data})
+    with open(OUT / "marks.log", "a") as f:
+        f.write(line + "\n")
+
+
+def sleep_task(ms: int, key: str) -> None:
+    time.sleep(ms / 1000)
+    mark("task_done", key=key)
+
+
+def failing_task(key: str) -> None:
+    mark("failing_started", key=key)
+    raise RuntimeError(f"task {key} failed on purpose")
+
+
+def stubborn_task(key: str) -> None:
+    """Ignores the soft timeout: catches BaseException and keeps sleeping."""
+    mark("stubborn_started", key=key)
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        try:
+            time.sleep(0.05)
+        except BaseException:  # the point of this task
+            mark("stubborn_ignored_interrupt", key=key)
+
+
+def busy_c_task(key: str) -> None:
+    """Loops in C where Python never runs signal handlers."""
+    mark("busy_started", key=key)
+    sum(range(10**12))
+
+
+def chain_task(key: str, depth: int) -> None:
+    mark("chain", key=key, depth=depth)
+    if depth > 0:
+        background.add(chain_task, key, depth - 1, name=f"chain:{depth - 1}")
+
+
+def app(environ, start_response):  # type: ignore[no-untyped-def]
+    path = environ["PATH_INFO"]
+    q = {k: v[-1] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
+    key = q.get("key", "k")
+    status, body = "200 OK", b"ok\n"
+    if path == "/hello":
+        body = b"hello\n"
+    elif path == "/task":
+        for i in range(int(q.get("n", "1"))):
+            background.add(sleep_task, int(q.get("ms", "300")), f"{key}:{i}", name=f"sleep:{key}:{i}")
+        body = f"queued {key}\n".encode()
+    elif path == "/tasks":
+        # a comma-separated plan: sleep<ms> | fail | stubborn | busy | chain<n>
+        for i, step in enumerate(q.get("plan", "").split(",")):
+            name = f"{step}#{i}"
+            if step.startswith("sleep"):
+                background.add(sleep_task, int(step[5:] or 300), f"{key}:{i}", name=name)
+            elif step == "fail":
+                background.add(failing_task, f"{key}:{i}", name=name)
+            elif step == "stubborn":
+                background.add(stubborn_task, f"{key}:{i}", name=name)
+            elif step == "busy":
+                background.add(busy_c_task, f"{key}:{i}", name=name)
+            elif step.startswith("chain"):
+                background.add(chain_task, key, int(step[5:] or 2), name=name)
+        if q.get("status"):
+            status = q["status"]
+    elif path == "/finish":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        background.finish_request()
+        time.sleep(int(q.get("ms", "300")) / 1000)
+        mark("after_finish", key=key)
+        return [b"dropped after finish_request\n"]
+    elif path == "/echo":
+        data = environ["wsgi.input"].read()
+        body = data
+    elif path == "/lines":
+        body = b"".join(f"{len(line)}:".encode() + line for line in environ["wsgi.input"])
+    elif path == "/env":
+        env = {k: v for k, v in environ.items() if isinstance(v, str)}
+        body = json.dumps(env, sort_keys=True).encode()
+    elif path == "/big":
+        size = int(q.get("size", "1000000"))
+        body = (b"0123456789abcdef" * (size // 16 + 1))[:size]
+    elif path == "/stream":
+        start_response("200 OK", [("Content-Type", "text/plain"), ("X-Accel-Buffering", "no")])
+        return (f"chunk {i}\n".encode() for i in range(int(q.get("n", "3"))))
+    elif path == "/file":
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return environ["wsgi.file_wrapper"](open(q["path"], "rb"), 4096)
+    elif path == "/error":
+        raise RuntimeError("application error on purpose")
+    elif path == "/sleep":
+        time.sleep(float(q.get("s", "1")))
+    elif path == "/pid":
+        body = str(os.getpid()).encode()
+    start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
