@@ -41,7 +41,7 @@ def parser() -> argparse.ArgumentParser:
     sz.add_argument("--p99-ms", type=_positive(float), default=100.0, help="target p99 wait in ms")
     sz.add_argument("--memory-mb", type=_positive(float), default=2048.0, help="memory budget for the workers")
     sz.add_argument("--workers", default="", help="comma-separated worker counts to sweep (default: around now)")
-    sz.add_argument("--loads", default="0.5,0.7,0.85", help="offered load per worker count (fractions)")
+    sz.add_argument("--loads", default="0.5,0.65,0.8", help="offered load per worker count (fractions)")
     sz.add_argument("--step-seconds", type=_positive(float), default=12.0, help="seconds per sweep point")
     return p
 

@@ -118,7 +118,7 @@ def analyse_exhaustion(steps: list[dict], workers: int, bg_ratio: float, sampler
         entry["little_occupancy_s"] = (round(entry["mean_active"] / thr, 4)
                                        if entry["mean_active"] is not None and thr > 0 else None)
         out_steps.append(entry)
-    checks = _exhaustion_checks(out_steps, capacity)
+    checks = _exhaustion_checks(out_steps, capacity, occupancy, steps[0]["duration"])
     return {
         "workers": workers, "response_s": round(resp_p50, 4), "client_unloaded_s": round(client_p50, 4),
         "answer_source": "nginx upstream_response_time" if answer_s else "client latency",
@@ -128,7 +128,7 @@ def analyse_exhaustion(steps: list[dict], workers: int, bg_ratio: float, sampler
         "background_samples_s": bg_samples, "response_samples_s": resp}
 
 
-def _exhaustion_checks(steps: list[dict], capacity: float) -> dict:
+def _exhaustion_checks(steps: list[dict], capacity: float, occupancy_s: float, duration_s: float) -> dict:
     over = [s for s in steps if s["arrival_rate"] > capacity * 1.05]
     out: dict = {"measured_capacity": None, "capacity_error": None, "capacity_ok": None, "model_points": []}
     if over:
@@ -145,7 +145,7 @@ def _exhaustion_checks(steps: list[dict], capacity: float) -> dict:
         if pred == 0 and meas == 0:
             why = "both zero: fewer than 1 % of requests wait at this load"
         elif err > AGREE:
-            why = _disagreement_reason(s, pred, meas)
+            why = _disagreement_reason(s, pred, meas, occupancy_s, duration_s)
         out["model_points"].append({"label": s["label"], "rate": s["arrival_rate"], "predicted_ms": pred,
                                     "measured_ms": meas, "error": None if math.isinf(err) else round(err, 3),
                                     "agrees": err <= AGREE, "why": why})
@@ -155,7 +155,12 @@ def _exhaustion_checks(steps: list[dict], capacity: float) -> dict:
     return out
 
 
-def _disagreement_reason(step: dict, pred: float, meas: float) -> str:
+def _disagreement_reason(step: dict, pred: float, meas: float, occupancy_s: float, duration_s: float) -> str:
+    workers = round(step["arrival_rate"] * occupancy_s / step["utilization"]) if step["utilization"] else 1
+    relax = model.relaxation_time(workers, step["arrival_rate"], occupancy_s)
+    if meas < pred and duration_s < 3 * relax:
+        return (f"the step ({duration_s:.0f} s) is shorter than 3 x the queue's relaxation time ({relax:.1f} s) at "
+                f"utilization {step['utilization']:.2f}: the measured tail has not reached its steady state")
     if step["requests"] < 500:
         return (f"only {step['requests']} requests: the measured p99 rests on "
                 f"{max(1, step['requests'] // 100)} sample(s), too few for a stable tail")

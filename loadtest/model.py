@@ -105,6 +105,15 @@ def predict(
                          rate * mean_wait, quantile, wq, capacity)
 
 
+def relaxation_time(workers: int, rate: float, occupancy: float) -> float:
+    """Rough time for the queue to reach its steady state, 1 / (c·μ·(1 - sqrt(rho))²) (Morse's M/M/1 result applied
+    to the pooled service rate): a measurement shorter than a few of these under-reports the tail."""
+    rho = rate * occupancy / workers
+    if rho >= 1:
+        return math.inf
+    return 1.0 / (workers / occupancy * (1 - math.sqrt(rho)) ** 2)
+
+
 def smallest_workers(
     rate: float,
     occupancy: float,

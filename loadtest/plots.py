@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -50,8 +51,11 @@ def latency_vs_rate(exh: dict, baseline: dict | None, path: Path) -> Path | None
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for key, style, name in (("p50_ms", "o-", "p50"), ("p90_ms", "s-", "p90"), ("p99_ms", "^-", "p99")):
         ax.plot(x, [max(0.1, s[key] or 0.1) for s in steps], style, label=f"{name} (open loop, from intended send)")
-    ax.plot(x, [max(0.1, s["send_p99_ms"] or 0.1) for s in steps], "^--", color="0.5",
-            label="p99 as a closed-loop tool would report it (from actual send)")
+    if cl := exh.get("closed_loop"):
+        ax.plot([cl["throughput"]], [max(0.1, cl["p99_ms"] or 0.1)], "X", color="k", ms=9,
+                label=f"p99 closed loop ({cl['users']} locust users at {cl['rate']:g}/s offered; "
+                      f"plotted at its {cl['throughput']:.1f}/s achieved)")
+        ax.plot([cl["throughput"]], [max(0.1, cl["p50_ms"] or 0.1)], "x", color="k", ms=8, label="p50 closed loop")
     ax.axvline(exh["expected_capacity"], color="red", ls=":", label=f"workers / occupancy = "
                f"{exh['expected_capacity']:.1f} req/s")
     if exh.get("measured_capacity"):
@@ -155,4 +159,52 @@ def predicted_vs_measured(points: list[dict], path: Path, title: str) -> Path | 
     ax.set_ylabel("predicted p99 wait (ms)")
     ax.set_title(title)
     ax.legend(fontsize=7, loc="upper left")
+    return _save(fig, path)
+
+
+def sweep_curves(res: dict, path: Path) -> Path | None:
+    """p99 wait against rate for each worker count: the model's curve and the measured points."""
+    cal, pts = res["calibration"], res["points"]
+    if not pts:
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for i, workers in enumerate(sorted({p["workers"] for p in pts})):
+        color = f"C{i}"
+        cap = workers / cal["occupancy_s"]
+        rates = [cap * k / 100 for k in range(5, 98)]
+        ax.plot(rates, [model.predict(workers, r, cal["occupancy_s"], 1.0, cal["cs2"]).wait_quantile * 1000
+                        for r in rates], "-", color=color, label=f"{workers} workers: model")
+        mine = [p for p in pts if p["workers"] == workers]
+        ax.plot([p["arrival_rate"] for p in mine], [p["measured_p99_wait_ms"] for p in mine], "o", color=color,
+                label=f"{workers} workers: measured")
+    ax.set_xlabel("arrival rate (req/s)")
+    ax.set_ylabel("p99 wait for a worker (ms)")
+    ax.set_ylim(bottom=0)
+    top = max((p["measured_p99_wait_ms"] for p in pts if math.isfinite(p["measured_p99_wait_ms"])), default=100)
+    ax.set_ylim(0, top * 2 + 10)
+    ax.set_title("sizing sweep: p99 wait vs rate (Erlang C + Allen-Cunneen)")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def sweep_panels(points: list[dict], path: Path) -> Path | None:
+    """Predicted against measured: p99 wait, mean listen queue, error rate (one dot per sweep point)."""
+    if not points:
+        return None
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4))
+    pairs = (("measured_p99_wait_ms", "predicted_p99_wait_ms", "p99 wait (ms)"),
+             ("measured_mean_queue", "predicted_mean_queue", "mean queue (requests)"),
+             ("error_rate", "predicted_error_rate", "error rate"))
+    for ax, (meas, pred, name) in zip(axes, pairs, strict=True):
+        xy = [(p[meas], p[pred]) for p in points if p.get(meas) is not None and p.get(pred) is not None
+              and math.isfinite(p[pred])]
+        hi = max([max(a, b) for a, b in xy] + [1e-3]) * 1.2
+        ax.plot([0, hi], [0, hi], "k-", lw=0.8)
+        ax.fill_between([0, hi], [0, hi * 0.75], [0, hi * 1.25], color="0.9")
+        ax.plot([a for a, _ in xy], [b for _, b in xy], "o")
+        ax.set_xlim(0, hi)
+        ax.set_ylim(0, hi)
+        ax.set_xlabel(f"measured {name}")
+        ax.set_ylabel(f"predicted {name}")
+    fig.suptitle("sizing sweep: model vs measurement (grey: within 25 %)")
     return _save(fig, path)

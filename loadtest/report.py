@@ -77,6 +77,9 @@ def summary_lines(results: dict) -> list[str]:
                          f"{s['send_p99_ms']} ms), wait p99 {s['measured_p99_wait_ms']} ms vs model "
                          f"{s['predicted_p99_wait_ms']} ms, 502/504 {s['status_502']}/{s['status_504']}, "
                          f"queue max {s['max_listen_queue']}")
+        if cl := e.get("closed_loop"):
+            lines.append(f"              closed loop ({cl['users']} users, {cl['rate']:g}/s offered): achieved "
+                         f"{cl['throughput']}/s, p99 {cl['p99_ms']} ms — the queue it hides (coordinated omission)")
     if t := sc.get("timeout"):
         lines.append(f"  timeout     budget {t['budget_s']:g} s: lost {t['ledger_lost']} (ledger) / {t['pool_lost']} "
                      f"(pool) / {t['sent_over_budget']} sent over budget, of {t['tasks_sent']}")

@@ -23,7 +23,7 @@ SCENARIOS = ("baseline", "exhaustion", "timeout", "lock", "signup")
 # default seconds per scenario: about three minutes in all, with drains and the mail check
 DEFAULT_DURATION = {"baseline": 15, "exhaustion": 64, "timeout": 20, "lock": 15, "signup": 20}
 SMOKE_DURATION = {"baseline": 4, "exhaustion": 12, "timeout": 6, "lock": 5, "signup": 6}
-EXHAUSTION_LOADS = (0.5, 0.75, 0.85, 1.3)  # offered load / estimated capacity, one step each
+EXHAUSTION_LOADS = (0.5, 0.7, 0.8, 1.3)  # offered load / estimated capacity, one step each
 SMOKE_LOADS = (0.6, 1.3)
 
 
@@ -110,15 +110,27 @@ class Run:
             rows, view = self.drive("exhaustion", label, params, step_s)
             steps.append({"label": label, "rate": rate, "duration": step_s, "start": view["start"], "rows": rows,
                           "locust": view})
+        # the top step once more, closed loop, as a default locust run would measure it
+        top = steps[-1]
+        users = self.workers * 2
+        closed_s = max(4.0, step_s / 2)
+        params = {"rate": top["rate"], "users": users, "respond_ms": self.cfg.respond_ms, "background_ms": bg}
+        label = f"closed-loop@{top['rate']:g}/s"
+        rows, view = self.drive("exhaustion-closed", label, params, closed_s, users=users)
+        closed = {"rate": top["rate"], "users": users, "duration": closed_s, **analysis.latency_summary(rows),
+                  "throughput": round(analysis.step_throughput(rows, view["start"] + closed_s * 0.2,
+                                                               view["start"] + closed_s), 3)}
         delta = analysis.status_delta(before_st, self.stack.status())
-        requested = sum(r.get("bg_ms", 0) for s in steps for r in s["rows"] if 200 <= r["status"] < 300) / 1000
+        ok = [r for s in [*steps, {"rows": rows}] for r in s["rows"] if 200 <= r["status"] < 300]
+        requested = sum(r.get("bg_ms", 0) for r in ok) / 1000
         measured = delta["background seconds"]
         ratio = measured / requested if requested and measured else 1.0
         light = steps[0]
         answer = accesslog.upstream_times(accesslog.read_from(self.stack.access_log, log_offset), "/work",
                                           light["start"], light["start"] + light["duration"])
         out = analysis.analyse_exhaustion(steps, self.workers, ratio, self.sampler.rows, answer or None)
-        out.update(estimated_capacity_before=round(est_cap, 2), background_ratio=round(ratio, 4), pool_delta=delta,
+        out.update(closed_loop=closed, estimated_capacity_before=round(est_cap, 2), background_ratio=round(ratio, 4),
+                   pool_delta=delta,
                    locust=[s["locust"] for s in steps])
         return out
 
@@ -127,9 +139,10 @@ class Run:
             self.results["skipped"]["timeout"] = ("the pool's background budget is unknown: pass --background-budget "
                                                   "or start the stack with FCGIPOOL_BACKGROUND_TIMEOUT set")
             return None
-        # mean requested time ≈ 0.7 x budget; aim at half the pool busy so nothing else limits the work
-        rate = round(max(0.2, 0.5 * self.workers / (0.7 * budget + 0.05)), 2)
+        # mean requested time ≈ 0.7 x budget: aim at half the pool busy, but send at least one request per
+        # worker (a long budget allows only a few requests in the scenario's time)
         duration = self.cfg.seconds("timeout")
+        rate = round(max(0.5 * self.workers / (0.7 * budget + 0.05), self.workers / duration), 2)
         led0, st0 = self.snapshot()
         params = {"rate": rate, "budget_s": budget, "respond_ms": 10, "drain": budget * 3 + 30}
         rows, view = self.drive("timeout", f"timeout@{rate:g}/s", params, duration)

@@ -11,7 +11,7 @@ import uuid
 
 import gevent
 import gevent.pool
-from locust import between, constant, task
+from locust import between, constant, constant_throughput, task
 from locust.contrib.fasthttp import FastHttpUser
 from locust.exception import StopUser
 
@@ -109,6 +109,12 @@ class BaselineUser(OpenLoopUser):
         return "GET", "/", "/", {}
 
 
+def work_request(params: dict, rng: random.Random) -> tuple[str, str, str, dict]:
+    bg = round(params["background_ms"] * rng.uniform(0.5, 1.5))
+    path = f"/work?respond_ms={params['respond_ms']}&background_ms={bg}&tasks=1"
+    return "GET", path, "/work", {"bg_ms": bg}
+
+
 class ExhaustionUser(OpenLoopUser):
     """exhaustion — `GET /work` whose after-response work holds the worker: capacity falls to
     workers / (response + background time). Run at rates below and above that capacity, it shows the listen
@@ -116,10 +122,28 @@ class ExhaustionUser(OpenLoopUser):
     [0.5, 1.5] x the mean, so the model's variability correction has something to correct."""
 
     def request_for(self, rng):
+        return work_request(self.environment.params, rng)
+
+
+class ExhaustionClosedUser(FastHttpUser):
+    """exhaustion, closed loop — the same requests sent the way a default locust run sends them: a fixed
+    number of users, each waiting for its answer before pacing the next (`constant_throughput`). When the
+    pool slows down the users slow down with it, so this view under-reports the wait (coordinated omission);
+    the report shows it beside the open-loop numbers."""
+
+    def wait_time(self):
         p = self.environment.params
-        bg = round(p["background_ms"] * rng.uniform(0.5, 1.5))
-        path = f"/work?respond_ms={p['respond_ms']}&background_ms={bg}&tasks=1"
-        return "GET", path, "/work", {"bg_ms": bg}
+        return constant_throughput(p["rate"] / p["users"])(self)
+
+    def on_start(self) -> None:
+        self.rng = random.Random(id(self))
+
+    @task
+    def work(self) -> None:
+        p = self.environment.params
+        method, path, name, extra = work_request(p, self.rng)
+        _request(self, method, path, name + " (closed)", {"scenario": "exhaustion-closed", "step": p["step"],
+                                                          "rate": p["rate"], **extra})
 
 
 class TimeoutUser(OpenLoopUser):
@@ -191,6 +215,7 @@ class SignupUser(FastHttpUser):
 USERS = {
     "baseline": BaselineUser,
     "exhaustion": ExhaustionUser,
+    "exhaustion-closed": ExhaustionClosedUser,
     "timeout": TimeoutUser,
     "lock": LockUser,
     "signup": SignupUser,

@@ -1,0 +1,183 @@
+"""`python -m loadtest sizing`: sweep worker counts x arrival rates on the running stack (resized with
+TTIN/TTOU between steps, never restarted), compare the model's predictions with the measurements, and
+recommend a worker count for a target rate, p99 wait and memory budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import html
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+
+from loadtest import accesslog, analysis, model, plots, report
+from loadtest.arrivals import interarrivals
+from loadtest.runner import Run, RunConfig, new_report_dir
+from loadtest.stack import Stack
+
+SWEEP_COLUMNS = ["workers", "offered_rate", "arrival_rate", "throughput", "utilization", "requests", "errors",
+                 "error_rate", "predicted_error_rate", "measured_p99_wait_ms", "predicted_p99_wait_ms",
+                 "measured_mean_queue", "predicted_mean_queue", "measured_p_wait", "predicted_p_wait", "agrees"]
+
+
+def _ints(raw: str) -> list[int]:
+    return [int(x) for x in raw.split(",") if x.strip()]
+
+
+def calibrate(run: Run, workers: int, seconds: float) -> dict:
+    """One light step (load ~0.4): occupancy, its variability and the client's unloaded latency."""
+    cfg = run.cfg
+    occ_guess = (cfg.respond_ms + cfg.background_ms + 5) / 1000
+    rate = round(0.4 * workers / occ_guess, 2)
+    st0 = run.stack.status()
+    offset = accesslog.log_size(run.stack.access_log)
+    params = {"rate": rate, "respond_ms": cfg.respond_ms, "background_ms": cfg.background_ms, "drain": 60.0}
+    rows, view = run.drive("exhaustion", f"calibrate@{rate:g}/s", params, seconds)
+    delta = analysis.status_delta(st0, run.stack.status())
+    ok = [r for r in rows if 200 <= r["status"] < 300]
+    requested = sum(r["bg_ms"] for r in ok) / 1000
+    ratio = delta["background seconds"] / requested if requested and delta["background seconds"] else 1.0
+    answer = accesslog.upstream_times(accesslog.read_from(run.stack.access_log, offset), "/work", view["start"],
+                                      view["start"] + seconds)
+    client = [r["latency_ms"] / 1000 for r in ok]
+    resp = answer or client
+    bg = [r["bg_ms"] / 1000 * ratio for r in ok]
+    occ = statistics.median(resp) + statistics.fmean(bg)
+    cs2 = (statistics.pvariance(resp) + statistics.pvariance(bg)) / occ**2
+    return {"rate": rate, "occupancy_s": round(occ, 4), "cs2": round(cs2, 4), "answer_s": round(
+        statistics.median(resp), 4), "background_s": round(statistics.fmean(bg), 4),
+        "client_unloaded_s": statistics.median(client), "background_ratio": round(ratio, 4)}
+
+
+def measure_point(run: Run, workers: int, load: float, cal: dict, seconds: float) -> dict:
+    cfg = run.cfg
+    rate = round(load * workers / cal["occupancy_s"], 2)
+    label = f"w{workers}@{rate:g}/s"
+    params = {"rate": rate, "respond_ms": cfg.respond_ms, "background_ms": cfg.background_ms, "drain": 60.0}
+    rows, view = run.drive("exhaustion", label, params, seconds)
+    arrival = len(rows) / seconds
+    ca2 = model.cv2(interarrivals(sorted(r["intended"] for r in rows)))
+    est = model.predict(workers, arrival, cal["occupancy_s"], ca2=ca2, cs2=cal["cs2"])
+    ok = [r for r in rows if 200 <= r["status"] < 300]
+    waits = [max(0.0, r["latency_ms"] / 1000 - cal["client_unloaded_s"]) for r in ok]
+    srows = analysis.rows_in(run.sampler.rows, label)
+    queue = [float(r["listen_queue"]) for r in srows if r.get("listen_queue") not in ("", None)]
+    errors = len(rows) - len(ok)
+    meas_p99 = model.quantile(waits, 0.99) * 1000 if waits else math.nan
+    pred_p99 = est.wait_quantile * 1000 if est.stable else math.inf
+    agrees = model.relative_error(pred_p99, meas_p99) <= analysis.AGREE if est.stable else None
+    return {
+        "workers": workers, "offered_rate": rate, "arrival_rate": round(arrival, 3),
+        "throughput": round(analysis.step_throughput(rows, view["start"] + seconds * 0.2, view["start"] + seconds),
+                            3), "utilization": round(est.utilization, 3), "requests": len(rows), "errors": errors,
+        "error_rate": round(errors / len(rows), 4) if rows else None,
+        "predicted_error_rate": 0.0 if est.stable else round(1 - workers / (arrival * cal["occupancy_s"]), 4),
+        "measured_p99_wait_ms": round(meas_p99, 1), "predicted_p99_wait_ms": round(pred_p99, 1),
+        "measured_mean_queue": round(statistics.fmean(queue), 3) if queue else None,
+        "predicted_mean_queue": round(est.mean_queue, 3) if est.stable else None,
+        "measured_p_wait": round(sum(w > 0.005 for w in waits) / len(waits), 3) if waits else None,
+        "predicted_p_wait": round(est.p_wait, 3), "agrees": agrees, "label": label,
+        "occupancy_s": cal["occupancy_s"], "seconds": seconds,
+    }
+
+
+def run(args: argparse.Namespace, out: Path | None) -> tuple[Path, dict]:
+    stack = Stack.load(args.stack_file)
+    cfg = RunConfig(target_p99_ms=args.p99_ms, memory_mb=args.memory_mb, out_dir=out or new_report_dir())
+    r = Run(cfg, stack)
+    original = r.workers
+    counts = _ints(args.workers) if args.workers else sorted({max(2, original - 2), original, original + 2})
+    loads = [float(x) for x in args.loads.split(",") if x.strip()]
+    points: list[dict] = []
+    r.sampler.start()
+    try:
+        stack.wait_idle(30)
+        cal = calibrate(r, original, args.step_seconds)
+        for workers in counts:
+            print(f"resizing the pool to {workers} workers (TTIN/TTOU)", file=sys.stderr)
+            stack.resize(workers)
+            r.workers = workers
+            stack.wait_idle(30)
+            for load in loads:
+                points.append(measure_point(r, workers, load, cal, args.step_seconds))
+    finally:
+        if stack.workers() != original:
+            stack.resize(original)
+        r.sampler.stop()
+    rss = r._rss()
+    target = args.target_rps or max(p["throughput"] for p in points)
+    need = model.smallest_workers(target, cal["occupancy_s"], args.p99_ms / 1000, ca2=1.0, cs2=cal["cs2"])
+    cap = model.memory_cap(args.memory_mb, rss, reserve_mb=rss) if rss else None
+    results = {"calibration": cal, "points": points, "workers_swept": counts, "loads": loads, "rss_mb": rss,
+               "original_workers": original, "target_rps": target, "p99_ms": args.p99_ms,
+               "memory_mb": args.memory_mb, "needed_workers": need, "memory_cap": cap,
+               "recommended_workers": need if cap is None or need is None else min(need, cap),
+               "agreement": _agreement(points)}
+    write(cfg.out_dir, results, r)
+    return cfg.out_dir, results
+
+
+def _agreement(points: list[dict]) -> dict:
+    judged = [p for p in points if p["agrees"] is not None]
+    good = [p for p in judged if p["agrees"]]
+    bad = [p for p in judged if not p["agrees"]]
+    for p in bad:
+        p["relaxation_s"] = round(model.relaxation_time(p["workers"], p["arrival_rate"], p["occupancy_s"]), 2)
+    return {"judged": len(judged), "agree": len(good),
+            "where_it_agrees": [p["label"] for p in good],
+            "where_it_does_not": [f"{p['label']} (utilization {p['utilization']}: predicted "
+                                  f"{p['predicted_p99_wait_ms']} ms, measured {p['measured_p99_wait_ms']} ms; "
+                                  f"queue relaxation time {p['relaxation_s']} s vs {p['seconds']:g} s measured)"
+                                  for p in bad]}
+
+
+def summary_lines(res: dict) -> list[str]:
+    cal = res["calibration"]
+    lines = [f"sizing sweep — workers {res['workers_swept']}, loads {res['loads']}, occupancy "
+             f"{cal['occupancy_s'] * 1000:.0f} ms/request (cs² {cal['cs2']})"]
+    for p in res["points"]:
+        lines.append(f"  {p['workers']:2d} workers {p['arrival_rate']:6.1f}/s (u={p['utilization']:.2f}): p99 wait "
+                     f"measured {p['measured_p99_wait_ms']} ms, model {p['predicted_p99_wait_ms']} ms; queue "
+                     f"{p['measured_mean_queue']} vs {p['predicted_mean_queue']}; errors {p['error_rate']} — "
+                     f"{ {True: 'agrees', False: 'DISAGREES', None: 'n/a'}[p['agrees']]}")
+    a = res["agreement"]
+    lines.append(f"model agrees within 25 % at {a['agree']} of {a['judged']} points")
+    for why in a["where_it_does_not"]:
+        lines.append(f"  does not agree: {why}")
+    lines.append(f"--workers {res['recommended_workers']}: smallest count with predicted p99 wait <= {res['p99_ms']:g} "
+                 f"ms at {res['target_rps']:g} req/s is {res['needed_workers']}; memory {res['memory_mb']:g} MB / "
+                 f"{res['rss_mb']} MB per worker allows {res['memory_cap']}")
+    return lines
+
+
+def write(out: Path, res: dict, r: Run) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "sweep.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, SWEEP_COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(res["points"])
+    r.sampler.write_csv(out / "status.csv")
+    report.write_csv(out / "requests.csv", r.requests, report.REQUEST_COLUMNS)
+    (out / "results.json").write_text(json.dumps(report._clean(res), indent=2))
+    pts = [{"label": p["label"], "predicted_ms": p["predicted_p99_wait_ms"], "measured_ms": p["measured_p99_wait_ms"],
+            "agrees": p["agrees"]} for p in res["points"] if p["agrees"] is not None]
+    images = [plots.predicted_vs_measured(pts, out / "predicted_vs_measured.png", "sizing sweep: p99 wait"),
+              plots.sweep_curves(res, out / "sweep_wait_vs_rate.png"),
+              plots.sweep_panels(res["points"], out / "sweep_predicted_vs_measured.png"),
+              plots.workers_over_time(r.sampler.rows, out / "workers_over_time.png")]
+    images = [i for i in images if i]
+    lines = summary_lines(res)
+    md = ["# fcgipool sizing sweep", "", "```", *lines, "```", ""]
+    md += [f"![{i.stem}]({i.name})\n" for i in images]
+    (out / "report.md").write_text("\n".join(md))
+    body = [f"<h1>fcgipool sizing sweep</h1><pre>{html.escape(chr(10).join(lines))}</pre>"]
+    for i in images:
+        body.append(f"<img style='max-width:100%' alt='{i.stem}' src='data:image/png;base64,"
+                    f"{report.base64.b64encode(i.read_bytes()).decode()}'>")
+    (out / "index.html").write_text("<!doctype html><html><head><meta charset='utf-8'><title>sizing</title></head>"
+                                    "<body style='font-family:sans-serif;max-width:1000px;margin:auto'>"
+                                    + "\n".join(body) + "</body></html>")

@@ -1,0 +1,77 @@
+"""The whole `python -m loadtest` pipeline: against the stand-in stack always, against the real one when up."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from loadtest.tests.conftest import REPO
+from loadtest.tests.reportcheck import check_report
+
+
+def run_cli(*args: str, timeout: float = 110) -> subprocess.CompletedProcess:
+    # a fresh interpreter: locust patches the standard library for gevent at import
+    return subprocess.run([sys.executable, "-m", "loadtest", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_smoke_run_against_fake_stack(fake_stack, tmp_path):
+    out = tmp_path / "report"
+    proc = run_cli("--stack-file", str(fake_stack), "--out", str(out), "run", "--smoke")
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]
+    assert "recommended settings:" in proc.stdout and "--workers" in proc.stdout
+    results = check_report(out)
+    sc = results["scenarios"]
+    # the stand-in enforces its 1 s budget exactly and delivers every mail: these must hold
+    assert sc["timeout"]["lost_agrees"], sc["timeout"]
+    assert sc["timeout"]["ledger_lost"] > 0
+    assert sc["signup"]["no_mail_lost"] and sc["signup"]["signups_accepted"] > 0
+    assert sc["lock"]["late_waits_about_hold"] and sc["lock"]["early_does_not_wait"], sc["lock"]
+    exh = sc["exhaustion"]
+    # an overloaded open-loop step queues: its p99 is far above the light step's
+    assert exh["steps"][-1]["p99_ms"] > 3 * exh["steps"][0]["p99_ms"]
+    assert exh["capacity_ok"], exh
+
+
+@pytest.mark.slow
+def test_sizing_resizes_and_restores_the_pool(fake_stack, tmp_path):
+    out = tmp_path / "sizing"
+    proc = run_cli("--stack-file", str(fake_stack), "--out", str(out), "sizing", "--workers", "2,3", "--loads",
+                   "0.5", "--step-seconds", "3", "--target-rps", "10")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((out / "results.json").read_text())
+    assert [p["workers"] for p in res["points"]] == [2, 3]
+    assert res["recommended_workers"] >= 2
+    assert (out / "sweep.csv").is_file() and (out / "sweep_wait_vs_rate.png").is_file()
+    status = json.loads(subprocess.run(["curl", "-s", json.loads(fake_stack.read_text())["status_url"]],
+                                       capture_output=True, text=True, check=True).stdout)
+    assert status["total processes"] == 4  # put back as it was
+
+
+def test_missing_stack_file_says_what_to_do(tmp_path):
+    proc = run_cli("--stack-file", str(tmp_path / "nope.json"), "run", "--smoke", timeout=60)
+    assert proc.returncode == 2
+    assert "make up" in proc.stderr
+
+
+def test_bad_arguments_are_rejected():
+    proc = run_cli("run", "--rate", "-3", timeout=60)
+    assert proc.returncode == 2 and "must be > 0" in proc.stderr
+
+
+@pytest.mark.stack
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_smoke_run_against_running_stack(tmp_path):
+    """CI smoke (<= 60 s of load): the real stack from `make up`; files exist and numbers are consistent."""
+    out = tmp_path / "report"
+    proc = run_cli("--out", str(out), "run", "--smoke", timeout=180)
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]
+    results = check_report(out)
+    sc = results["scenarios"]
+    assert sc["signup"]["no_mail_lost"], sc["signup"]
+    if "timeout" in sc:
+        assert sc["timeout"]["ledger_lost"] == sc["timeout"]["pool_lost"], sc["timeout"]
