@@ -4,7 +4,7 @@ set -eu
 log_dir=$(dirname "$NGINX_ACCESS_LOG")
 if ! touch "$NGINX_ACCESS_LOG" 2>/dev/null; then
     # A bind-mounted log folder the www-data user cannot write (make up prepares it; a bare compose up may not).
-    echo "nginx-entrypoint: cannot write $NGINX_ACCESS_LOG ($log_dir is not writable by $(id -un)); logging to stdout" >&2
+    echo "nginx-entrypoint: cannot write $NGINX_ACCESS_LOG ($log_dir: not writable by $(id -un), or a read-only file system); logging to stdout" >&2
     NGINX_ACCESS_LOG=/dev/stdout
     export NGINX_ACCESS_LOG
 fi

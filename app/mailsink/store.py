@@ -62,13 +62,14 @@ class MessageStore:
 
     def add(self, message: dict[str, Any]) -> None:
         with self._lock:
-            self._messages.append(message)
+            # Disk first: if it fails the SMTP client gets an error and the message is not half-stored.
             if self.path is not None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 with self.path.open("a", encoding="utf-8") as f:
                     f.write(json.dumps(message) + "\n")
                     f.flush()
                     os.fsync(f.fileno())
+            self._messages.append(message)
 
     def list(self, to: str | None = None, since_id: int = 0, with_body: bool = False) -> list[dict[str, Any]]:
         with self._lock:

@@ -89,3 +89,12 @@ def test_store_is_bounded():
 def test_bad_delay_is_refused():
     with pytest.raises(SystemExit):
         parse_args(["--delay-ms", "-5"])
+
+
+def test_store_write_failure_keeps_nothing_half_stored(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    store = MessageStore(blocker / "messages.jsonl")  # parent is a file: the write must fail
+    with pytest.raises(OSError):
+        store.add({"id": store.next_id(), "rcpt_tos": []})
+    assert len(store) == 0
