@@ -24,7 +24,7 @@ def http_get(url: str, timeout: float = 5.0) -> bytes:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             return resp.read()
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, ValueError) as exc:
         raise StackError(f"GET {url} failed: {exc}. Is the stack up? Run `make up` first.") from exc
 
 
