@@ -286,6 +286,12 @@ def pid_alive(pidfile: Path) -> int | None:
         os.kill(pid, 0)
     except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
         return None
+    try:
+        # A zombie has exited; only its parent has not collected it yet.
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return None
+    except (OSError, IndexError):
+        pass
     return pid
 
 
@@ -307,6 +313,11 @@ def native_up(cfg: Config) -> None:
         render_nginx(cfg, env)
         say(f"mode native (supervisord, nginx {nginx}, no Docker engine needed)")
         subprocess.run([str(supervisord), "-c", str(ROOT / "pool" / "supervisord.conf")], env=env, check=True)
+        deadline = time.monotonic() + 15
+        while not pid_alive(cfg.var / "run" / "supervisord.pid"):  # written once it has daemonised
+            if time.monotonic() > deadline:
+                raise StackError(f"supervisord did not start; see {cfg.var}/log/supervisord.log")
+            time.sleep(0.1)
     wait_native_healthy(cfg)
     cfg.write_state({
         "mode": "native", **urls(cfg), "access_log": str(cfg.var / "log" / "nginx-access.log"),
@@ -328,7 +339,7 @@ def wait_native_healthy(cfg: Config) -> None:
             except OSError:
                 pass
         if pending:
-            if not pid_alive(cfg.var / "run" / "supervisord.pid"):
+            if not pid_alive(cfg.var / "run" / "supervisord.pid") or gave_up(cfg):
                 break
             time.sleep(0.3)
     if pending:
@@ -336,6 +347,14 @@ def wait_native_healthy(cfg: Config) -> None:
         native_down(cfg)
         raise StackError(f"not healthy: {', '.join(pending)}; the log tails above say why (full logs: {cfg.var}/log)")
     say("all services healthy: " + ", ".join(checks))
+
+
+def gave_up(cfg: Config) -> bool:
+    """supervisord stopped restarting a program that keeps failing: no point waiting for health."""
+    try:
+        return "entered FATAL state" in (cfg.var / "log" / "supervisord.log").read_text()
+    except FileNotFoundError:
+        return False
 
 
 def native_down(cfg: Config) -> None:
@@ -358,6 +377,8 @@ def native_down(cfg: Config) -> None:
 
 def tail_logs(cfg: Config, lines: int = 50) -> None:
     for log in sorted((cfg.var / "log").glob("*.log")):
+        if log.name == "nginx-access.log":
+            continue  # health probes only; the error log says why they failed
         content = log.read_text(errors="replace").splitlines()[-lines:]
         if content:
             print(f"==> {log} <==")
