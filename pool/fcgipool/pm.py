@@ -112,6 +112,7 @@ class DynamicPM(ProcessManager):
         super().__init__(settings, log)
         self._rate = 1
         self._next_round = 0.0
+        self._started = False
 
     def initial_workers(self, arbiter: Any) -> int:
         return int(self.settings["start_servers"])
@@ -121,6 +122,10 @@ class DynamicPM(ProcessManager):
 
     def manage(self, arbiter: Any) -> bool:
         live = self._retire_old_generation(arbiter, self._live(arbiter))
+        if not self._started:  # PHP-FPM: pm.start_servers at startup, then spare-driven
+            self._started = True
+            self._spawn(arbiter, max(0, int(self.settings["start_servers"]) - len(live)))
+            live = self._live(arbiter)
         now = time.monotonic()
         if now < self._next_round and len(live) >= self.settings["min_spare"]:
             arbiter.num_workers = len(live)
