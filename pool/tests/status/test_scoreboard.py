@@ -41,7 +41,14 @@ def test_worker_writes_are_seen_by_arbiter_and_totals_survive_release():
     snap = sb.snapshot()
     (s,) = snap.slots
     assert (s.pid, s.state, s.method, s.uri, s.query, s.content_length, s.script) == (
-        pid, State.FINISHING, "POST", "/signup", "a=1", 42, "/app.py")
+        pid,
+        State.FINISHING,
+        "POST",
+        "/signup",
+        "a=1",
+        42,
+        "/app.py",
+    )
     assert (s.requests, s.accepted, s.tasks_run, s.tasks_failed, s.slow_requests) == (1, 1, 1, 1, 1)
     assert s.pending_names == ("ledger",) and s.pending_count == 1
     assert snap.finishing == 1 and snap.active == 1 and snap.idle == 0

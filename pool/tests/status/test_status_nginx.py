@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import statistics
@@ -71,10 +72,8 @@ def fire(url: str, n: int, timeout: float = 20.0) -> list[threading.Thread]:
     """n concurrent GETs in background threads (their results do not matter, only the load)."""
 
     def get():
-        try:
+        with contextlib.suppress(requests.RequestException):
             requests.get(url, timeout=timeout)
-        except requests.RequestException:
-            pass
 
     threads = [threading.Thread(target=get, daemon=True) for _ in range(n)]
     for t in threads:
@@ -188,7 +187,7 @@ def test_ondemand_holds_no_workers_spawns_on_demand_and_reaps_idle(stack):
 
 
 def test_dynamic_keeps_spares_within_bounds_under_a_step_load(stack):
-    pool, nginx = stack(
+    _pool, nginx = stack(
         2,
         "--pm",
         "dynamic",
@@ -233,7 +232,7 @@ def test_fcgipool_status_cli_reads_the_listener(stack, tmp_path):
     import subprocess
     import sys
 
-    _, nginx = stack(2)
+    _, _nginx = stack(2)
     cmd = [sys.executable, "-m", "fcgipool.cli", "status", "--status-listen", f"unix:{tmp_path}/status.sock"]
     out = subprocess.run([*cmd, "--json", "--full"], capture_output=True, text=True, timeout=20, check=True).stdout
     data = json.loads(out)
