@@ -80,7 +80,9 @@ class Stack:
 
     def mail_text(self) -> str:
         """The mail sink's message list, raw (we only count our own unique addresses in it)."""
-        return http_get(self.mail_url.rstrip("/") + "/messages", timeout=15.0).decode("utf-8", "replace")
+        url = self.mail_url.rstrip("/")
+        url = url if url.endswith("/messages") else url + "/messages"
+        return http_get(url, timeout=15.0).decode("utf-8", "replace")
 
     def workers(self) -> int:
         return int(self.status()["total processes"])
