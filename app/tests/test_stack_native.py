@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -43,6 +44,22 @@ def pid_running(pidfile: Path) -> bool:
     return True
 
 
+def ensure_workers(state: dict, n: int) -> None:
+    """The lock test needs a second idle worker; resize at runtime with TTIN, as operators do."""
+    status_url = state["status_url"] + "?json"
+    total = requests.get(status_url, timeout=5).json()["total processes"]
+    pid = int(Path(state["pool_pidfile"]).read_text())
+    for _ in range(n - total):
+        os.kill(pid, signal.SIGTTIN)
+        time.sleep(0.2)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if requests.get(status_url, timeout=5).json()["idle processes"] >= n:
+            return
+        time.sleep(0.2)
+    pytest.fail(f"pool did not grow to {n} idle workers")
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     var = tmp_path_factory.mktemp("stack-var")
@@ -58,6 +75,7 @@ def stack(tmp_path_factory):
         pytest.fail(f"stackctl up failed:\n{up.stdout}\n{up.stderr}")
     assert "mode native" in up.stdout and "ready" in up.stdout
     state = json.loads((var / "stack.json").read_text())
+    ensure_workers(state, 3)
     yield {"env": env, "var": var, "state": state, "up": up}
     down = stackctl(env, "down")
     assert down.returncode == 0, down.stderr
