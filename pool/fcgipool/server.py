@@ -42,7 +42,7 @@ from .protocol import (
 )
 from .protocol.connection import State as ProtoState
 from .recorder import Recorder
-from .response import ResponseWriter, error_body, iter_file_wrapper
+from .response import ResponseError, ResponseWriter, error_body, iter_file_wrapper
 from .streams import InputStream
 from .watchdog import BackgroundTimeout, Watchdog
 
@@ -384,6 +384,8 @@ class FastCGIConnection:
                     result = iter_file_wrapper(result, host.settings.buffer_size)
                 for chunk in result:
                     writer.write(chunk)
+                if writer.status is None:
+                    raise ResponseError("the application returned without calling start_response()")
             finally:
                 close = getattr(result, "close", None)
                 if close is not None:
