@@ -57,11 +57,11 @@ _FIELDS: list[tuple[str, str]] = [
     ("seq", "Q"),
     ("slow_requests", "Q"),  # 8-byte aligned: the slowlog thread bumps it with one store, outside the seqlock
     ("pid", "i"),
-    ("state", "B"),
     ("start_time", "d"),  # wall clock, when the worker took the slot
-    ("state_since", "d"),  # wall clock of the last state change (idle time for the process managers)
     ("requests", "Q"),
     ("accepted", "Q"),
+    ("state", "B"),  # state .. request_duration are contiguous: begin_request writes them with one pack
+    ("state_since", "d"),  # wall clock of the last state change (idle time for the process managers)
     ("method", f"{METHOD_BYTES}s"),
     ("uri", f"{URI_BYTES}s"),
     ("query", f"{QUERY_BYTES}s"),
@@ -94,6 +94,23 @@ assert _off == _RECORD.size and _OFFSETS["slow_requests"][0] % 8 == 0
 SLOT_SIZE = (_RECORD.size + 63) // 64 * 64  # cache-line aligned slots
 _SEQ_OFF, _SEQ = _OFFSETS["seq"]
 _READ_RETRIES = 1000
+_RSS_EVERY = 1.0  # seconds between /proc reads of the worker's RSS (a read costs about as much as a request's
+#                   other scoreboard writes together)
+
+
+def _block(first: str, last: str) -> tuple[int, struct.Struct]:
+    """Offset and Struct of the contiguous fields first..last, for writing them with one pack_into."""
+    names = [n for n, _ in _FIELDS]
+    chunk = _FIELDS[names.index(first) : names.index(last) + 1]
+    return _OFFSETS[first][0], struct.Struct("<" + "".join(f for _, f in chunk))
+
+
+_BEGIN_OFF, _BEGIN = _block("state", "request_duration")
+_STATE_OFF, _STATE = _block("state", "state_since")
+_END_OFF, _END = _block("request_duration", "memory_rss")
+_REQUESTS_OFF, _REQUESTS = _OFFSETS["requests"]
+_ACCEPTED_OFF, _ACCEPTED = _OFFSETS["accepted"]
+_REQUEST_START_OFF, _D = _OFFSETS["request_start"]
 
 
 def _enc(text: str, size: int) -> bytes:
@@ -253,7 +270,20 @@ class PoolSnapshot:
 class Slot:
     """Writer side of one slot. Only the worker that owns the slot may hold one (single writer)."""
 
-    __slots__ = ("_base", "_cpu0", "_mm", "_pending", "_seq", "_t0", "index")
+    __slots__ = (
+        "_accepted",
+        "_base",
+        "_cpu0",
+        "_mm",
+        "_peak",
+        "_pending",
+        "_requests",
+        "_rss",
+        "_rss_at",
+        "_seq",
+        "_t0",
+        "index",
+    )
 
     def __init__(self, mm: mmap.mmap, index: int, *, pid: int | None = None) -> None:
         self._mm = mm
@@ -264,6 +294,12 @@ class Slot:
         self._pending: list[str] = []
         self._t0 = 0.0
         self._cpu0 = 0.0
+        # single writer: the counters live here and are copied out, never read back from the mmap
+        self._requests = self._get("requests")
+        self._accepted = self._get("accepted")
+        self._peak = self._get("memory_peak")
+        self._rss = 0
+        self._rss_at = -_RSS_EVERY
         self._write(pid=os.getpid() if pid is None else pid)
 
     def _write(self, **values: object) -> None:
@@ -280,55 +316,70 @@ class Slot:
         off, st = _OFFSETS[name]
         return st.unpack_from(self._mm, self._base + off)[0]
 
-    # --- connection / request lifecycle -------------------------------------------------------------
+    # --- connection / request lifecycle (hot paths: one fused pack per call) ----------------------------
     def conn_accepted(self) -> None:
-        self._write(accepted=self._get("accepted") + 1)
+        mm, base = self._mm, self._base
+        seq = self._seq + 1
+        self._accepted += 1
+        _SEQ.pack_into(mm, base, seq)
+        _ACCEPTED.pack_into(mm, base + _ACCEPTED_OFF, self._accepted)
+        self._seq = seq + 1
+        _SEQ.pack_into(mm, base, seq + 1)
 
     def begin_request(self, method: str, uri: str, query: str, content_length: int, script: str = "") -> None:
         self._t0 = time.monotonic()
         self._cpu0 = time.process_time()
         now = time.time()
-        self._write(
-            state=State.RUNNING,
-            state_since=now,
-            method=_enc(method, METHOD_BYTES),
-            uri=_enc(uri, URI_BYTES),
-            query=_enc(query, QUERY_BYTES),
-            script=_enc(script, SCRIPT_BYTES),
-            content_length=max(0, int(content_length or 0)),
-            request_start=now,
-            request_duration=0.0,
-        )
+        mm, base = self._mm, self._base
+        seq = self._seq + 1
+        _SEQ.pack_into(mm, base, seq)
+        _BEGIN.pack_into(
+            mm, base + _BEGIN_OFF,
+            State.RUNNING, now,
+            _enc(method, METHOD_BYTES), _enc(uri, URI_BYTES), _enc(query, QUERY_BYTES), _enc(script, SCRIPT_BYTES),
+            max(0, int(content_length or 0)), now, 0.0,
+        )  # fmt: skip
+        self._seq = seq + 1
+        _SEQ.pack_into(mm, base, seq + 1)
 
     def set_state(self, state: State) -> None:
         now = time.time()
         if state == State.FINISHING:
             self._write(state=state, state_since=now, finishing_start=now)
-        elif state == State.READING:
-            self._t0 = time.monotonic()
-            self._write(state=state, state_since=now, request_start=now)
         else:
-            self._write(state=state, state_since=now)
+            mm, base = self._mm, self._base
+            seq = self._seq + 1
+            _SEQ.pack_into(mm, base, seq)
+            _STATE.pack_into(mm, base + _STATE_OFF, state, now)
+            if state == State.READING:
+                self._t0 = time.monotonic()
+                _D.pack_into(mm, base + _REQUEST_START_OFF, now)
+            self._seq = seq + 1
+            _SEQ.pack_into(mm, base, seq + 1)
 
     def end_response(self, cpu_seconds: float | None = None, memory_bytes: int | None = None) -> None:
         """The response phase is over (END_REQUEST sent). Counts the request; state is left to the caller.
 
-        Without arguments, CPU is this process's CPU time since begin_request and memory is the current RSS.
+        Without arguments, CPU is this process's CPU time since begin_request and memory is the RSS (read
+        from /proc at most once a second).
         """
+        now = time.monotonic()
         if cpu_seconds is None:
             cpu_seconds = time.process_time() - self._cpu0
-        rss = rss_bytes()
-        if memory_bytes is None:
-            memory_bytes = rss
-        duration = time.monotonic() - self._t0 if self._t0 else 0.0
-        self._write(
-            requests=self._get("requests") + 1,
-            request_duration=duration,
-            last_cpu=float(cpu_seconds),
-            last_memory=int(memory_bytes),
-            memory_peak=max(int(memory_bytes), self._get("memory_peak")),
-            memory_rss=rss,
-        )
+        if now - self._rss_at >= _RSS_EVERY:
+            self._rss_at = now
+            self._rss = rss_bytes()
+        memory = self._rss if memory_bytes is None else int(memory_bytes)
+        self._peak = max(self._peak, memory)
+        self._requests += 1
+        mm, base = self._mm, self._base
+        seq = self._seq + 1
+        _SEQ.pack_into(mm, base, seq)
+        _REQUESTS.pack_into(mm, base + _REQUESTS_OFF, self._requests)
+        _END.pack_into(mm, base + _END_OFF, now - self._t0 if self._t0 else 0.0, float(cpu_seconds), memory,
+                       self._peak, self._rss)  # fmt: skip
+        self._seq = seq + 1
+        _SEQ.pack_into(mm, base, seq + 1)
 
     def set_deadline(self, monotonic: float) -> None:
         """0 = none. The arbiter kills a worker still busy past its deadline."""
