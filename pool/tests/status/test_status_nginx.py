@@ -239,3 +239,22 @@ def test_fcgipool_status_cli_reads_the_listener(stack, tmp_path):
     assert data["total processes"] == 2 and len(data["processes"]) == 2
     text = subprocess.run(cmd, capture_output=True, text=True, timeout=20, check=True).stdout
     assert text.startswith("pool:                 www\n")
+
+
+def test_pending_tasks_of_a_killed_worker_count_as_lost_and_counters_survive(stack):
+    import os
+    import signal
+
+    _pool, nginx = stack(1)
+    for _ in range(3):
+        requests.get(nginx.url("/"), timeout=5)
+    assert requests.get(nginx.url("/busy?s=30"), timeout=5).status_code == 200
+    before = wait_for(lambda: (s := status(nginx, "json&full"))["finishing processes"] == 1 and s, 5, "finishing")
+    victim = before["processes"][0]["pid"]
+    os.kill(victim, signal.SIGKILL)
+    after = wait_for(
+        lambda: (s := status(nginx, "json&full"))["total processes"] == 1 and s["processes"][0]["pid"] != victim and s,
+        10, "a replacement worker")  # fmt: skip
+    assert after["background tasks lost"] == 1 and after["finishing processes"] == 0
+    assert after["accepted conn"] >= before["accepted conn"] >= 4  # the dead worker's counts are kept
+    assert after["processes"][0]["requests"] == 0
