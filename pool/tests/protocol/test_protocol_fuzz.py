@@ -73,7 +73,44 @@ def record(draw: st.DrawFn) -> bytes:
     return _HEADER.pack(version, rtype, rid, len(body), pad) + body + b"\0" * pad
 
 
-streams = st.lists(record(), max_size=14).map(b"".join)
+def _rec(draw: st.DrawFn, rtype: int, rid: int, body: bytes) -> bytes:
+    pad = draw(st.sampled_from([-len(body) & 7, 0, 5]))
+    return _HEADER.pack(1, rtype, rid, len(body), pad) + body + b"\0" * pad
+
+
+@st.composite
+def session(draw: st.DrawFn) -> bytes:
+    """Mostly valid conversations (keep-conn runs, split params and bodies, aborts, management records),
+    then a few random records spliced in and maybe one byte flipped: reaches every state."""
+    parts: list[bytes] = []
+    for _ in range(draw(st.integers(1, 3))):
+        rid = draw(st.sampled_from([1, 1, 1, 2, 300]))
+        role = draw(st.sampled_from([1, 1, 1, 1, 1, 2, 3]))
+        parts.append(_rec(draw, 1, rid, struct.pack("!HB5x", role, draw(st.sampled_from([0, 1, 1])))))
+        stream = encode_pairs(
+            draw(st.dictionaries(st.text("ABC_", min_size=1, max_size=4), st.text("xyz\xff", max_size=140), max_size=4))
+        )
+        cuts = sorted(set(draw(st.lists(st.integers(0, len(stream)), max_size=3))))
+        for a, b in itertools.pairwise([0, *cuts, len(stream)]):
+            if b > a:
+                parts.append(_rec(draw, 4, rid, stream[a:b]))
+        parts.append(_rec(draw, 4, rid, b""))
+        for chunk in draw(st.lists(st.binary(min_size=1, max_size=30), max_size=3)):
+            parts.append(_rec(draw, 5, rid, chunk))
+        if draw(st.integers(0, 5)) == 0:
+            parts.append(_rec(draw, 2, rid, b""))
+        parts.append(_rec(draw, 5, rid, b""))
+    for _ in range(draw(st.integers(0, 3))):
+        extra = draw(st.one_of(record(), st.sampled_from([_HEADER.pack(1, 9, 0, 0, 0), _HEADER.pack(1, 99, 0, 0, 0)])))
+        parts.insert(draw(st.integers(0, len(parts))), extra)
+    data = b"".join(parts)
+    if data and draw(st.integers(0, 4)) == 0:
+        i = draw(st.integers(0, len(data) - 1))
+        data = data[:i] + bytes([draw(st.integers(0, 255))]) + data[i + 1 :]
+    return data
+
+
+streams = st.one_of(st.lists(record(), max_size=14).map(b"".join), session(), session())
 cuts = st.lists(st.integers(0, 10_000), max_size=8)
 
 
