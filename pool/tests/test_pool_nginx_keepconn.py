@@ -1,0 +1,143 @@
+"""Through real nginx: after-response tasks, throughput, and keep-conn without the PHP-FPM traps.
+
+Timing assertions use generous margins: they show behaviour (a response does not wait for a 300 ms task),
+not speed.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+from support import NginxServer, PoolProcess, fastcgi_site, wait_for
+
+APPS = Path(__file__).parent / "apps"
+pytestmark = pytest.mark.nginx
+
+
+def marks(directory: Path, name: str) -> list[dict[str, object]]:
+    path = directory / "marks.log"
+    if not path.exists():
+        return []
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line]
+    return [m for m in lines if m["mark"] == name]
+
+
+@pytest.fixture(scope="module")
+def outdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("bgapp")
+
+
+@pytest.fixture(scope="module")
+def pool(outdir: Path) -> Iterator[PoolProcess]:
+    with PoolProcess("bgapp:app", workers=2, app_dir=APPS, env={"BGAPP_DIR": str(outdir)}) as p:
+        yield p
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["keep-conn", "no-keep-conn"])
+def nginx(request: pytest.FixtureRequest, pool: PoolProcess) -> Iterator[NginxServer]:
+    # several nginx workers: each holds its own upstream connection cache (the PHP-FPM keep-conn trap)
+    with NginxServer(fastcgi_site(pool.bind, keep_conn=request.param), workers=4) as n:
+        yield n
+
+
+def test_response_does_not_wait_for_its_task(nginx: NginxServer, outdir: Path) -> None:
+    key = f"fast-{nginx.port}"
+    requests.get(nginx.url("/hello"), timeout=5)  # warm up: connections, imports
+    t0 = time.monotonic()
+    r = requests.get(nginx.url(f"/task?ms=300&key={key}"), timeout=5)
+    elapsed = time.monotonic() - t0
+    assert r.status_code == 200 and r.text == f"queued {key}\n"
+    assert elapsed < 0.1, f"response took {elapsed:.3f} s: it waited for the 300 ms task"
+    assert not [m for m in marks(outdir, "task_done") if m["key"] == f"{key}:0"], "task finished before response"
+    done = wait_for(lambda: [m for m in marks(outdir, "task_done") if m["key"] == f"{key}:0"], 5, "the task")
+    assert float(done[0]["t"]) - (time.time() - (time.monotonic() - t0)) >= 0.25  # ran after, for ~300 ms
+
+
+def test_throughput_is_workers_over_task_time(nginx: NginxServer, outdir: Path) -> None:
+    """2 workers, 8 concurrent clients, each request adds a 300 ms task: about 2 / 0.3 = 6.7 requests/s."""
+    duration = 3.0
+    counts: list[int] = []
+    stop = time.monotonic() + duration
+
+    def client(i: int) -> int:
+        n = 0
+        with requests.Session() as s:
+            while time.monotonic() < stop:
+                r = s.get(nginx.url(f"/task?ms=300&key=tp{i}-{n}"), timeout=10)
+                assert r.status_code == 200
+                n += 1
+        return n
+
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(8) as ex:
+        counts = list(ex.map(client, range(8)))
+    elapsed = time.monotonic() - t0
+    rate = sum(counts) / elapsed
+    assert 4 <= rate <= 8.5, f"{sum(counts)} requests in {elapsed:.2f} s = {rate:.1f}/s, expected about 6.7/s"
+    time.sleep(0.7)  # let the last tasks finish before the next test
+
+
+def test_request_after_a_task_request_is_not_delayed(nginx: NginxServer) -> None:
+    """php-src #10335: the connection of a request with after-response work must not be reused while it runs."""
+    with requests.Session() as s:
+        s.get(nginx.url("/hello"), timeout=5)
+        for i in range(5):
+            s.get(nginx.url(f"/task?ms=300&key=d{i}"), timeout=5)
+            t0 = time.monotonic()
+            r = s.post(nginx.url("/hello"), data=b"x", timeout=5)  # POST: nginx would not retry it
+            elapsed = time.monotonic() - t0
+            assert r.status_code == 200, nginx.read_error_log()[-2000:]
+            assert elapsed < 0.15, f"request {i} after a task request took {elapsed:.3f} s"
+            time.sleep(0.35)
+    assert "[error]" not in nginx.read_error_log()
+
+
+def test_new_connection_served_while_workers_hold_idle_kept_connections(nginx: NginxServer) -> None:
+    """4 nginx workers, 2 pool workers: idle kept connections never make a new connection wait."""
+    # fill the caches of several nginx workers (each request may land in a different nginx worker)
+    with ThreadPoolExecutor(8) as ex:
+        list(ex.map(lambda _: requests.get(nginx.url("/hello"), timeout=5).status_code, range(32)))
+    worst = 0.0
+    for _ in range(20):
+        t0 = time.monotonic()
+        r = requests.get(nginx.url("/hello"), timeout=5)  # new client connection: random nginx worker
+        worst = max(worst, time.monotonic() - t0)
+        assert r.status_code == 200
+    assert worst < 0.5, f"slowest request took {worst:.3f} s: it waited behind an idle kept connection"
+    assert "[error]" not in nginx.read_error_log()
+
+
+def test_finish_request_through_nginx(nginx: NginxServer, outdir: Path) -> None:
+    key = f"fin-{nginx.port}"
+    t0 = time.monotonic()
+    r = requests.get(nginx.url(f"/finish?ms=300&key={key}"), timeout=5)
+    assert time.monotonic() - t0 < 0.1
+    assert r.status_code == 200 and r.content == b""
+    wait_for(lambda: [m for m in marks(outdir, "after_finish") if m["key"] == key], 5, "code after finish_request")
+
+
+def test_concurrent_mixed_traffic_has_no_errors(nginx: NginxServer) -> None:
+    errors: list[str] = []
+
+    def client(i: int) -> None:
+        with requests.Session() as s:
+            for n in range(10):
+                path = "/task?ms=20&key=m" if (i + n) % 3 == 0 else "/hello"
+                r = s.post(nginx.url(path), data=b"p" * 100, timeout=10)
+                if r.status_code != 200:
+                    errors.append(f"{path}: {r.status_code}")
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert "[error]" not in nginx.read_error_log()
