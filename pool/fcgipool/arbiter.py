@@ -103,7 +103,13 @@ class PoolArbiter(Arbiter):
     def stop(self, graceful: bool = True) -> None:
         self._stopping = True
         super().stop(graceful)
-        self._release_gone()
+        # gunicorn's last reap does not wait for the workers it just SIGKILLed: wait briefly, so their
+        # pending tasks are reported from the final slot contents
+        deadline = time.monotonic() + 2.0
+        while self.WORKERS and time.monotonic() < deadline:
+            time.sleep(0.05)
+            self.reap_workers()
+        self._release_gone(everything=True)
         if self.services is not None:
             self.services.stop()  # [status] close the status listener
 
@@ -148,11 +154,11 @@ class PoolArbiter(Arbiter):
             return None
         return self.scoreboard.read(index)
 
-    def _release_gone(self) -> None:
+    def _release_gone(self, everything: bool = False) -> None:
         if self.scoreboard is None:
             return
         for pid, index in list(self.slot_of.items()):
-            if pid in self.WORKERS:
+            if pid in self.WORKERS and not everything:
                 continue
             del self.slot_of[pid]
             snap = self.scoreboard.release(index)

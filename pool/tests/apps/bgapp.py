@@ -83,6 +83,8 @@ def app(environ, start_response):  # type: ignore[no-untyped-def]
                 background.add(chain_task, key, int(step[5:] or 2), name=name)
         if q.get("status"):
             status = q["status"]
+        if q.get("sleep"):  # response phase outlasting --timeout: the tasks above never start
+            time.sleep(float(q["sleep"]))
     elif path == "/finish":
         start_response("200 OK", [("Content-Type", "text/plain")])
         background.finish_request()

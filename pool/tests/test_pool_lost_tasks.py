@@ -1,0 +1,202 @@
+"""Nothing is lost silently: every after-response task that does not finish is reported by name, once.
+
+A real fcgipool arbiter with the ``on_task_lost`` hook from ``apps/lost_hook.py`` (one JSON line per lost
+task in $BGAPP_DIR/lost.log). Requests go straight to the pool's socket with a FastCGI client, and one test
+goes through nginx.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from support import NginxServer, PoolProcess, fastcgi_site, fcgi_request, wait_for
+
+APPS = Path(__file__).parent / "apps"
+HOOK = str(APPS / "lost_hook.py")
+pytestmark = pytest.mark.slow
+
+
+def lost(directory: Path, key: str) -> list[dict[str, Any]]:
+    path = directory / "lost.log"
+    if not path.exists():
+        return []
+    entries = [json.loads(line) for line in path.read_text().splitlines() if line]
+    return [e for e in entries if f"key={key}" in e["uri"]]
+
+
+def marks(directory: Path, name: str, key_prefix: str) -> list[dict[str, Any]]:
+    path = directory / "marks.log"
+    if not path.exists():
+        return []
+    entries = [json.loads(line) for line in path.read_text().splitlines() if line]
+    return [m for m in entries if m["mark"] == name and str(m.get("key", "")).startswith(key_prefix)]
+
+
+def get(pool: PoolProcess, path: str) -> Any:
+    doc, _, query = path.partition("?")
+    return fcgi_request(pool.socket_path, {"PATH_INFO": doc, "QUERY_STRING": query, "REQUEST_URI": path})
+
+
+def summary(entries: list[dict[str, Any]]) -> list[tuple[str, str, bool, str]]:
+    return [(e["name"], e["reason"], e["started"], e["by"]) for e in entries]
+
+
+@pytest.fixture(scope="module")
+def outdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("lost")
+
+
+@pytest.fixture(scope="module")
+def pool(outdir: Path) -> Iterator[PoolProcess]:
+    args = ["-c", HOOK, "--background-timeout", "1", "--kill-grace", "1", "--timeout", "3",
+            "--background-stop-on-error"]  # fmt: skip
+    with PoolProcess("bgapp:app", workers=2, args=args, app_dir=APPS, env={"BGAPP_DIR": str(outdir)}) as p:
+        yield p
+
+
+def test_task_over_background_timeout_is_interrupted_and_reported(pool: PoolProcess, outdir: Path) -> None:
+    t0 = time.monotonic()
+    r = get(pool, "/tasks?plan=sleep5000,sleep10&key=soft")
+    assert r.status == 200 and time.monotonic() - t0 < 0.5
+    entries = wait_for(lambda: len(lost(outdir, "soft")) >= 2 and lost(outdir, "soft"), 6, "lost-task reports")
+    assert summary(entries) == [
+        ("sleep5000#0", "timeout", True, "FastCGIWorker"),
+        ("sleep10#1", "timeout", False, "FastCGIWorker"),
+    ]
+    assert 0.8 < time.monotonic() - t0 < 4
+    assert not marks(outdir, "task_done", "soft")
+    assert "after-response task lost: sleep5000#0 (reason: timeout, was running" in pool.log_text()
+
+
+def test_task_ignoring_the_soft_timeout_gets_its_worker_killed(pool: PoolProcess, outdir: Path) -> None:
+    before = set(pool.worker_pids())
+    r = get(pool, "/tasks?plan=stubborn,sleep10&key=stubborn")
+    assert r.status == 200
+    entries = wait_for(lambda: len(lost(outdir, "stubborn")) >= 2 and lost(outdir, "stubborn"), 12, "kill + report")
+    assert summary(entries) == [
+        ("stubborn#0", "killed", True, "PoolArbiter"),
+        ("sleep10#1", "killed", False, "PoolArbiter"),
+    ]
+    assert marks(outdir, "stubborn_ignored_interrupt", "stubborn"), "the task should have swallowed the interrupt"
+    assert "WORKER TIMEOUT" in pool.log_text()
+    wait_for(lambda: len(pool.worker_pids()) == 2, 10, "a replacement worker")
+    assert set(pool.worker_pids()) != before
+    time.sleep(0.2)
+    assert len(lost(outdir, "stubborn")) == 2, "reported exactly once"
+
+
+def test_task_looping_in_c_gets_its_worker_killed(pool: PoolProcess, outdir: Path) -> None:
+    r = get(pool, "/tasks?plan=busy,sleep10&key=busyc")
+    assert r.status == 200
+    entries = wait_for(lambda: len(lost(outdir, "busyc")) >= 2 and lost(outdir, "busyc"), 12, "kill + report")
+    assert summary(entries) == [
+        ("busy#0", "killed", True, "PoolArbiter"),
+        ("sleep10#1", "killed", False, "PoolArbiter"),
+    ]
+    wait_for(lambda: len(pool.worker_pids()) == 2, 10, "a replacement worker")
+    assert get(pool, "/hello").body == b"hello\n"
+
+
+def test_tasks_after_a_failed_task_are_reported_not_started(pool: PoolProcess, outdir: Path) -> None:
+    get(pool, "/tasks?plan=fail,sleep10,sleep10&key=stop")
+    entries = wait_for(lambda: len(lost(outdir, "stop")) >= 2 and lost(outdir, "stop"), 5, "reports")
+    assert summary(entries) == [
+        ("sleep10#1", "not_started", False, "FastCGIWorker"),
+        ("sleep10#2", "not_started", False, "FastCGIWorker"),
+    ]
+    assert "after-response task fail#0 failed" in pool.log_text()
+    assert "RuntimeError: task stop:0 failed on purpose" in pool.log_text()
+
+
+def test_tasks_of_a_request_killed_by_the_response_timeout_are_reported(pool: PoolProcess, outdir: Path) -> None:
+    import socket
+
+    from fcgipool.protocol import encode_request
+
+    # the app adds a task, then sleeps past --timeout (3 s): the arbiter aborts the worker mid-response
+    uri = "/tasks?plan=sleep10&sleep=30&key=resptimeout"
+    params = {"REQUEST_METHOD": "GET", "PATH_INFO": "/tasks", "QUERY_STRING": uri.split("?")[1], "REQUEST_URI": uri}
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(15)
+        sock.connect(pool.socket_path)
+        t0 = time.monotonic()
+        sock.sendall(encode_request(1, params))
+        assert sock.recv(65536) == b"", "the worker should die without answering"
+        assert 2.5 < time.monotonic() - t0 < 8
+    entries = wait_for(lambda: lost(outdir, "resptimeout"), 5, "the report")
+    assert summary(entries) == [("sleep10#0", "killed", False, "PoolArbiter")]
+    wait_for(lambda: len(pool.worker_pids()) == 2, 10, "a replacement worker")
+
+
+@pytest.mark.parametrize("plan, by", [("sleep8000,sleep10", "FastCGIWorker"), ("busy,sleep10", "PoolArbiter")])
+def test_term_during_tasks_reports_what_cannot_finish(tmp_path: Path, plan: str, by: str) -> None:
+    args = ["-c", HOOK, "--graceful-timeout", "4", "--kill-grace", "1", "--background-timeout", "30"]
+    pool = PoolProcess("bgapp:app", workers=1, args=args, app_dir=APPS, env={"BGAPP_DIR": str(tmp_path)}).start()
+    try:
+        assert get(pool, f"/tasks?plan={plan}&key=term").status == 200
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        pool.signal(signal.SIGTERM)
+        pool.wait(15)
+        elapsed = time.monotonic() - t0
+    finally:
+        pool.stop()
+    assert elapsed < 7, f"shutdown took {elapsed:.1f} s with graceful_timeout 4"
+    entries = lost(tmp_path, "term")
+    first = plan.split(",")[0]
+    assert summary(entries) == [(f"{first}#0", "shutdown", True, by), ("sleep10#1", "shutdown", False, by)]
+    pool.cleanup()
+
+
+def test_term_lets_short_tasks_finish(tmp_path: Path) -> None:
+    args = ["-c", HOOK, "--graceful-timeout", "5"]
+    pool = PoolProcess("bgapp:app", workers=1, args=args, app_dir=APPS, env={"BGAPP_DIR": str(tmp_path)}).start()
+    try:
+        get(pool, "/tasks?plan=sleep1000,sleep10&key=short")
+        time.sleep(0.2)
+        pool.signal(signal.SIGTERM)
+        pool.wait(15)
+    finally:
+        pool.stop()
+    assert len(marks(tmp_path, "task_done", "short")) == 2
+    assert lost(tmp_path, "short") == []
+    pool.cleanup()
+
+
+def test_reload_and_max_requests_let_tasks_finish(tmp_path: Path) -> None:
+    args = ["-c", HOOK, "--graceful-timeout", "5", "--max-requests", "2"]
+    pool = PoolProcess("bgapp:app", workers=1, args=args, app_dir=APPS, env={"BGAPP_DIR": str(tmp_path)}).start()
+    try:
+        first = set(pool.worker_pids())
+        get(pool, "/tasks?plan=sleep800&key=hup")
+        pool.signal(signal.SIGHUP)  # reload: the old worker gets TERM while its task runs
+        wait_for(lambda: marks(tmp_path, "task_done", "hup"), 10, "the task to finish across the reload")
+        wait_for(lambda: pool.worker_pids() and not set(pool.worker_pids()) & first, 10, "the old worker to exit")
+        # max_requests=2: the second request recycles the worker after its task
+        get(pool, "/hello")
+        pid = pool.worker_pids()
+        get(pool, "/tasks?plan=sleep500&key=maxreq")
+        wait_for(lambda: marks(tmp_path, "task_done", "maxreq"), 10, "the task of the last request")
+        wait_for(lambda: pool.worker_pids() != pid, 10, "the recycled worker to be replaced")
+    finally:
+        pool.stop()
+    assert lost(tmp_path, "hup") == [] and lost(tmp_path, "maxreq") == []
+    pool.cleanup()
+
+
+@pytest.mark.nginx
+def test_lost_task_through_nginx(pool: PoolProcess, outdir: Path) -> None:
+    with NginxServer(fastcgi_site(pool.bind, keep_conn=True), workers=2) as nginx:
+        t0 = time.monotonic()
+        r = requests.get(nginx.url("/tasks?plan=sleep5000&key=viangx"), timeout=5)
+        assert r.status_code == 200 and time.monotonic() - t0 < 0.5
+        entries = wait_for(lambda: lost(outdir, "viangx"), 6, "the report")
+        assert summary(entries) == [("sleep5000#0", "timeout", True, "FastCGIWorker")]
+        assert requests.get(nginx.url("/hello"), timeout=5).status_code == 200
