@@ -22,6 +22,7 @@ from conftest import free_port
 ROOT = Path(__file__).resolve().parents[2]
 STACKCTL = ROOT / "pool" / "stackctl.py"
 MAIL_DELAY_S = 1.0
+BACKGROUND_BUDGET_S = 3
 
 pytestmark = [
     pytest.mark.nginx,
@@ -68,6 +69,8 @@ def stack(tmp_path_factory):
         "PORT": str(free_port()), "MAIL_PORT": str(free_port()), "SMTP_PORT": str(free_port()),
         # A slow mail server makes "after the response" unmistakable.
         "MAILSINK_DELAY_MS": str(int(MAIL_DELAY_S * 1000)),
+        # A short after-response budget, so the lost-work test finishes quickly.
+        "FCGIPOOL_BACKGROUND_TIMEOUT": str(BACKGROUND_BUDGET_S),
     }
     up = stackctl(env, "up")
     if up.returncode != 0:
@@ -171,6 +174,34 @@ def test_status_page_shows_finishing_workers(stack):
         time.sleep(0.1)
     assert finishing >= 1
     assert requests.get(f"{base}/pool-ping", timeout=5).status_code == 200
+
+
+def test_work_over_the_budget_is_counted_lost_in_the_ledger(stack):
+    base = stack["state"]["base_url"]
+    deadline = time.monotonic() + 15
+    while True:  # let earlier tests' work tasks end first, so the differences below are ours alone
+        before = requests.get(f"{base}/ledger", timeout=5).json()["kinds"].get("work", {})
+        ended = before.get("finished", 0) + before.get("failed", 0) + before.get("lost", 0)
+        if before.get("started", 0) <= ended or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    t0 = time.perf_counter()
+    response = requests.get(f"{base}/work", params={"background_ms": 5000, "tasks": 2}, timeout=10)
+    assert response.status_code == 200 and time.perf_counter() - t0 < 1
+    deadline = time.monotonic() + BACKGROUND_BUDGET_S + 10
+    work: dict = {}
+    while time.monotonic() < deadline:
+        body = requests.get(f"{base}/ledger?lost", timeout=5).json()
+        work = body["kinds"].get("work", {})
+        if work.get("lost", 0) - before.get("lost", 0) >= 2:
+            break
+        time.sleep(0.2)
+    # The running task was interrupted by the budget, the second never started: both lost, none finished.
+    assert work["lost"] - before.get("lost", 0) == 2
+    assert work["started"] - before.get("started", 0) == 1
+    assert work["finished"] == before.get("finished", 0)
+    reasons = [t["reason"] for t in body["lost_tasks"] if t["kind"] == "work"][:2]
+    assert reasons == ["timeout", "timeout"]
 
 
 def test_access_log_is_json_with_upstream_timings(stack):
