@@ -67,7 +67,7 @@ def latency_vs_rate(exh: dict, baseline: dict | None, path: Path) -> Path | None
     ax.set_xlabel("arrival rate (req/s)")
     ax.set_ylabel("latency (ms, log)")
     ax.set_title(f"exhaustion: /work latency vs arrival rate ({exh['workers']} workers)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left")
     return _save(fig, path)
 
 
