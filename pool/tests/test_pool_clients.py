@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from fcgipool.protocol import RecordType, encode_begin_request, encode_params, encode_record, encode_request
 from support import PoolProcess, fcgi_request, parse_cgi_response
-from support.fcgi_client import read_response
 
 APPS = Path(__file__).parent / "apps"
 CGI_FCGI = shutil.which("cgi-fcgi")

@@ -70,11 +70,11 @@ def run(tmp_path: Path, **kwargs: bytes) -> list[int]:
     upstream = ScriptedUpstream(tmp_path / "up.sock", **kwargs)
     os.chmod(tmp_path, 0o755)
     try:
-        with NginxServer(fastcgi_site(f"unix:{upstream.path}", keep_conn=True), workers=1) as nginx:
-            with requests.Session() as s:
-                for _ in range(4):
-                    assert s.get(nginx.url("/x"), timeout=5).text == "ok\n"
-                    time.sleep(0.05)
+        site = fastcgi_site(f"unix:{upstream.path}", keep_conn=True)
+        with NginxServer(site, workers=1) as nginx, requests.Session() as s:
+            for _ in range(4):
+                assert s.get(nginx.url("/x"), timeout=5).text == "ok\n"
+                time.sleep(0.05)
     finally:
         upstream.close()
     return upstream.requests_per_connection
