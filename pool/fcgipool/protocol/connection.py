@@ -52,7 +52,6 @@ from .constants import (
     FCGI_VERSION_1,
     HEADER_LEN,
     KNOWN_VALUES,
-    MAX_CONTENT,
     ProtocolStatus,
     RecordType,
     Role,
@@ -119,9 +118,7 @@ _GET_VALUES_RESULT = RecordType.GET_VALUES_RESULT.value
 _REQUEST_TYPES = frozenset({_BEGIN, _ABORT, _PARAMS, _STDIN, _DATA})
 _APP_ONLY_TYPES = frozenset({3, _STDOUT, _STDERR, _GET_VALUES_RESULT, RecordType.UNKNOWN_TYPE.value})
 _RESPONDER = Role.RESPONDER.value
-_PADDING = bytes(8)
 _unpack_header = HEADER.unpack_from
-_pack_header = HEADER.pack
 
 
 class Connection:
@@ -409,14 +406,8 @@ class Connection:
             request_id, app_status, ProtocolStatus.REQUEST_COMPLETE, close_stderr=self._sent_stderr
         )
         self._finish()
-        clen = len(stdout)
-        if not clen:
+        if not stdout:
             return tail
-        if clen <= MAX_CONTENT:
-            pad = -clen & 7
-            return b"".join(
-                (_pack_header(FCGI_VERSION_1, _STDOUT, request_id, clen, pad), stdout, _PADDING[:pad], tail)
-            )
         out: list[bytes | memoryview] = []
         stream_chunks(_STDOUT, request_id, stdout, out)
         out.append(tail)
@@ -444,12 +435,8 @@ class Connection:
 
 
 def _stream(rtype: int, request_id: int, data: bytes) -> bytes:
-    clen = len(data)
-    if not clen:
+    if not data:
         return b""
-    if clen <= MAX_CONTENT:
-        pad = -clen & 7
-        return b"".join((_pack_header(FCGI_VERSION_1, rtype, request_id, clen, pad), data, _PADDING[:pad]))
     out: list[bytes | memoryview] = []
     stream_chunks(rtype, request_id, data, out)
     return b"".join(out)
