@@ -36,7 +36,7 @@ def test_render_substitutes_only_our_placeholders(tmp_path):
     assert "${" not in "\n".join(line for line in conf.splitlines() if not line.lstrip().startswith("#"))
     assert f"server unix:{tmp_path}/pool.sock;" in conf
     # nginx's own variables pass through untouched
-    for var in ("$upstream_header_time", "$request_time", "$uri", "$status"):
+    for var in ("$upstream_header_time", "$request_time", "$request_uri", "$status"):
         assert var in conf
     assert not conf.startswith("user ")
 
