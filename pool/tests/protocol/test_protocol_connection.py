@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from fcgipool.protocol import (
     MAX_ALIGNED_CONTENT,
     MAX_CONTENT,

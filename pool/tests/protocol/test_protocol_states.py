@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import struct
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from fcgipool.protocol import (
     NEED_DATA,
     AbortRequested,
@@ -16,8 +19,6 @@ from fcgipool.protocol import (
     StdinEnd,
     parse_records,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 _HEADER = struct.Struct("!BBHHBx")
 
