@@ -276,6 +276,11 @@ class PmProcessIdleTimeout(_S):
         """
 
 
+# FcgiSetting's metaclass gives every class without its own ``section`` the base section; ours is SECTION
+for _setting in [v for v in list(globals().values()) if isinstance(v, type) and issubclass(v, _S) and v is not _S]:
+    _setting.section = SECTION
+
+
 def validate_pm(cfg: Any, workers: int) -> dict[str, int | float | str]:
     """Cross-check the pm settings; returns the effective values or raises ValueError saying what to change."""
     mode = cfg.pm
