@@ -185,3 +185,12 @@ def test_flag_values_are_validated_with_clear_messages():
         settings["slowlog_timeout"].validator("-1")
     assert settings["status_listen"].validator("unix:/run/s.sock") == "unix:/run/s.sock"
     assert settings["pm"].validator("OnDemand") == "ondemand"
+
+
+def test_settings_reference_lists_the_status_section():
+    from fcgipool.config import markdown
+
+    text = markdown()
+    assert "## FastCGI pool: status, slowlog, process manager" in text
+    for name in ("status_listen", "slowlog_timeout", "pm", "pm_max_children", "pm_process_idle_timeout"):
+        assert f"### `{name}`" in text
