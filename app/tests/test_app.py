@@ -6,9 +6,9 @@ import threading
 import time
 
 import pytest
-from conftest import free_port, make_app
 from sampleapp.ledger import Ledger
 from sampleapp.settings import Settings
+from stack_testing import free_port, make_app
 
 
 def ledger_kinds(client) -> dict:

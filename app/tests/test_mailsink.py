@@ -8,10 +8,10 @@ from email.message import EmailMessage
 
 import pytest
 import requests
-from conftest import start_mailsink, stop
 from mailsink.__main__ import parse_args
 from mailsink.api import route
 from mailsink.store import MessageStore
+from stack_testing import start_mailsink, stop
 
 
 def send(port: int, to: str, subject: str = "hi") -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import free_port
+from stack_testing import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 STACKCTL = ROOT / "pool" / "stackctl.py"
