@@ -1,0 +1,140 @@
+"""Settings: declared once, validated with clear messages, env vars applied, reference generated."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fcgipool import config
+from fcgipool.cli import FcgiPoolApplication
+from gunicorn.config import Config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def make_cfg() -> Config:
+    config.load_all()
+    return Config()
+
+
+def test_every_setting_has_section_validator_default_and_description() -> None:
+    names = [s.name for s in config.load_all()]
+    assert {"background_timeout", "keep_conn", "max_params_size", "max_body_size", "on_task_lost"} <= set(names)
+    assert len(names) == len(set(names))
+    for s in config.load_all():
+        assert s.section.startswith("FastCGI pool"), s.name
+        assert s.desc and s.short, s.name
+        assert s.name == "on_task_lost" or s.cli, f"{s.name} has no command-line flag"
+        assert s.env is None or s.env.startswith("FCGIPOOL_"), s.name
+
+
+def test_defaults_are_valid() -> None:
+    cfg = make_cfg()
+    assert cfg.background_timeout == 30.0
+    assert cfg.keep_conn == "allow"
+    assert cfg.max_params_size == 256 * 1024
+
+
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("background_timeout", "-1", "background_timeout must be a finite number of seconds >= 0"),
+        ("background_timeout", "soon", "background_timeout must be a number"),
+        ("kill_grace", "inf", "kill_grace must be a finite number"),
+        ("keep_conn", "maybe", "keep_conn must be one of allow, disable"),
+        ("max_params_size", "12", "max_params_size must be at least 1024 bytes"),
+        ("max_body_size", "ten", "max_body_size must be a whole number"),
+        ("background_stop_on_error", "perhaps", "background_stop_on_error must be true or false"),
+        ("on_task_lost", "no.such.module.hook", "on_task_lost: cannot load"),
+        ("on_task_lost", "os.getpid", "on_task_lost must accept exactly 2 arguments"),
+    ],
+)
+def test_bad_values_are_rejected_with_a_clear_message(name: str, value: str, message: str) -> None:
+    cfg = make_cfg()
+    with pytest.raises(ValueError, match="^" + message.replace("(", r"\(")):
+        cfg.set(name, value)
+
+
+def test_sizes_accept_suffixes() -> None:
+    cfg = make_cfg()
+    cfg.set("max_body_size", "10M")
+    cfg.set("max_params_size", "64k")
+    assert (cfg.max_body_size, cfg.max_params_size) == (10 * 1024**2, 64 * 1024)
+
+
+def test_env_vars_sit_between_config_file_and_command_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    conf = tmp_path / "conf.py"
+    conf.write_text("background_timeout = 5\nkill_grace = 3\nmax_body_size = 1000\n")
+    monkeypatch.setenv("FCGIPOOL_BACKGROUND_TIMEOUT", "7")
+    monkeypatch.setenv("FCGIPOOL_KILL_GRACE", "4")
+    monkeypatch.setattr(sys, "argv", ["fcgipool", "-c", str(conf), "--kill-grace", "9", "bgapp:app"])
+    app = FcgiPoolApplication("%(prog)s [OPTIONS] [APP_MODULE]", prog="fcgipool")
+    assert app.cfg is not None
+    assert app.cfg.background_timeout == 7.0  # env over config file
+    assert app.cfg.kill_grace == 9.0  # command line over env
+    assert app.cfg.max_body_size == 1000  # config file over default
+    assert app.cfg.worker_class_str == "fcgipool.worker.FastCGIWorker"
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = dict(os.environ, **(env or {}))
+    full_env["PYTHONPATH"] = str(REPO / "pool")
+    return subprocess.run(
+        [sys.executable, "-m", "fcgipool.cli", *args], capture_output=True, text=True, timeout=30, env=full_env
+    )
+
+
+def test_cli_rejects_a_bad_flag_value_before_starting() -> None:
+    proc = run_cli("--background-timeout", "-5", "--check-config", "bgapp:app")
+    assert proc.returncode == 2
+    assert "--background-timeout: background_timeout must be a finite number of seconds >= 0" in proc.stderr
+
+
+def test_cli_rejects_a_bad_env_value_before_starting() -> None:
+    proc = run_cli("--check-config", "bgapp:app", env={"FCGIPOOL_KEEP_CONN": "sometimes"})
+    assert proc.returncode == 1
+    assert "FCGIPOOL_KEEP_CONN: keep_conn must be one of allow, disable" in proc.stderr
+
+
+def test_cli_rejects_a_bad_config_file_value(tmp_path: Path) -> None:
+    conf = tmp_path / "bad.py"
+    conf.write_text("max_params_size = 10\n")
+    proc = run_cli("-c", str(conf), "--check-config", "bgapp:app")
+    assert proc.returncode != 0
+    assert "max_params_size must be at least 1024 bytes" in proc.stderr
+
+
+def test_cli_help_lists_fcgipool_settings() -> None:
+    proc = run_cli("--help")
+    assert proc.returncode == 0
+    for flag in ("--background-timeout", "--keep-conn", "--max-body-size", "--kill-grace"):
+        assert flag in proc.stdout
+
+
+def test_status_subcommand_is_dispatched() -> None:
+    proc = run_cli("status", "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "status" in proc.stdout.lower()
+
+
+def test_settings_reference_is_generated_from_the_declarations() -> None:
+    text = config.markdown()
+    for s in config.load_all():
+        assert f"### `{s.name}`" in text
+        if s.env:
+            assert f"`{s.env}`" in text
+    doc = REPO / "docs" / "settings.md"
+    assert doc.read_text() == text, "docs/settings.md is stale: run `python -m fcgipool.config --markdown`"
+
+
+def test_shipped_gunicorn_conf_loads_and_env_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = REPO / "pool" / "gunicorn.conf.py"
+    monkeypatch.setenv("FCGIPOOL_WORKERS", "3")
+    monkeypatch.setattr(sys, "argv", ["fcgipool", "-c", str(conf), "bgapp:app"])
+    app = FcgiPoolApplication("%(prog)s [OPTIONS] [APP_MODULE]", prog="fcgipool")
+    assert app.cfg is not None
+    assert app.cfg.workers == 3
+    assert app.cfg.worker_class_str == "fcgipool.worker.FastCGIWorker"
