@@ -445,20 +445,18 @@ class Scoreboard:
     # --- arbiter --------------------------------------------------------------------------------------
     def acquire(self, pid: int = 0) -> int:
         """Claim and reset a free slot for a new worker (call before fork; pass the pid later to assign)."""
-        with self._lock:
-            for i, owner in enumerate(self._owner):
-                if owner is None:
-                    self._owner[i] = pid
-                    break
-            else:
-                raise RuntimeError(f"scoreboard full: all {self.size} slots are taken")
-        base = i * SLOT_SIZE
-        self._mm[base : base + SLOT_SIZE] = bytes(SLOT_SIZE)
-        now = time.time()
-        values = {"pid": pid, "state": State.IDLE, "start_time": now, "state_since": now}
-        for name, value in values.items():
-            off, st = _OFFSETS[name]
-            st.pack_into(self._mm, base + off, value)
+        with self._lock:  # reset and claim together: a concurrent snapshot never sees the old worker's counters
+            try:
+                i = self._owner.index(None)
+            except ValueError:
+                raise RuntimeError(f"scoreboard full: all {self.size} slots are taken") from None
+            base = i * SLOT_SIZE
+            self._mm[base : base + SLOT_SIZE] = bytes(SLOT_SIZE)
+            now = time.time()
+            for name, value in (("pid", pid), ("state", State.IDLE), ("start_time", now), ("state_since", now)):
+                off, st = _OFFSETS[name]
+                st.pack_into(self._mm, base + off, value)
+            self._owner[i] = pid
         return i
 
     def assign(self, index: int, pid: int) -> None:
