@@ -8,7 +8,8 @@ During a request::
 
 Under fcgipool the tasks run in the same worker after END_REQUEST has been sent, in the order they were
 added (a task may add more; they are appended). Under any other WSGI server wrap the app with
-:func:`wsgi`: tasks then run when the server closes the response, and the client waits for them.
+:func:`wsgi`: tasks then run when the server closes the response; the worker stays busy and, depending
+on the server, the client waits for them.
 """
 
 from __future__ import annotations
@@ -239,8 +240,8 @@ def _warn_once(key: str, message: str) -> None:
 def wsgi(app: Callable[..., Any]) -> Callable[..., Any]:
     """Middleware that makes :func:`add` work under any WSGI server; a pass-through under fcgipool.
 
-    Tasks run when the server closes the response (PEP 3333 ``close()``), so the client waits for them;
-    a warning says so once per process.
+    Tasks run when the server closes the response (PEP 3333 ``close()``), in the same thread, so that
+    worker stays busy and (with most servers) the client waits; a warning says so once per process.
     """
 
     @functools.wraps(app)
@@ -267,8 +268,9 @@ def _run_inline(tasks: TaskList) -> None:
         return
     _warn_once(
         "inline",
-        "after-response tasks run inside the response under this WSGI server: the client waits for them "
-        "(run the app under fcgipool to send the response first)",
+        "after-response tasks run inside the response's close() under this WSGI server: the worker stays busy "
+        "and, depending on the server, the client waits for them (run the app under fcgipool to end the "
+        "response first)",
     )
     run_tasks(tasks, on_lost=_log_lost)
 
