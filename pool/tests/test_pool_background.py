@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_add_outside_a_request_raises_a_clear_error() -> None:
-    with pytest.raises(NoRequestError, match="no request is being handled.*background.wsgi"):
+    with pytest.raises(NoRequestError, match=r"no request is being handled.*background\.wsgi"):
         background.add(print)
     with pytest.raises(NoRequestError):
         background.finish_request()
