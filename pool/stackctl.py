@@ -466,6 +466,9 @@ def main(argv: list[str] | None = None) -> int:
         return exc.returncode or 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `make status | head`
+        sys.stderr.close()
+        return 0
     return 0
 
 
