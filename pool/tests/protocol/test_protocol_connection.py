@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from fcgipool.protocol import (
     MAX_ALIGNED_CONTENT,
     MAX_CONTENT,

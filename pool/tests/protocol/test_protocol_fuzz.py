@@ -7,9 +7,6 @@ import os
 import struct
 
 from fcgi_harness import Run, event_to_json, feed_chunks
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from fcgipool.protocol import (
     MAX_CONTENT,
     Connection,
@@ -24,6 +21,8 @@ from fcgipool.protocol import (
     encode_stream,
     parse_records,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 # FCGI_FUZZ_EXAMPLES=20000 for a long local fuzzing run; the default keeps the suite fast.
 FUZZ = settings(

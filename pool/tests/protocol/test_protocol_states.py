@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import struct
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from fcgipool.protocol import (
     NEED_DATA,
     AbortRequested,
@@ -19,6 +16,8 @@ from fcgipool.protocol import (
     StdinEnd,
     parse_records,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 _HEADER = struct.Struct("!BBHHBx")
 

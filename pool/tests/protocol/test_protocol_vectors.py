@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 from fcgi_harness import Run, Vector, Worker, event_to_json, feed_chunks, load_vectors
-
 from fcgipool.protocol import HEADER_LEN, FastCGIError
 
 VECTORS = load_vectors()
