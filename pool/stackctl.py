@@ -103,17 +103,32 @@ def check_ports(cfg: Config, names: dict[str, int]) -> None:
         )
 
 
-def urls(cfg: Config) -> dict[str, str]:
+def urls(cfg: Config) -> dict[str, Any]:
     return {
         "base_url": cfg.base_url,
         "mail_url": cfg.mail_url,
         "status_url": f"{cfg.base_url}/pool-status",
+        "background_timeout": background_timeout(),
     }
 
 
-def print_urls(cfg: Config) -> None:
+def background_timeout() -> float | None:
+    """The after-response budget the pool runs with: its env variable wins over the config file (fcgipool rule)."""
+    raw = os.environ.get("FCGIPOOL_BACKGROUND_TIMEOUT")
+    try:
+        if raw:
+            return float(raw)
+        import runpy
+
+        value = runpy.run_path(str(ROOT / "pool" / "gunicorn.conf.py")).get("background_timeout")
+        return float(value) if value is not None else None
+    except (OSError, ValueError, TypeError, SyntaxError):
+        return None
+
+
+def print_urls(cfg: Config, mode: str) -> None:
     u = urls(cfg)
-    say("ready:")
+    say(f"ready ({mode} mode):")
     print(f"  app          {u['base_url']}/            curl -d email=you@example.com {u['base_url']}/signup")
     print(f"  ledger       {u['base_url']}/ledger")
     print(f"  pool status  {u['status_url']}?full   (make status)")
@@ -180,7 +195,7 @@ def docker_up(cfg: Config) -> None:
     subprocess.run(up, cwd=ROOT, env=env, check=True)
     wait_docker_healthy(argv, env)
     cfg.write_state({"mode": "docker", **urls(cfg), "access_log": str(log_dir / "access.log"), "compose": argv})
-    print_urls(cfg)
+    print_urls(cfg, "docker")
 
 
 def wait_docker_healthy(argv: list[str], env: dict[str, str]) -> None:
@@ -323,7 +338,7 @@ def native_up(cfg: Config) -> None:
         "mode": "native", **urls(cfg), "access_log": str(cfg.var / "log" / "nginx-access.log"),
         "pool_pidfile": str(cfg.var / "run" / "pool.pid"),
     })
-    print_urls(cfg)
+    print_urls(cfg, "native")
 
 
 def wait_native_healthy(cfg: Config) -> None:

@@ -91,6 +91,7 @@ def test_stack_json_contract(stack):
     assert state["mail_url"].endswith(f":{stack['env']['MAIL_PORT']}/messages")
     assert state["status_url"] == state["base_url"] + "/pool-status"
     assert Path(state["pool_pidfile"]).exists() and Path(state["access_log"]).parent.is_dir()
+    assert state["background_timeout"] == BACKGROUND_BUDGET_S
 
 
 def test_signup_answers_before_the_mail_is_delivered(stack):
