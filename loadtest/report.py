@@ -81,8 +81,11 @@ def summary_lines(results: dict) -> list[str]:
             lines.append(f"              closed loop ({cl['users']} users, {cl['rate']:g}/s offered): achieved "
                          f"{cl['throughput']}/s, p99 {cl['p99_ms']} ms — the queue it hides (coordinated omission)")
     if t := sc.get("timeout"):
-        lines.append(f"  timeout     budget {t['budget_s']:g} s: lost {t['ledger_lost']} (ledger) / {t['pool_lost']} "
+        lines.append(f"  timeout     budget {t['budget_s']:g} s ({t.get('budget_source', '?')}): "
+                     f"lost {t['ledger_lost']} (ledger) / {t['pool_lost']} "
                      f"(pool) / {t['sent_over_budget']} sent over budget, of {t['tasks_sent']}")
+        if t.get("note"):
+            lines.append(f"              note: {t['note']}")
     if lk := sc.get("lock"):
         lines.append(f"  lock        follow-up waits p50: late {lk['late']['p50_ms']} ms, "
                      f"early {lk['early']['p50_ms']} "

@@ -14,6 +14,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_STACK_FILE = REPO / "var" / "stack.json"
+DEFAULT_BACKGROUND_TIMEOUT = 30.0  # fcgipool's --background-timeout default (pool/fcgipool/config.py)
 
 
 class StackError(RuntimeError):
@@ -87,18 +88,21 @@ class Stack:
     def workers(self) -> int:
         return int(self.status()["total processes"])
 
-    def background_budget(self, override: float | None = None) -> float | None:
-        """The pool's after-response budget in seconds: CLI override, stack.json, status page, environment."""
+    def background_budget(self, override: float | None = None) -> tuple[float, str]:
+        """The pool's after-response budget in seconds and where it came from: CLI override, stack.json,
+        status page, environment, else fcgipool's documented default."""
         if override:
-            return override
+            return float(override), "--background-budget"
         if self.background_timeout:
-            return float(self.background_timeout)
+            return float(self.background_timeout), "var/stack.json background_timeout"
         st = self.status()
         for key in ("background timeout", "background_timeout"):
             if st.get(key):
-                return float(st[key])
+                return float(st[key]), f"status page '{key}'"
         env = os.environ.get("FCGIPOOL_BACKGROUND_TIMEOUT")
-        return float(env) if env else None
+        if env:
+            return float(env), "FCGIPOOL_BACKGROUND_TIMEOUT"
+        return DEFAULT_BACKGROUND_TIMEOUT, "assumed: fcgipool's default (the stack did not say; --background-budget)"
 
     def worker_rss_mb(self, status_full: dict | None = None) -> list[float]:
         """Resident memory per worker in MiB: the status page's `memory rss`, else /proc (native mode)."""
