@@ -407,7 +407,8 @@ def choose_mode(requested: str) -> str:
         return requested
     if docker_answers() and compose_command():
         return "docker"
-    say("no Docker engine answers (`docker info` failed): using native mode")
+    say("no Docker engine answers (`docker info` failed: not installed, not running, or no permission): "
+        "using native mode")
     return "native"
 
 
