@@ -44,6 +44,7 @@ class Backend:
     missing_hint: str
     launch: Callable[[str, Path, int, Path], Launch]  # (executable, socket, workers, run_dir)
     version: Callable[[str], str]
+    default: bool = True  # part of a plain `make bench`; other rows run only when BENCH_ONLY names them
 
     def pass_block(self, conf_dir: Path = NGINX_CONF_DIR) -> str:
         indent = " " * 12
@@ -132,6 +133,10 @@ def _gunicorn(protocol: str) -> Callable[[str, Path, int, Path], Launch]:
 
 def _flup(exe: str, sock: Path, workers: int, run_dir: Path) -> Launch:
     return Launch([exe, str(APPS_DIR / "flup_server.py"), str(sock), str(workers)])
+
+
+def _minimal(exe: str, sock: Path, workers: int, run_dir: Path) -> Launch:
+    return Launch([exe, str(BENCH_DIR / "experiments" / "minimal_fcgi.py"), str(sock), str(workers)])
 
 
 def _uwsgi(exe: str, sock: Path, workers: int, run_dir: Path) -> Launch:
@@ -225,6 +230,19 @@ def all_backends() -> list[Backend]:
             _dist_version("flup"),
         ),
         *_fcgi_rows("php-fpm", "php-fpm, pm static", _find_php_fpm, _PHP_HINT, _php_fpm, _command_version("-v")),
+        # Not a server: the floor for a Python FastCGI worker (experiments/minimal_fcgi.py). BENCH_ONLY=minimal
+        Backend(
+            "minimal-keepconn",
+            "minimal",
+            "experiments/minimal_fcgi.py (Python floor, not a server), keep-conn on",
+            "fastcgi",
+            True,
+            lambda: sys.executable,
+            "",
+            _minimal,
+            lambda _exe: f"minimal_fcgi.py on Python {sys.version.split()[0]}",
+            default=False,
+        ),
     ]
 
 
@@ -232,9 +250,9 @@ REFERENCE_ROW = "fcgipool-keepconn"
 
 
 def select(backends: list[Backend], only: tuple[str, ...]) -> list[Backend]:
-    """The rows named in BENCH_ONLY (by row id or server family); all rows when it is empty."""
+    """The rows named in BENCH_ONLY (by row id or server family); all default rows when it is empty."""
     if not only:
-        return backends
+        return [b for b in backends if b.default]
     known = {b.row for b in backends} | {b.server for b in backends}
     unknown = [name for name in only if name not in known]
     if unknown:

@@ -30,13 +30,15 @@ from bench import backends as backends_mod
 from bench import nginx, procs, settings, wrk
 from bench.run import start_backend, wait_ready
 
-# A gunicorn config (fcgipool and gunicorn rows): cProfile each worker from fork to exit.
+# A gunicorn config (fcgipool and gunicorn rows): cProfile each worker from fork to exit. It counts the
+# thread's CPU time, not wall time: on a busy machine a wall clock charges preemption to whatever call
+# was running (a send() that wakes nginx, any syscall), which hides where the CPU really goes.
 CPROFILE_CONF = """\
-import cProfile, os
+import cProfile, os, time
 _profiles = {{}}
 
 def post_fork(server, worker):
-    _profiles[os.getpid()] = cProfile.Profile()
+    _profiles[os.getpid()] = cProfile.Profile(time.thread_time)
     _profiles[os.getpid()].enable()
 
 def worker_exit(server, worker):

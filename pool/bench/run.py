@@ -136,7 +136,8 @@ def measure(
     backend: Backend, exe: str, sock: Path, port: int, cfg: settings.Settings, run_dir: Path, nginx_master: int
 ) -> dict[str, Any]:
     """One round of one backend: start, check, warm up, measure, read memory, stop."""
-    group = start_backend(backend, exe, sock, run_dir, cfg.workers)
+    extra = cfg.fcgipool_args if backend.server == "fcgipool" else ()
+    group = start_backend(backend, exe, sock, run_dir, cfg.workers, extra)
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_ready(group, port, cfg.workers, cfg.start_timeout)

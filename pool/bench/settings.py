@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -39,11 +40,13 @@ class Settings:
     only: tuple[str, ...]  # rows or servers to run (empty = all)
     results_dir: Path
     start_timeout: int  # seconds a backend gets to answer its first request
+    fcgipool_args: tuple[str, ...] = ()  # extra command-line arguments for the fcgipool rows (A/B runs)
 
     def as_dict(self) -> dict[str, object]:
         data = asdict(self)
         data["results_dir"] = str(self.results_dir)
         data["only"] = list(self.only)
+        data["fcgipool_args"] = list(self.fcgipool_args)
         return data
 
 
@@ -57,9 +60,11 @@ Environment variables (defaults in brackets):
   BENCH_WORKERS      worker processes of every backend [2]
   BENCH_NGINX_WORKERS  nginx worker_processes [1]
   BENCH_UPSTREAM_KEEPALIVE  nginx upstream `keepalive` (idle kept connections) [8]
-  BENCH_ONLY         comma-separated rows or servers, e.g. "fcgipool,uwsgi" [all]
+  BENCH_ONLY         comma-separated rows or servers, e.g. "fcgipool,uwsgi" [all default rows]
+                     (`minimal`, the Python floor from experiments/, runs only when named)
   BENCH_RESULTS_DIR  where the JSON and markdown go [pool/bench/results]
   BENCH_START_TIMEOUT  seconds a backend gets to answer its first request [30]
+  BENCH_FCGIPOOL_ARGS  extra arguments for the fcgipool rows, shell-quoted, e.g. "--worker-class x.Y" []
 """
 
 
@@ -84,4 +89,5 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         only=only,
         results_dir=Path(env.get("BENCH_RESULTS_DIR") or BENCH_DIR / "results"),
         start_timeout=_int(env, "BENCH_START_TIMEOUT", 30, 1),
+        fcgipool_args=tuple(shlex.split(env.get("BENCH_FCGIPOOL_ARGS", ""))),
     )
