@@ -192,7 +192,9 @@ def docker_up(cfg: Config) -> None:
     up = [*argv, "up", "-d", "--remove-orphans"]
     if base[:2] == ["docker", "compose"]:
         up.append("--wait")  # v2 waits for healthchecks itself; v1 is polled below
-    subprocess.run(up, cwd=ROOT, env=env, check=True)
+    if subprocess.run(up, cwd=ROOT, env=env).returncode:
+        subprocess.run([*argv, "logs", "--tail=30"], cwd=ROOT, env=env)
+        raise StackError("`up` failed (an unhealthy dependency?); the logs above say why, then run `make down`")
     wait_docker_healthy(argv, env)
     cfg.write_state({"mode": "docker", **urls(cfg), "access_log": str(log_dir / "access.log"), "compose": argv})
     print_urls(cfg, "docker")
