@@ -13,7 +13,7 @@ STAMP     := $(VENV)/.installed
 # Passed through to the scripts (also read from the environment): MODE PORT MAIL_PORT SMTP_PORT.
 export MODE PORT MAIL_PORT SMTP_PORT
 
-.PHONY: help install install-system up down restart status logs test lint bench loadtest sizing clean
+.PHONY: help install install-system up down restart status logs test lint bench bench-deps loadtest sizing clean
 
 help: ## Show this help
 	@printf 'Usage: make <target> [VAR=value]\n\n'
@@ -59,6 +59,10 @@ test: lint ## Lint, type-check and run the whole test suite (PYTEST_ARGS= to nar
 
 bench: $(STAMP) ## wrk side by side: fcgipool vs gunicorn, uWSGI, flup, php-fpm through one nginx
 	$(PY) pool/bench/run.py $(BENCH_ARGS)
+
+# [bench] optional extras for `make bench`: uWSGI (compiles: needs gcc + python3-dev) and py-spy for profile.py
+bench-deps: $(STAMP) ## Optional benchmark extras: uWSGI (compiles; needs gcc, python3-dev) and py-spy
+	$(VENV)/bin/pip install --disable-pip-version-check -q -r pool/bench/requirements.txt
 
 loadtest: $(STAMP) ## Load scenarios against the running stack + report (DURATION= s per scenario, RATE= req/s, SCENARIOS=a,b)
 	$(PY) -m loadtest run $(if $(DURATION),--duration $(DURATION)) $(if $(RATE),--rate $(RATE)) \
