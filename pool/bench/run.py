@@ -186,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__)
         print(settings.HELP)
         return 0
+    if argv:
+        log(f"bench: unexpected arguments {argv}; settings are BENCH_* environment variables (see --help)")
+        return 2
     try:
         cfg = settings.from_env()
         selected = backends_mod.select(backends_mod.all_backends(), cfg.only)
