@@ -241,7 +241,11 @@ def _best_stable_rate(exh: dict) -> float:
 
 
 def checks(results: dict) -> list[dict]:
-    """The issue's must-show list, each with the measured numbers and pass/fail (None: not measured)."""
+    """The issue's must-show list, each with the measured numbers and pass/fail (None: not measured).
+
+    "hard" checks are correctness (nothing lost silently): `run` exits 1 when one fails. The others compare
+    the model with measurements; their verdict, with the reason, is the result.
+    """
     sc = results["scenarios"]
     out = []
     exh = sc.get("exhaustion")
@@ -256,12 +260,12 @@ def checks(results: dict) -> list[dict]:
                                         for p in pts) or "no stable step"})
     t = sc.get("timeout")
     if t:
-        out.append({"name": "timeout: lost work agrees exactly with the ledger", "ok": t["lost_agrees"],
+        out.append({"name": "timeout: lost work agrees exactly with the ledger", "ok": t["lost_agrees"], "hard": True,
                     "detail": f"ledger lost {t['ledger_lost']}, pool counter {t['pool_lost']}, sent over budget "
                               f"{t['sent_over_budget']} of {t['tasks_sent']}"})
     s = sc.get("signup")
     if s:
-        out.append({"name": "signup: no mail lost", "ok": s["no_mail_lost"] and s["signups_accepted"] > 0,
+        out.append({"name": "signup: no mail lost", "ok": s["no_mail_lost"] and s["signups_accepted"] > 0, "hard": True,
                     "detail": f"{s['mail_arrived']} of {s['signups_accepted']} accepted signups' mails arrived"})
     lk = sc.get("lock")
     if lk:

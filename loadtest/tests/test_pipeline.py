@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 
@@ -46,9 +47,9 @@ def test_sizing_resizes_and_restores_the_pool(fake_stack, tmp_path):
     assert [p["workers"] for p in res["points"]] == [2, 3]
     assert res["recommended_workers"] >= 2
     assert (out / "sweep.csv").is_file() and (out / "sweep_wait_vs_rate.png").is_file()
-    status = json.loads(subprocess.run(["curl", "-s", json.loads(fake_stack.read_text())["status_url"]],
-                                       capture_output=True, text=True, check=True).stdout)
-    assert status["total processes"] == 4  # put back as it was
+    status_url = json.loads(fake_stack.read_text())["status_url"]
+    with urllib.request.urlopen(status_url + "?json", timeout=5) as resp:
+        assert json.load(resp)["total processes"] == 4  # put back as it was
 
 
 def test_missing_stack_file_says_what_to_do(tmp_path):
