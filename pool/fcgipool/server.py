@@ -85,6 +85,10 @@ class Host(Protocol):
 
     def task_lost_hook(self) -> Any: ...
 
+    def should_yield(self) -> bool:
+        """Give this kept connection up now (new connections have been waiting in the listen queue)."""
+        ...
+
 
 def set_io_timeout(sock: socket.socket, seconds: float) -> None:
     """Kernel-side send/receive timeouts: a blocking socket whose calls fail with EAGAIN after ``seconds``.
@@ -401,7 +405,13 @@ class FastCGIConnection:
             background.deactivate(token)
 
     def _keep_after(self) -> bool:
-        return self.conn.keep_conn and self.host.settings.keep_conn and self.host.alive and not self.broken
+        return (
+            self.conn.keep_conn
+            and self.host.settings.keep_conn
+            and self.host.alive
+            and not self.broken
+            and not self.host.should_yield()
+        )
 
     def _end_response(self, writer: ResponseWriter, tasks: TaskList) -> bool:
         """END_REQUEST (unless finish_request() already sent it); close unless the connection can be kept."""

@@ -29,6 +29,11 @@ from .recorder import Recorder
 from .server import FastCGIConnection, ServerSettings
 from .watchdog import Watchdog
 
+#: keep-conn fairness (see FastCGIWorker.should_yield): requests served on a kept connection, or seconds,
+#: while a new connection waits in the listen queue, before the kept connection is given up
+YIELD_AFTER = 4
+YIELD_WAIT = 0.02
+
 
 def _has_data(sock: socket.socket) -> bool:
     """Non-blocking peek: a request (or EOF) is waiting on an idle kept connection."""
@@ -57,6 +62,9 @@ class FastCGIWorker(base.Worker):
         self.watchdog = Watchdog()
         self.settings = ServerSettings()
         self.errors: Any = None
+        self._listen_poll = select.poll()
+        self._queue_seen = 0.0
+        self._queue_streak = 0
 
     # --- gunicorn hooks ------------------------------------------------------------------------------
     def init_process(self) -> None:
@@ -108,6 +116,28 @@ class FastCGIWorker(base.Worker):
     def task_lost_hook(self) -> Any:
         return config.get(self.cfg, "on_task_lost")
 
+    def should_yield(self) -> bool:
+        """Fairness for keep-conn: called when a request on a kept connection ends.
+
+        While the web server keeps this worker busy through its kept connection, connections in the listen
+        queue would wait for as long as that lasts. Once one has been waiting for YIELD_AFTER requests or
+        YIELD_WAIT seconds, the worker ends the kept connection cleanly (the web server is told not to
+        cache it, see fcgipool.server.NO_REUSE) and takes the waiting one next.
+        """
+        if not self._listen_poll.poll(0):
+            self._queue_seen = 0.0
+            self._queue_streak = 0
+            return False
+        now = time.monotonic()
+        if not self._queue_seen:
+            self._queue_seen = now
+        self._queue_streak += 1
+        if self._queue_streak >= YIELD_AFTER or now - self._queue_seen >= YIELD_WAIT:
+            self._queue_seen = 0.0
+            self._queue_streak = 0
+            return True
+        return False
+
     # --- main loop ------------------------------------------------------------------------------------
     def is_parent_alive(self) -> bool:
         if self.ppid != os.getppid():
@@ -119,6 +149,7 @@ class FastCGIWorker(base.Worker):
         timeout = self.timeout or 0.5
         for s in self.sockets:
             s.setblocking(False)
+            self._listen_poll.register(s, select.POLLIN)
         try:
             while self.alive:
                 self.notify()

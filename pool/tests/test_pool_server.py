@@ -55,6 +55,9 @@ class FakeHost:
     def task_lost_hook(self) -> Any:
         return lambda owner, task: self.lost.append(task)
 
+    def should_yield(self) -> bool:
+        return False
+
 
 class Exchange:
     """Server in this thread (signals work), client in another: sends ``data``, reads everything until EOF."""

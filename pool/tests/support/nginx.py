@@ -53,11 +53,23 @@ def require_nginx() -> str:
     return NGINX_BIN
 
 
+# With keep-conn, a worker that gives up an idle kept connection (to take a new one) can close it just as an
+# nginx worker picks it from its cache; nginx then retries the request on a fresh connection, but only an
+# idempotent one unless told otherwise (docs/server-behaviour.md, "The close race"). These lines let it retry
+# any request, only for errors on a reused connection (one upstream server), and only within 5 s.
+RETRY_ON_STALE_CONNECTION = """
+            fastcgi_next_upstream error timeout non_idempotent;
+            fastcgi_next_upstream_tries 2;
+            fastcgi_next_upstream_timeout 5s;
+"""
+
+
 def fastcgi_site(
     upstream: str,
     *,
     keep_conn: bool = True,
     keepalive: int = 16,
+    retry_non_idempotent: bool = True,
     extra_location: str = "",
     extra_server: str = "",
 ) -> str:
@@ -65,9 +77,12 @@ def fastcgi_site(
 
     ``upstream`` is ``unix:/path`` or ``host:port``. ``keep_conn`` adds ``fastcgi_keep_conn on`` and an
     upstream ``keepalive`` cache (what production uses); otherwise one connection per request.
+    ``retry_non_idempotent`` adds :data:`RETRY_ON_STALE_CONNECTION` (with keep-conn only).
     """
     cache = f"keepalive {keepalive};" if keep_conn else ""
     keep = "fastcgi_keep_conn on;" if keep_conn else ""
+    if keep_conn and retry_non_idempotent:
+        extra_location = RETRY_ON_STALE_CONNECTION + extra_location
     return f"""
     upstream pool {{
         server {upstream};
