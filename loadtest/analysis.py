@@ -72,60 +72,76 @@ def step_throughput(rows: list[dict], start: float, end: float) -> float:
     return n / max(1e-9, end - start)
 
 
+def background_ratio(rows: list[dict], background_seconds: float) -> float:
+    """Measured after-response seconds (pool counter) per requested second: the task's own overhead."""
+    requested = sum(r.get("bg_ms") or 0 for r in rows if 200 <= r["status"] < 300) / 1000
+    return background_seconds / requested if requested and background_seconds else 1.0
+
+
+def measure_occupancy(light_rows: list[dict], bg_ratio: float, answer_s: list[float] | None = None) -> dict:
+    """What one request costs a worker, from a light step where nothing queues.
+
+    Occupancy = the answer part (nginx's upstream response time; the client's latency if there is no access
+    log) + the after-response time (requested x the measured ratio). cs² is its squared coefficient of
+    variation, for the Allen-Cunneen correction.
+    """
+    ok = [r for r in light_rows if 200 <= r["status"] < 300]
+    client = [r["latency_ms"] / 1000 for r in ok] or [0.0]
+    resp = answer_s or client
+    bg = [r["bg_ms"] / 1000 * bg_ratio for r in ok if r.get("bg_ms") is not None] or [0.0]
+    occupancy = model.quantile(resp, 0.5) + statistics.fmean(bg)
+    cs2 = (statistics.pvariance(resp) + statistics.pvariance(bg)) / occupancy**2 if occupancy > 0 else 1.0
+    return {"response_s": round(model.quantile(resp, 0.5), 4),
+            "client_unloaded_s": round(model.quantile(client, 0.5), 4),
+            "answer_source": "nginx upstream_response_time" if answer_s else "client latency",
+            "background_s": round(statistics.fmean(bg), 4), "occupancy_s": round(occupancy, 4), "cs2": round(cs2, 4),
+            "background_ratio": round(bg_ratio, 4), "background_samples_s": bg, "response_samples_s": resp}
+
+
+def measure_step(rows: list[dict], label: str, start: float, duration: float, workers: int, occ: dict,
+                 sampler_rows: list[dict]) -> dict:
+    """One open-loop step: arrivals, throughput, latency, measured wait vs the model's, queue, errors.
+
+    Wait = open-loop latency - the unloaded latency of the same request (median at the light step).
+    """
+    ok = [r for r in rows if 200 <= r["status"] < 300]
+    ca2 = model.cv2(interarrivals(sorted(r["intended"] for r in rows)))
+    thr = step_throughput(rows, start + duration * 0.2, start + duration)
+    arrival = len(rows) / duration
+    waits = [max(0.0, r["latency_ms"] / 1000 - occ["client_unloaded_s"]) for r in ok]
+    measured_p99 = model.quantile(waits, 0.99) if waits else math.nan
+    est = model.predict(workers, arrival, occ["occupancy_s"], ca2=ca2, cs2=occ["cs2"])
+    srows = rows_in(sampler_rows, label)
+    entry = {
+        "label": label, "workers": workers, "arrival_rate": round(arrival, 3), "throughput": round(thr, 3),
+        "ca2": round(ca2, 3), **latency_summary(rows),
+        "error_rate": round((len(rows) - len(ok)) / len(rows), 4) if rows else None,
+        "measured_p99_wait_ms": round(measured_p99 * 1000, 1),
+        "measured_p_wait": round(sum(w > 0.005 for w in waits) / len(waits), 3) if waits else None,
+        "predicted_p99_wait_ms": round(est.wait_quantile * 1000, 1) if est.stable else None,
+        "predicted_p_wait": round(est.p_wait, 3),
+        "predicted_mean_queue": round(est.mean_queue, 3) if est.stable else None,
+        # beyond capacity the excess arrivals cannot be served in steady state
+        "predicted_error_rate": 0.0 if est.stable else round(1 - 1 / est.utilization, 4),
+        "utilization": round(est.utilization, 3), "stable": est.stable,
+        "mean_listen_queue": _mean(srows, "listen_queue"), "max_listen_queue": _max(srows, "listen_queue"),
+        "mean_answering": _mean(srows, "answering"), "mean_finishing": _mean(srows, "finishing"),
+        "mean_active": _mean(srows, "active"),
+    }
+    entry["little_occupancy_s"] = (round(entry["mean_active"] / thr, 4)
+                                   if entry["mean_active"] is not None and thr > 0 else None)
+    return entry
+
+
 def analyse_exhaustion(steps: list[dict], workers: int, bg_ratio: float, sampler_rows: list[dict],
                        answer_s: list[float] | None = None) -> dict:
-    """steps: [{"label", "rate", "duration", "start", "rows"}] in increasing rate order.
-
-    Occupancy = the answer part (nginx's upstream response time at the lightest step, where nothing queues;
-    the client's latency if there is no access log) + the measured after-response seconds per request (pool
-    counter); capacity = workers / occupancy. Waits are client latency minus the client's unloaded latency.
-    """
-    light = steps[0]["rows"]
-    ok_light = [r for r in light if 200 <= r["status"] < 300]
-    client = [r["latency_ms"] / 1000 for r in ok_light] or [0.0]
-    client_p50 = model.quantile(client, 0.5)
-    resp = answer_s or client
-    resp_p50 = model.quantile(resp, 0.5)
-    bg_samples = [r["bg_ms"] / 1000 * bg_ratio for r in ok_light if r.get("bg_ms") is not None] or [0.0]
-    occupancy = resp_p50 + statistics.fmean(bg_samples)
-    var = statistics.pvariance(resp) + statistics.pvariance(bg_samples)
-    cs2 = var / occupancy**2 if occupancy > 0 else 1.0
-    capacity = workers / occupancy if occupancy > 0 else math.inf
-    out_steps = []
-    for st in steps:
-        rows = st["rows"]
-        intended = sorted(r["intended"] for r in rows)
-        ca2 = model.cv2(interarrivals(intended))
-        warm = st["duration"] * 0.2
-        thr = step_throughput(rows, st["start"] + warm, st["start"] + st["duration"])
-        arrival = len(rows) / st["duration"]
-        waits = [max(0.0, r["latency_ms"] / 1000 - client_p50) for r in rows if 200 <= r["status"] < 300]
-        measured_p99 = model.quantile(waits, 0.99) if waits else math.nan
-        est = model.predict(workers, arrival, occupancy, ca2=ca2, cs2=cs2)
-        srows = rows_in(sampler_rows, st["label"])
-        entry = {
-            "label": st["label"], "offered_rate": st["rate"], "arrival_rate": round(arrival, 3),
-            "throughput": round(thr, 3), "ca2": round(ca2, 3), **latency_summary(rows),
-            "measured_p99_wait_ms": round(measured_p99 * 1000, 1),
-            "measured_p_wait": round(sum(w > 0.005 for w in waits) / len(waits), 3) if waits else None,
-            "predicted_p99_wait_ms": round(est.wait_quantile * 1000, 1) if est.stable else None,
-            "predicted_p_wait": round(est.p_wait, 3), "predicted_mean_queue": round(est.mean_queue, 3)
-            if est.stable else None, "utilization": round(est.utilization, 3), "stable": est.stable,
-            "mean_listen_queue": _mean(srows, "listen_queue"), "max_listen_queue": _max(srows, "listen_queue"),
-            "mean_answering": _mean(srows, "answering"), "mean_finishing": _mean(srows, "finishing"),
-            "mean_active": _mean(srows, "active"),
-        }
-        entry["little_occupancy_s"] = (round(entry["mean_active"] / thr, 4)
-                                       if entry["mean_active"] is not None and thr > 0 else None)
-        out_steps.append(entry)
-    checks = _exhaustion_checks(out_steps, capacity, occupancy, steps[0]["duration"])
-    return {
-        "workers": workers, "response_s": round(resp_p50, 4), "client_unloaded_s": round(client_p50, 4),
-        "answer_source": "nginx upstream_response_time" if answer_s else "client latency",
-        "background_s": round(statistics.fmean(bg_samples), 4), "occupancy_s": round(occupancy, 4),
-        "cs2": round(cs2, 4),
-        "expected_capacity": round(capacity, 3), "steps": out_steps, **checks,
-        "background_samples_s": bg_samples, "response_samples_s": resp}
+    """steps: [{"label", "rate", "duration", "start", "rows"}] in increasing rate order; the first is light."""
+    occ = measure_occupancy(steps[0]["rows"], bg_ratio, answer_s)
+    capacity = workers / occ["occupancy_s"] if occ["occupancy_s"] > 0 else math.inf
+    out_steps = [{"offered_rate": st["rate"], **measure_step(st["rows"], st["label"], st["start"], st["duration"],
+                                                             workers, occ, sampler_rows)} for st in steps]
+    checks = _exhaustion_checks(out_steps, capacity, occ["occupancy_s"], steps[0]["duration"])
+    return {"workers": workers, **occ, "expected_capacity": round(capacity, 3), "steps": out_steps, **checks}
 
 
 def _exhaustion_checks(steps: list[dict], capacity: float, occupancy_s: float, duration_s: float) -> dict:

@@ -121,16 +121,13 @@ class Run:
                   "throughput": round(analysis.step_throughput(rows, view["start"] + closed_s * 0.2,
                                                                view["start"] + closed_s), 3)}
         delta = analysis.status_delta(before_st, self.stack.status())
-        ok = [r for s in [*steps, {"rows": rows}] for r in s["rows"] if 200 <= r["status"] < 300]
-        requested = sum(r.get("bg_ms", 0) for r in ok) / 1000
-        measured = delta["background seconds"]
-        ratio = measured / requested if requested and measured else 1.0
+        ratio = analysis.background_ratio([r for s in [*steps, {"rows": rows}] for r in s["rows"]],
+                                          delta["background seconds"])
         light = steps[0]
         answer = accesslog.upstream_times(accesslog.read_from(self.stack.access_log, log_offset), "/work",
                                           light["start"], light["start"] + light["duration"])
         out = analysis.analyse_exhaustion(steps, self.workers, ratio, self.sampler.rows, answer or None)
-        out.update(closed_loop=closed, estimated_capacity_before=round(est_cap, 2), background_ratio=round(ratio, 4),
-                   pool_delta=delta,
+        out.update(closed_loop=closed, estimated_capacity_before=round(est_cap, 2), pool_delta=delta,
                    locust=[s["locust"] for s in steps])
         return out
 

@@ -10,12 +10,10 @@ import csv
 import html
 import json
 import math
-import statistics
 import sys
 from pathlib import Path
 
 from loadtest import accesslog, analysis, model, plots, report
-from loadtest.arrivals import interarrivals
 from loadtest.runner import Run, RunConfig, new_report_dir
 from loadtest.stack import Stack
 
@@ -28,61 +26,37 @@ def _ints(raw: str) -> list[int]:
     return [int(x) for x in raw.split(",") if x.strip()]
 
 
+def _step(run: Run, label: str, rate: float, seconds: float) -> tuple[list[dict], dict]:
+    cfg = run.cfg
+    params = {"rate": rate, "respond_ms": cfg.respond_ms, "background_ms": cfg.background_ms, "drain": 60.0}
+    return run.drive("exhaustion", label, params, seconds)
+
+
 def calibrate(run: Run, workers: int, seconds: float) -> dict:
     """One light step (load ~0.4): occupancy, its variability and the client's unloaded latency."""
-    cfg = run.cfg
-    occ_guess = (cfg.respond_ms + cfg.background_ms + 5) / 1000
+    occ_guess = (run.cfg.respond_ms + run.cfg.background_ms + 5) / 1000
     rate = round(0.4 * workers / occ_guess, 2)
     st0 = run.stack.status()
     offset = accesslog.log_size(run.stack.access_log)
-    params = {"rate": rate, "respond_ms": cfg.respond_ms, "background_ms": cfg.background_ms, "drain": 60.0}
-    rows, view = run.drive("exhaustion", f"calibrate@{rate:g}/s", params, seconds)
+    rows, view = _step(run, f"calibrate@{rate:g}/s", rate, seconds)
     delta = analysis.status_delta(st0, run.stack.status())
-    ok = [r for r in rows if 200 <= r["status"] < 300]
-    requested = sum(r["bg_ms"] for r in ok) / 1000
-    ratio = delta["background seconds"] / requested if requested and delta["background seconds"] else 1.0
     answer = accesslog.upstream_times(accesslog.read_from(run.stack.access_log, offset), "/work", view["start"],
                                       view["start"] + seconds)
-    client = [r["latency_ms"] / 1000 for r in ok]
-    resp = answer or client
-    bg = [r["bg_ms"] / 1000 * ratio for r in ok]
-    occ = statistics.median(resp) + statistics.fmean(bg)
-    cs2 = (statistics.pvariance(resp) + statistics.pvariance(bg)) / occ**2
-    return {"rate": rate, "occupancy_s": round(occ, 4), "cs2": round(cs2, 4), "answer_s": round(
-        statistics.median(resp), 4), "background_s": round(statistics.fmean(bg), 4),
-        "client_unloaded_s": statistics.median(client), "background_ratio": round(ratio, 4)}
+    ratio = analysis.background_ratio(rows, delta["background seconds"])
+    return {"rate": rate, **analysis.measure_occupancy(rows, ratio, answer or None)}
 
 
 def measure_point(run: Run, workers: int, load: float, cal: dict, seconds: float) -> dict:
-    cfg = run.cfg
     rate = round(load * workers / cal["occupancy_s"], 2)
     label = f"w{workers}@{rate:g}/s"
-    params = {"rate": rate, "respond_ms": cfg.respond_ms, "background_ms": cfg.background_ms, "drain": 60.0}
-    rows, view = run.drive("exhaustion", label, params, seconds)
-    arrival = len(rows) / seconds
-    ca2 = model.cv2(interarrivals(sorted(r["intended"] for r in rows)))
-    est = model.predict(workers, arrival, cal["occupancy_s"], ca2=ca2, cs2=cal["cs2"])
-    ok = [r for r in rows if 200 <= r["status"] < 300]
-    waits = [max(0.0, r["latency_ms"] / 1000 - cal["client_unloaded_s"]) for r in ok]
-    srows = analysis.rows_in(run.sampler.rows, label)
-    queue = [float(r["listen_queue"]) for r in srows if r.get("listen_queue") not in ("", None)]
-    errors = len(rows) - len(ok)
-    meas_p99 = model.quantile(waits, 0.99) * 1000 if waits else math.nan
-    pred_p99 = est.wait_quantile * 1000 if est.stable else math.inf
-    agrees = model.relative_error(pred_p99, meas_p99) <= analysis.AGREE if est.stable else None
-    return {
-        "workers": workers, "offered_rate": rate, "arrival_rate": round(arrival, 3),
-        "throughput": round(analysis.step_throughput(rows, view["start"] + seconds * 0.2, view["start"] + seconds),
-                            3), "utilization": round(est.utilization, 3), "requests": len(rows), "errors": errors,
-        "error_rate": round(errors / len(rows), 4) if rows else None,
-        "predicted_error_rate": 0.0 if est.stable else round(1 - workers / (arrival * cal["occupancy_s"]), 4),
-        "measured_p99_wait_ms": round(meas_p99, 1), "predicted_p99_wait_ms": round(pred_p99, 1),
-        "measured_mean_queue": round(statistics.fmean(queue), 3) if queue else None,
-        "predicted_mean_queue": round(est.mean_queue, 3) if est.stable else None,
-        "measured_p_wait": round(sum(w > 0.005 for w in waits) / len(waits), 3) if waits else None,
-        "predicted_p_wait": round(est.p_wait, 3), "agrees": agrees, "label": label,
-        "occupancy_s": cal["occupancy_s"], "seconds": seconds,
-    }
+    rows, view = _step(run, label, rate, seconds)
+    p = analysis.measure_step(rows, label, view["start"], seconds, workers, cal, run.sampler.rows)
+    p.update(offered_rate=rate, occupancy_s=cal["occupancy_s"], seconds=seconds,
+             measured_mean_queue=p["mean_listen_queue"],
+             predicted_p99_wait_ms=p["predicted_p99_wait_ms"] if p["stable"] else math.inf)
+    err = model.relative_error(p["predicted_p99_wait_ms"], p["measured_p99_wait_ms"])
+    p["agrees"] = err <= analysis.AGREE if p["stable"] else None
+    return p
 
 
 def run(args: argparse.Namespace, out: Path | None) -> tuple[Path, dict]:
