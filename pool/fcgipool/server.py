@@ -50,6 +50,7 @@ from .watchdog import BackgroundTimeout, Watchdog
 #: END_REQUEST make nginx drop the connection instead of caching it (see module docstring).
 NO_REUSE = encode_record(RecordType.GET_VALUES_RESULT, 0, b"")
 RECV_SIZE = 64 * 1024
+NO_LIMIT = 10 * 365 * 86400.0  # "no deadline" as a deadline: the arbiter never kills for it
 SPOOL_MEMORY = 1024 * 1024
 
 
@@ -244,7 +245,8 @@ class FastCGIConnection:
                 if recvs == 0:
                     self.host.recorder.reading()
                     # the arbiter's hard limit comes kill_grace after our own timeouts
-                    self.host.recorder.deadline(self._deadline + s.kill_grace if self._deadline else 0.0)
+                    hard = self._deadline + s.kill_grace if self._deadline else time.monotonic() + NO_LIMIT
+                    self.host.recorder.deadline(hard)
                 self._recv()
                 recvs += 1
                 continue
@@ -453,7 +455,8 @@ class FastCGIConnection:
         s, rec = self.host.settings, self.host.recorder
         rec.finishing()
         soft = self.host.watchdog.arm(time.monotonic() + s.background_timeout if s.background_timeout else 0.0)
-        rec.deadline(soft + s.kill_grace if soft else 0.0)
+        # no budget: a deadline far away, so the arbiter does not fall back to the (silent) heartbeat
+        rec.deadline(soft + s.kill_grace if soft else time.monotonic() + NO_LIMIT)
 
     def _run_after_response(self, tasks: TaskList, status: int) -> None:
         host, s = self.host, self.host.settings

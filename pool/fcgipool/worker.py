@@ -215,6 +215,8 @@ class FastCGIWorker(base.Worker):
 
     def _serve(self, connection: FastCGIConnection, *, fresh: bool) -> None:
         keep = connection.serve(fresh=fresh)
+        self.notify()
+        self.recorder.deadline(0.0)  # idle: back to gunicorn's heartbeat
         self.recorder.idle()
         if keep and self.alive:
             if self.kept is not None and self.kept is not connection:

@@ -61,6 +61,16 @@ def pool(outdir: Path) -> Iterator[PoolProcess]:
         yield p
 
 
+def test_idle_workers_are_not_killed_after_their_last_deadline(pool: PoolProcess) -> None:
+    before = pool.worker_pids()
+    kills = pool.log_count("WORKER TIMEOUT")
+    for _ in range(4):
+        assert get(pool, "/hello").status == 200
+    time.sleep(3 + 1 + 2.5)  # past --timeout + --kill-grace of those requests, plus an arbiter round
+    assert pool.worker_pids() == before
+    assert pool.log_count("WORKER TIMEOUT") == kills
+
+
 def test_task_over_background_timeout_is_interrupted_and_reported(pool: PoolProcess, outdir: Path) -> None:
     t0 = time.monotonic()
     r = get(pool, "/tasks?plan=sleep5000,sleep10&key=soft")
