@@ -67,8 +67,14 @@ def read_from(path: str | None, offset: int) -> list[dict]:
 
 
 def summarize(rows: list[dict]) -> dict:
-    """Counts of 5xx that nginx produced itself (502/504 mean the pool did not answer in time or at all)."""
-    out = {"requests": len(rows), "status_502": 0, "status_504": 0, "status_5xx": 0, "status_2xx": 0}
+    """Counts of 5xx that nginx produced itself (502/504 mean the pool did not answer in time or at all).
+
+    The sampler's own /pool-status polls are left out: they are served by the arbiter, not the workers.
+    """
+    rows = [r for r in rows if not str(r.get("uri") or "").startswith("/pool-")]
+    times = [r["upstream_response_time"] for r in rows if r["upstream_response_time"] is not None]
+    out = {"requests": len(rows), "status_502": 0, "status_504": 0, "status_5xx": 0, "status_2xx": 0,
+           "upstream_response_p99_s": round(sorted(times)[int(0.99 * (len(times) - 1))], 4) if times else None}
     for r in rows:
         s = r["status"]
         out["status_502"] += s == 502

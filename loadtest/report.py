@@ -93,6 +93,10 @@ def summary_lines(results: dict) -> list[str]:
     if s := sc.get("signup"):
         lines.append(f"  signup      {s['signups_accepted']} accepted, {s['mail_arrived']} mails arrived, "
                      f"{s['mail_missing']} missing")
+    if n := results.get("nginx"):
+        lines.append(f"  nginx       {n['requests']} requests logged: 502 {n['status_502']}, 504 {n['status_504']}, "
+                     f"upstream response p99 {n['upstream_response_p99_s']} s; worker RSS max "
+                     f"{results.get('rss_mb_per_worker')} MB")
     for name, why in results.get("skipped", {}).items():
         lines.append(f"  {name:<11} SKIPPED: {why}")
     lines.append("checks:")
@@ -110,7 +114,10 @@ def summary_lines(results: dict) -> list[str]:
 
 
 def markdown(results: dict, images: list[Path]) -> str:
-    md = ["# fcgipool load-test report", "", "```", *summary_lines(results), "```", ""]
+    md = ["# fcgipool load-test report", "", "How to read it: docs/loadtest.md (each plot, each check, each "
+          "recommendation). Latency is measured from the intended send time (open loop) unless marked closed loop; "
+          "'wait' is latency minus the unloaded latency of the same request.", "",
+          "```", *summary_lines(results), "```", ""]
     for img in images:
         md += [f"## {PLOT_TITLES.get(img.name, img.stem)}", "", f"![{img.stem}]({img.name})", ""]
     if e := results["scenarios"].get("exhaustion"):

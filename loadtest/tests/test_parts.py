@@ -61,7 +61,9 @@ def test_access_log_reads_only_what_was_appended(tmp_path):
     assert rows[0]["upstream_response_time"] == pytest.approx(0.003)  # two attempts, summed
     assert rows[0]["upstream_header_time"] is None
     assert accesslog.summarize(rows) == {"requests": 2, "status_502": 1, "status_504": 1, "status_5xx": 2,
-                                         "status_2xx": 0}
+                                         "status_2xx": 0, "upstream_response_p99_s": pytest.approx(0.003)}
+    status_poll = dict(rows[0], uri="/pool-status?json", status=200)
+    assert accesslog.summarize([*rows, status_poll])["requests"] == 2
     # a rotated (shorter) log is read from its start
     log.write_text(NGINX_LINES[0] + "\n")
     assert len(accesslog.read_from(str(log), offset + 10_000)) == 1
