@@ -165,7 +165,8 @@ def test_bad_input_through_nginx_is_json_4xx(stack, method, path, kwargs, status
 
 def test_status_page_shows_finishing_workers(stack):
     base = stack["state"]["base_url"]
-    threading.Thread(target=requests.get, args=(f"{base}/work?background_ms=2500",), kwargs={"timeout": 10}).start()
+    client = threading.Thread(target=requests.get, args=(f"{base}/work?background_ms=2500",), kwargs={"timeout": 10})
+    client.start()
     deadline = time.monotonic() + 2
     finishing = 0
     while time.monotonic() < deadline and not finishing:
@@ -173,6 +174,7 @@ def test_status_page_shows_finishing_workers(stack):
         assert status.status_code == 200
         finishing = status.json()["finishing processes"]
         time.sleep(0.1)
+    client.join()
     assert finishing >= 1
     assert requests.get(f"{base}/pool-ping", timeout=5).status_code == 200
 
