@@ -14,7 +14,8 @@ def on_task_lost(server: Any, task: Any) -> None:
     Runs in the worker or in the arbiter. It must never raise: a failing hook would hide the loss it reports.
     """
     try:
-        Ledger(data_dir_from_env() / "ledger.sqlite3").record_lost(
+        # A short busy timeout: in the arbiter this call holds up process management while it waits.
+        Ledger(data_dir_from_env() / "ledger.sqlite3", busy_timeout_s=5).record_lost(
             task.name, task.reason, getattr(task, "request_uri", None), getattr(task, "pid", None)
         )
     except Exception:
