@@ -219,6 +219,33 @@ def test_access_log_is_json_with_upstream_timings(stack):
     assert entry["status"] == 200 and entry["upstream_status"] == "200"
 
 
+def supervisorctl(stack, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**stack["env"], "STACK_ROOT": str(ROOT), "STACK_VENV": str(Path(sys.executable).parent.parent),
+           "NGINX_BIN": shutil.which("nginx") or "/usr/sbin/nginx"}
+    ctl = Path(sys.executable).parent / "supervisorctl"
+    return subprocess.run([str(ctl), "-c", str(ROOT / "pool" / "supervisord.conf"), *args], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_pool_down_gives_a_json_502_and_recovers(stack):
+    base = stack["state"]["base_url"]
+    assert supervisorctl(stack, "stop", "fcgipool").returncode == 0
+    try:
+        response = requests.get(f"{base}/", timeout=5)
+        assert response.status_code == 502
+        assert "worker pool" in response.json()["error"]
+    finally:
+        assert supervisorctl(stack, "start", "fcgipool").returncode == 0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if requests.get(f"{base}/", timeout=5).status_code == 200:
+            break
+        time.sleep(0.2)
+    assert requests.get(f"{base}/", timeout=5).status_code == 200
+    # the new arbiter has a new pid file for the load tests' TTIN/TTOU
+    assert pid_running(Path(stack["state"]["pool_pidfile"]))
+
+
 def test_up_again_is_idempotent_and_down_leaves_nothing(stack):
     env, var = stack["env"], stack["var"]
     again = stackctl(env, "up")
