@@ -107,6 +107,14 @@ def test_cli_rejects_a_bad_config_file_value(tmp_path: Path) -> None:
     assert "max_params_size must be at least 1024 bytes" in proc.stderr
 
 
+def test_app_that_fails_to_import_stops_the_pool_with_the_boot_error_code(tmp_path: Path) -> None:
+    proc = run_cli("--bind", f"unix:{tmp_path}/s.sock", "--control-socket", f"{tmp_path}/c.sock", "no_such_module:app")
+    # the worker exits with gunicorn's WORKER_BOOT_ERROR and the arbiter gives up instead of respawning
+    assert proc.returncode == 3
+    assert "No module named 'no_such_module'" in proc.stderr
+    assert "Reason: Worker failed to boot." in proc.stderr
+
+
 def test_cli_help_lists_fcgipool_settings() -> None:
     proc = run_cli("--help")
     assert proc.returncode == 0

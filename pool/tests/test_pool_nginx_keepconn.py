@@ -54,6 +54,7 @@ def test_response_does_not_wait_for_its_task(nginx: NginxServer, outdir: Path) -
     r = requests.get(nginx.url(f"/task?ms=300&key={key}"), timeout=5)
     elapsed = time.monotonic() - t0
     assert r.status_code == 200 and r.text == f"queued {key}\n"
+    print(f"response with a 300 ms task: {1000 * elapsed:.1f} ms")
     assert elapsed < 0.1, f"response took {elapsed:.3f} s: it waited for the 300 ms task"
     assert not [m for m in marks(outdir, "task_done") if m["key"] == f"{key}:0"], "task finished before response"
     done = wait_for(lambda: [m for m in marks(outdir, "task_done") if m["key"] == f"{key}:0"], 5, "the task")
@@ -80,6 +81,7 @@ def test_throughput_is_workers_over_task_time(nginx: NginxServer, outdir: Path) 
         counts = list(ex.map(client, range(8)))
     elapsed = time.monotonic() - t0
     rate = sum(counts) / elapsed
+    print(f"throughput: {sum(counts)} requests in {elapsed:.2f} s = {rate:.2f}/s (2 workers, 300 ms tasks)")
     assert 4 <= rate <= 8.5, f"{sum(counts)} requests in {elapsed:.2f} s = {rate:.1f}/s, expected about 6.7/s"
     time.sleep(0.7)  # let the last tasks finish before the next test
 
