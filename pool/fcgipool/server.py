@@ -129,6 +129,7 @@ class FastCGIConnection:
         s = host.settings
         self.conn = Connection(max_params_size=s.max_params_size, values=s.values)
         self.closed = False
+        self.give_up = False  # end the connection cleanly (no-reuse marker) after the current request
         self.broken = False  # a send failed: the web server is gone; the request still completes locally
         self._stashed: Any = None  # an event parsed ahead (a request already waiting in our buffer)
         self._deadline = 0.0
@@ -412,6 +413,7 @@ class FastCGIConnection:
             and self.host.settings.keep_conn
             and self.host.alive
             and not self.broken
+            and not self.give_up
             and not self.host.should_yield()
         )
 

@@ -205,7 +205,8 @@ class FastCGIWorker(base.Worker):
         util.close_on_exec(client)
         self.recorder.accepted()
         if kept is not None:
-            if _has_data(kept.sock):  # a request arrived between the peek and the accept
+            if _has_data(kept.sock):  # a request arrived between the peek and the accept: serve it, then
+                kept.give_up = True  # end that connection with the no-reuse marker instead of a racy close
                 self._serve(kept, fresh=False)
             if self.kept is not None:
                 self.kept.close()
