@@ -133,6 +133,7 @@ class FastCGIConnection:
         self.broken = False  # a send failed: the web server is gone; the request still completes locally
         self._stashed: Any = None  # an event parsed ahead (a request already waiting in our buffer)
         self._deadline = 0.0
+        self._deadline_published = False
         self._stdin_done = True
         self._aborted = False
         self._after_started = False
@@ -236,6 +237,7 @@ class FastCGIConnection:
         """
         s = self.host.settings
         self._deadline = time.monotonic() + s.timeout if s.timeout else 0.0
+        self._deadline_published = False
         recvs = 0
         while True:
             event = self._next_event(block=False)
@@ -245,9 +247,7 @@ class FastCGIConnection:
                     return None
                 if recvs == 0:
                     self.host.recorder.reading()
-                    # the arbiter's hard limit comes kill_grace after our own timeouts
-                    hard = self._deadline + s.kill_grace if self._deadline else time.monotonic() + NO_LIMIT
-                    self.host.recorder.deadline(hard)
+                    self._publish_deadline()
                 self._recv()
                 recvs += 1
                 continue
@@ -262,6 +262,13 @@ class FastCGIConnection:
                     self.close()
                     return None
             # StdinData/StdinEnd of a request we already ended cannot reach here (the protocol drops them)
+
+    def _publish_deadline(self) -> None:
+        """The arbiter's hard limit for the response phase: kill_grace after our own timeouts."""
+        s = self.host.settings
+        hard = self._deadline + s.kill_grace if self._deadline else time.monotonic() + NO_LIMIT
+        self.host.recorder.deadline(hard)
+        self._deadline_published = True
 
     def _pull_stdin(self) -> bytes:
         """Next chunk of the request body for ``wsgi.input``; b"" at its end."""
@@ -313,6 +320,8 @@ class FastCGIConnection:
             method, uri, params.get("QUERY_STRING", ""), int(length_text) if length_text.isdigit() else 0,
             params.get("SCRIPT_FILENAME", ""),
         )  # fmt: skip
+        if not self._deadline_published:  # the request was already buffered: no read phase
+            self._publish_deadline()
         late_warned: list[bool] = []
 
         def late_write() -> None:
