@@ -426,4 +426,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # [status] run the imported fcgipool.config, not this __main__ copy: config_* modules subclass its FcgiSetting
+    from fcgipool.config import main as _main
+
+    raise SystemExit(_main())
