@@ -157,3 +157,36 @@ def test_post_churn_without_retries_loses_few_requests(pool: PoolProcess) -> Non
     print(f"post churn without retries: {dict(seen)} ({100 * failed / (12 * 150):.2f}% failed)")
     assert set(seen) <= {200, 502}
     assert failed / (12 * 150) < 0.02
+
+
+@pytest.mark.slow
+def test_reload_under_traffic_has_no_client_visible_errors(outdir: Path) -> None:
+    """HUP twice while clients POST through kept connections: old workers finish, nothing fails."""
+    import signal
+
+    with (
+        PoolProcess("bgapp:app", workers=2, app_dir=APPS, env={"BGAPP_DIR": str(outdir)}) as pool,
+        NginxServer(fastcgi_site(pool.bind, keep_conn=True), workers=2) as nginx,
+    ):
+        stop = time.monotonic() + 4
+        seen: collections.Counter[object] = collections.Counter()
+
+        def client(i: int) -> None:
+            with requests.Session() as s:
+                while time.monotonic() < stop:
+                    path = f"/task?ms=50&key=reload{i}" if i == 0 else "/hello"
+                    try:
+                        seen[s.post(nginx.url(path), data=b"x", timeout=10).status_code] += 1
+                    except requests.RequestException as exc:
+                        seen[type(exc).__name__] += 1
+
+        with ThreadPoolExecutor(4) as ex:
+            futures = [ex.submit(client, i) for i in range(4)]
+            for _ in range(2):
+                time.sleep(1.2)
+                pool.signal(signal.SIGHUP)
+            for f in futures:
+                f.result()
+        print(f"reload under traffic: {dict(seen)}")
+        assert set(seen) == {200}, dict(seen)
+        assert pool.log_count("Hang up") == 2
