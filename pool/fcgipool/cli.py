@@ -6,17 +6,31 @@ settings (``fcgipool --help``). ``fcgipool status ...`` is dispatched to ``fcgip
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import os
 import sys
 from typing import Any
 
+import gunicorn
 import gunicorn.app.base
 from gunicorn.app.wsgiapp import WSGIApplication
+from gunicorn.config import Config
 
-from . import config
+from . import __version__, config
 
 WORKER_CLASS = "fcgipool.worker.FastCGIWorker"
+
+
+class FcgiPoolConfig(Config):
+    """gunicorn's Config; ``--version`` names fcgipool and the gunicorn it runs on."""
+
+    def parser(self) -> argparse.ArgumentParser:
+        parser = super().parser()
+        for action in parser._actions:
+            if isinstance(action, argparse._VersionAction):
+                action.version = f"%(prog)s {__version__} (gunicorn {gunicorn.__version__})"
+        return parser
 
 
 class FcgiPoolApplication(WSGIApplication):
@@ -24,8 +38,7 @@ class FcgiPoolApplication(WSGIApplication):
 
     def load_default_config(self) -> None:
         config.load_all()  # register every fcgipool setting before gunicorn builds its Config
-        super().load_default_config()
-        assert self.cfg is not None
+        self.cfg = FcgiPoolConfig(self.usage, prog=self.prog)
         self.cfg.set("worker_class", WORKER_CLASS)
 
     def load_config(self) -> None:

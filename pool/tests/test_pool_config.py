@@ -122,6 +122,12 @@ def test_cli_help_lists_fcgipool_settings() -> None:
         assert flag in proc.stdout
 
 
+def test_version_names_fcgipool_and_gunicorn() -> None:
+    proc = run_cli("--version")
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("fcgipool 0.1.0 (gunicorn 27.")
+
+
 def test_status_subcommand_is_dispatched() -> None:
     proc = run_cli("status", "--help")
     assert proc.returncode == 0, proc.stderr
