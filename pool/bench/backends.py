@@ -117,13 +117,18 @@ def _command_version(*args: str) -> Callable[[str], str]:
     return version
 
 
+# gunicorn 27 opens a control socket at ~/.gunicorn/gunicorn.ctl by default: a benchmark run must not take
+# it over from a pool that is already running there.
+_GUNICORN_COMMON = ["--no-control-socket"]
+
+
 def _fcgipool(exe: str, sock: Path, workers: int, run_dir: Path) -> Launch:
-    return Launch([exe, "--bind", f"unix:{sock}", "--workers", str(workers), "hello:app"])
+    return Launch([exe, "--bind", f"unix:{sock}", "--workers", str(workers), *_GUNICORN_COMMON, "hello:app"])
 
 
 def _gunicorn(protocol: str) -> Callable[[str, Path, int, Path], Launch]:
     def launch(exe: str, sock: Path, workers: int, run_dir: Path) -> Launch:
-        argv = [exe, "--bind", f"unix:{sock}", "--workers", str(workers), "--worker-class", "sync"]
+        argv = [exe, "--bind", f"unix:{sock}", "--workers", str(workers), "--worker-class", "sync", *_GUNICORN_COMMON]
         if protocol != "http":
             argv += ["--protocol", protocol]
         return Launch([*argv, "hello:app"])

@@ -56,7 +56,7 @@ def strace_summary(workers: list[int], seconds: int, url: str, cfg: settings.Set
     tracer = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
         time.sleep(0.5)  # let it attach
-        result = wrk.run(url, duration=seconds, connections=cfg.connections, threads=cfg.threads)
+        result = wrk.run(url, duration=seconds, connections=cfg.connections, threads=cfg.threads, method=cfg.method)
     finally:
         os.killpg(tracer.pid, signal.SIGINT)
         tracer.wait(timeout=30)
@@ -80,7 +80,7 @@ def pyspy_summary(workers: list[int], seconds: int, url: str, cfg: settings.Sett
     spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
         time.sleep(0.5)
-        wrk.run(url, duration=seconds, connections=cfg.connections, threads=cfg.threads)
+        wrk.run(url, duration=seconds, connections=cfg.connections, threads=cfg.threads, method=cfg.method)
         spy.wait(timeout=seconds + 30)
     finally:
         if spy.poll() is None:
@@ -151,9 +151,11 @@ def main() -> int:
         group = start_backend(backend, exe, sock, run_dir, cfg.workers, extra)
         try:
             wait_ready(group, port, cfg.workers, cfg.start_timeout)
-            wrk.run(url, duration=1, connections=cfg.connections, threads=cfg.threads)
+            wrk.run(url, duration=1, connections=cfg.connections, threads=cfg.threads, method=cfg.method)
             workers = procs.children(group.pid)
-            plain = wrk.run(url, duration=args.seconds, connections=cfg.connections, threads=cfg.threads)
+            plain = wrk.run(
+                url, duration=args.seconds, connections=cfg.connections, threads=cfg.threads, method=cfg.method
+            )
             sections.append(f"without profiler: {plain.rps:,.0f} req/s, p50 {plain.p50_ms:.2f} ms")
             if "strace" in tools:
                 sections.append(strace_summary(workers, args.seconds, url, cfg, out))

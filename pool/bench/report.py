@@ -52,6 +52,7 @@ class Row:
             "p50_ms": self._median("p50_ms"),
             "p99_ms": self._median("p99_ms"),
             "errors": sum(r["errors"] for r in ok),
+            "nginx_errors": sum(r.get("nginx_errors", 0) for r in ok),
             "workers": self._median("worker_count"),
             "rss_sum_kib": self._median("rss_sum_kib"),
             "rss_per_worker_kib": self._median("rss_per_worker_kib"),
@@ -107,6 +108,7 @@ COLUMNS = [
     "p50 ms",
     "p99 ms",
     "errors",
+    "nginx err",
     "workers",
     "RSS sum MiB",
     "RSS/worker MiB",
@@ -118,6 +120,8 @@ COLUMNS = [
 
 LEGEND = (
     "vs ref: ratio to the reference row; spread: (max - min) / median of req/s over the rounds; "
+    "errors: failed requests as wrk saw them; nginx err: error lines in nginx's log (upstream failures nginx "
+    "retried, invisible to wrk); "
     "RSS: VmRSS of the worker processes after the run; CPU us/req: CPU time of the backend (master + workers) "
     "per request; other CPU: share of the machine's CPU used by processes outside the benchmark during the run "
     "(noise from other work on a shared machine)"
@@ -150,6 +154,7 @@ def table_rows(rows: list[Row], ref: Row | None) -> list[list[str]]:
                 _fmt(s["p50_ms"], ".2f"),
                 _fmt(s["p99_ms"], ".2f"),
                 str(s["errors"]),
+                str(s["nginx_errors"]),
                 _fmt(s["workers"], ".0f"),
                 _fmt(None if s["rss_sum_kib"] is None else s["rss_sum_kib"] / 1024, ".1f"),
                 _fmt(None if s["rss_per_worker_kib"] is None else s["rss_per_worker_kib"] / 1024, ".1f"),
@@ -192,7 +197,8 @@ def markdown(meta: dict[str, Any], rows: list[Row], ref: Row | None) -> str:
         f"Command: `{meta['command']}`  ",
         f"Machine: {meta['machine']['nproc']} CPUs ({meta['machine']['cpu']}), {meta['machine']['kernel']}, "
         f"load average before {meta['machine']['loadavg_before']}, after {meta.get('loadavg_after', '-')}  ",
-        f"wrk: {settings['connections']} connections, {settings['threads']} threads, {settings['duration']} s "
+        f"wrk: {settings['method']} /, {settings['connections']} connections, {settings['threads']} threads, "
+        f"{settings['duration']} s "
         f"after a {settings['warmup']} s warm-up, {settings['rounds']} round(s); "
         f"{settings['workers']} workers per backend; nginx {settings['nginx_workers']} worker(s), "
         f"upstream keepalive {settings['upstream_keepalive']}  ",

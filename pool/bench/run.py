@@ -103,7 +103,7 @@ def measured_run(url: str, cfg: settings.Settings, backend_master: int, nginx_ma
     backend_cpu, nginx_cpu = procs.cpu_seconds(backend_pids), procs.cpu_seconds(nginx_pids)
     busy, total = machine_cpu_seconds()
     wrk_usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    result = wrk.run(url, duration=cfg.duration, connections=cfg.connections, threads=cfg.threads)
+    result = wrk.run(url, duration=cfg.duration, connections=cfg.connections, threads=cfg.threads, method=cfg.method)
     wrk_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     backend_cpu = procs.cpu_seconds(backend_pids) - backend_cpu
     nginx_cpu = procs.cpu_seconds(nginx_pids) - nginx_cpu
@@ -132,6 +132,19 @@ def measured_run(url: str, cfg: settings.Settings, backend_master: int, nginx_ma
     }
 
 
+def nginx_errors(error_log: Path, offset: int) -> tuple[int, str]:
+    """Error lines nginx logged since `offset`, and one of them: upstream failures nginx retried on its own
+    (a kept connection closed under it) never reach wrk, so they are counted here."""
+    try:
+        with open(error_log, "rb") as fh:
+            fh.seek(offset)
+            lines = [ln for ln in fh.read().decode(errors="replace").splitlines() if "[error]" in ln or "[crit]" in ln]
+    except OSError:
+        return 0, ""
+    sample = lines[-1].split("] ", 1)[-1][:300] if lines else ""
+    return len(lines), sample
+
+
 def measure(
     backend: Backend, exe: str, sock: Path, port: int, cfg: settings.Settings, run_dir: Path, nginx_master: int
 ) -> dict[str, Any]:
@@ -142,9 +155,12 @@ def measure(
     try:
         wait_ready(group, port, cfg.workers, cfg.start_timeout)
         if cfg.warmup:
-            wrk.run(url, duration=cfg.warmup, connections=cfg.connections, threads=cfg.threads)
+            wrk.run(url, duration=cfg.warmup, connections=cfg.connections, threads=cfg.threads, method=cfg.method)
         load_before = os.getloadavg()[0]
+        error_log = run_dir / "nginx" / "error.log"
+        log_offset = error_log.stat().st_size if error_log.exists() else 0
         result = measured_run(url, cfg, group.pid, nginx_master)
+        result["nginx_errors"], result["nginx_error_sample"] = nginx_errors(error_log, log_offset)
         memory = worker_memory(group.pid)
         if not group.alive():
             raise RuntimeError(f"exited during the run:\n{group.log_tail()}")
@@ -255,9 +271,15 @@ def main(argv: list[str] | None = None) -> int:
                 row.rounds.append({"round": round_no, **result})
                 if result["errors"] and not row.note:
                     row.note = f"wrk counted errors: {result['error_detail']}"
+                if result["nginx_errors"] and "nginx logged" not in row.note:
+                    row.note = (row.note + "; " if row.note else "") + (
+                        f"nginx logged {result['nginx_errors']} upstream errors in round {round_no} "
+                        f"(nginx resends a failed GET, so wrk may not see them; a POST becomes a 502), "
+                        f"e.g. {result['nginx_error_sample']}"
+                    )
                 log(
                     f"[{step}/{total}] {backend.row}: {result['rps']:,.0f} req/s, p50 {result['p50_ms']:.2f} ms, "
-                    f"p99 {result['p99_ms']:.2f} ms, errors {result['errors']}, "
+                    f"p99 {result['p99_ms']:.2f} ms, errors {result['errors']} (nginx log: {result['nginx_errors']}), "
                     f"workers {result['worker_count']} RSS {(result['rss_sum_kib'] or 0) / 1024:.1f} MiB"
                 )
     except (nginx.NginxError, OSError) as exc:

@@ -41,6 +41,7 @@ class Settings:
     results_dir: Path
     start_timeout: int  # seconds a backend gets to answer its first request
     fcgipool_args: tuple[str, ...] = ()  # extra command-line arguments for the fcgipool rows (A/B runs)
+    method: str = "GET"  # HTTP method of wrk's requests; POST sends a small form body
 
     def as_dict(self) -> dict[str, object]:
         data = asdict(self)
@@ -64,6 +65,7 @@ Environment variables (defaults in brackets):
                      (`minimal`, the Python floor from experiments/, runs only when named)
   BENCH_RESULTS_DIR  where the JSON and markdown go [pool/bench/results]
   BENCH_START_TIMEOUT  seconds a backend gets to answer its first request [30]
+  BENCH_METHOD       GET, or POST with a small form body (nginx never resends a failed POST) [GET]
   BENCH_FCGIPOOL_ARGS  extra arguments for the fcgipool rows, shell-quoted, e.g. "--worker-class x.Y" []
 """
 
@@ -76,6 +78,9 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         raise SettingsError(
             f"BENCH_THREADS={threads} exceeds BENCH_CONNECTIONS={connections}; wrk needs a connection per thread"
         )
+    method = env.get("BENCH_METHOD", "").strip().upper() or "GET"
+    if method not in ("GET", "POST"):
+        raise SettingsError(f"BENCH_METHOD={method!r}: use GET or POST")
     only = tuple(part.strip() for part in env.get("BENCH_ONLY", "").split(",") if part.strip())
     return Settings(
         duration=_int(env, "BENCH_DURATION", 10, 1),
@@ -90,4 +95,5 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         results_dir=Path(env.get("BENCH_RESULTS_DIR") or BENCH_DIR / "results"),
         start_timeout=_int(env, "BENCH_START_TIMEOUT", 30, 1),
         fcgipool_args=tuple(shlex.split(env.get("BENCH_FCGIPOOL_ARGS", ""))),
+        method=method,
     )

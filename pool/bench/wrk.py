@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from dataclasses import dataclass
 
@@ -55,7 +56,7 @@ def parse(output: str) -> WrkResult:
     raise WrkError(f"no {MARKER.strip()} line in wrk's output:\n{output[-2000:]}")
 
 
-def run(url: str, *, duration: int, connections: int, threads: int, wrk: str = "wrk") -> WrkResult:
+def run(url: str, *, duration: int, connections: int, threads: int, method: str = "GET", wrk: str = "wrk") -> WrkResult:
     argv = [
         wrk,
         f"--threads={threads}",
@@ -67,7 +68,14 @@ def run(url: str, *, duration: int, connections: int, threads: int, wrk: str = "
         url,
     ]
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30, check=False)
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=duration + 30,
+            check=False,
+            env={**os.environ, "BENCH_METHOD": method},
+        )
     except subprocess.TimeoutExpired:
         raise WrkError(f"wrk did not finish within {duration + 30} s") from None
     if done.returncode != 0:

@@ -1,3 +1,12 @@
+-- BENCH_METHOD=POST: every request carries a small form body (the hello apps ignore it). A POST is what
+-- nginx will not resend on another connection when a kept one fails under it.
+local method = os.getenv("BENCH_METHOD")
+if method and method ~= "" and method ~= "GET" then
+  wrk.method = method
+  wrk.body = "name=bench&value=1"
+  wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+end
+
 -- Printed by wrk after the run: one line of JSON, so run.py does not parse wrk's human output.
 done = function(summary, latency, requests)
   local e = summary.errors
