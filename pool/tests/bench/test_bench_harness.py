@@ -51,6 +51,9 @@ def test_settings_defaults_and_bad_values():
         settings.from_env({"BENCH_DURATION": "ten"})
     with pytest.raises(settings.SettingsError, match="below the minimum"):
         settings.from_env({"BENCH_CONNECTIONS": "0"})
+    assert settings.from_env({"BENCH_METHOD": "post"}).method == "POST"
+    with pytest.raises(settings.SettingsError, match="GET or POST"):
+        settings.from_env({"BENCH_METHOD": "DELETE"})
     with pytest.raises(settings.SettingsError, match="connection per thread"):
         settings.from_env({"BENCH_THREADS": "8", "BENCH_CONNECTIONS": "4"})
 
