@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import statistics
 import threading
 import time
@@ -26,7 +27,8 @@ FIELDS = {
     "background tasks lost": "bg_lost",
     "background seconds": "bg_seconds",
 }
-COLUMNS = ["t", "time", "label", *FIELDS.values(), "answering", "rss_mb_mean", "rss_mb_max", "poll_ms", "error"]
+COLUMNS = ["t", "time", "label", *FIELDS.values(), "answering", "rss_mb_mean", "rss_mb_max", "poll_ms", "loadavg1",
+           "error"]
 
 
 def status_row(status: dict, rss: list[float]) -> dict:
@@ -61,7 +63,7 @@ class Sampler(threading.Thread):
         except (StackError, KeyError, ValueError, TypeError) as exc:
             row = {"error": str(exc)[:200]}
         row.update(t=round(started - self.t0, 3), time=round(started, 3), label=self.label,
-                   poll_ms=round((time.time() - started) * 1000, 1))
+                   poll_ms=round((time.time() - started) * 1000, 1), loadavg1=os.getloadavg()[0])
         self.rows.append(row)
         self.latest = row
         return row

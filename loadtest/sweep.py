@@ -56,6 +56,8 @@ def measure_point(run: Run, workers: int, load: float, cal: dict, seconds: float
              predicted_p99_wait_ms=p["predicted_p99_wait_ms"] if p["stable"] else math.inf)
     err = model.relative_error(p["predicted_p99_wait_ms"], p["measured_p99_wait_ms"])
     p["agrees"] = err <= analysis.AGREE if p["stable"] else None
+    p["why"] = "" if p["agrees"] is not False else analysis.disagreement_reason(
+        p, p["predicted_p99_wait_ms"], p["measured_p99_wait_ms"], cal["occupancy_s"], seconds)
     return p
 
 
@@ -99,13 +101,11 @@ def _agreement(points: list[dict]) -> dict:
     judged = [p for p in points if p["agrees"] is not None]
     good = [p for p in judged if p["agrees"]]
     bad = [p for p in judged if not p["agrees"]]
-    for p in bad:
-        p["relaxation_s"] = round(model.relaxation_time(p["workers"], p["arrival_rate"], p["occupancy_s"]), 2)
     return {"judged": len(judged), "agree": len(good),
             "where_it_agrees": [p["label"] for p in good],
             "where_it_does_not": [f"{p['label']} (utilization {p['utilization']}: predicted "
-                                  f"{p['predicted_p99_wait_ms']} ms, measured {p['measured_p99_wait_ms']} ms; "
-                                  f"queue relaxation time {p['relaxation_s']} s vs {p['seconds']:g} s measured)"
+                                  f"{p['predicted_p99_wait_ms']} ms, measured {p['measured_p99_wait_ms']} ms): "
+                                  f"{p['why']}"
                                   for p in bad]}
 
 
