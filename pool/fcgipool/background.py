@@ -168,6 +168,7 @@ def run_tasks(
     """
     result = RunResult()
     shield = watchdog.shield if watchdog is not None else _no_shield
+    interruptible = watchdog.interruptible if watchdog is not None else _no_shield
     token = _current.set(tasks)
     started = False
     reason = skip_reason
@@ -181,7 +182,8 @@ def run_tasks(
             t0 = time.monotonic()
             started = True
             try:
-                task.fn(*task.args, **task.kwargs)
+                with interruptible():
+                    task.fn(*task.args, **task.kwargs)
                 ok = True
             except Exception:
                 ok = False

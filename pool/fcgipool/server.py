@@ -394,18 +394,8 @@ class FastCGIConnection:
         environ["fcgipool.peer"] = self.peer
         token = background.activate(tasks)
         try:
-            result = host.wsgi(environ, writer.start_response)
-            try:
-                if isinstance(result, FileWrapper) and hasattr(result.filelike, "read"):
-                    result = iter_file_wrapper(result, host.settings.buffer_size)
-                for chunk in result:
-                    writer.write(chunk)
-                if writer.status is None:
-                    raise ResponseError("the application returned without calling start_response()")
-            finally:
-                close = getattr(result, "close", None)
-                if close is not None:
-                    close()
+            with host.watchdog.interruptible():  # armed only once the app called finish_request()
+                self._call_app(environ, writer)
         except Exception:
             log.exception("Error handling request %s %s", environ.get("REQUEST_METHOD"), request_uri(params))
             if writer.can_replace and not self.broken:
@@ -415,6 +405,21 @@ class FastCGIConnection:
                 self.broken = True
         finally:
             background.deactivate(token)
+
+    def _call_app(self, environ: dict[str, Any], writer: ResponseWriter) -> None:
+        result = self.host.wsgi(environ, writer.start_response)
+        try:
+            body = result
+            if isinstance(result, FileWrapper) and hasattr(result.filelike, "read"):
+                body = iter_file_wrapper(result, self.host.settings.buffer_size)
+            for chunk in body:
+                writer.write(chunk)
+            if writer.status is None:
+                raise ResponseError("the application returned without calling start_response()")
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
 
     def _keep_after(self) -> bool:
         return (

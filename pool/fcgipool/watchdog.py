@@ -1,8 +1,10 @@
 """Soft time limit for after-response work: a one-shot ITIMER_REAL that interrupts the running task.
 
 The interruption is :class:`BackgroundTimeout`, a ``BaseException`` so that ``except Exception`` in a task
-does not swallow it. Bookkeeping that must not be cut in half (scoreboard writes) runs inside
-:meth:`Watchdog.shield`; an alarm that arrives there is raised when the shield is left.
+does not swallow it. It is raised only inside :meth:`Watchdog.interruptible` regions (the code of tasks and
+of the app after ``finish_request()``), never in the server's own code around them; bookkeeping that must
+not be cut in half (scoreboard writes) runs inside :meth:`Watchdog.shield`. An alarm that arrives outside
+an interruptible region or inside a shield is raised when such a region is entered or the shield is left.
 
 A task that ignores the interruption (catches ``BaseException``, or loops in C where Python never gets
 control) is the arbiter's job: the worker publishes a hard deadline in its scoreboard slot and the arbiter
@@ -32,6 +34,7 @@ class Watchdog:
         self._reason = "timeout"
         self._cap = 0.0  # set on graceful stop: nothing may run past it
         self._shield_depth = 0
+        self._open_depth = 0
         self._pending = False
         self._fired = False
 
@@ -83,6 +86,9 @@ class Watchdog:
     def shield(self) -> _Shield:
         return _Shield(self)
 
+    def interruptible(self) -> _Open:
+        return _Open(self)
+
     # --- internals -------------------------------------------------------------------------------------
     def _set_timer(self) -> None:
         if not self._deadline:
@@ -97,18 +103,22 @@ class Watchdog:
         if remaining > 0.0005:  # early wake-up (timer rounding): wait for the rest
             signal.setitimer(signal.ITIMER_REAL, remaining)
             return
-        if self._shield_depth:
+        if self._shield_depth or not self._open_depth:
             self._pending = True
             return
         self._fired = True
         raise BackgroundTimeout(self._reason)
 
-    def _leave_shield(self, exc_pending: bool) -> None:
-        self._shield_depth -= 1
-        if self._shield_depth == 0 and self._pending and not exc_pending:
+    def _raise_pending(self) -> None:
+        if self._pending and self._deadline and self._open_depth and not self._shield_depth:
             self._pending = False
             self._fired = True
             raise BackgroundTimeout(self._reason)
+
+    def _leave_shield(self, exc_pending: bool) -> None:
+        self._shield_depth -= 1
+        if not exc_pending:
+            self._raise_pending()
 
 
 class _Shield:
@@ -124,3 +134,24 @@ class _Shield:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._dog._leave_shield(exc_type is not None)
+
+
+class _Open:
+    __slots__ = ("_dog",)
+
+    def __init__(self, dog: Watchdog) -> None:
+        self._dog = dog
+
+    def __enter__(self) -> None:
+        dog = self._dog
+        dog._open_depth += 1
+        try:
+            dog._raise_pending()
+        except BaseException:
+            dog._open_depth -= 1  # __exit__ does not run when __enter__ raises
+            raise
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._dog._open_depth -= 1

@@ -230,3 +230,25 @@ def test_middleware_under_gunicorn_http(tmp_path: Path) -> None:
         proc.terminate()
         _, err = proc.communicate(timeout=20)
     assert b"after-response tasks run inside the response's close()" in err
+
+
+@pytest.mark.timeout(30, method="thread")
+def test_watchdog_never_interrupts_code_outside_interruptible_regions() -> None:
+    """An alarm between tasks or after the last one must not hit the server's own code."""
+    dog = Watchdog()
+    previous = signal.getsignal(signal.SIGALRM)
+    dog.install()
+    try:
+        dog.arm(time.monotonic() + 0.05)
+        time.sleep(0.2)  # the alarm fires here, outside any region: deferred
+        assert dog.expired
+        with pytest.raises(BackgroundTimeout), dog.interruptible():
+            pass  # raised on entering the next region
+        dog.arm(time.monotonic() + 0.05)
+        time.sleep(0.2)
+        dog.disarm()  # the request's work ended in time: the late alarm is dropped
+        with dog.interruptible():
+            pass
+    finally:
+        dog.disarm()
+        signal.signal(signal.SIGALRM, previous)

@@ -349,11 +349,14 @@ def test_streaming_response_is_written_block_by_block(monkeypatch: pytest.Monkey
 def test_file_wrapper(tmp_path: Any) -> None:
     path = tmp_path / "f.bin"
     path.write_bytes(b"z" * 300_000)
+    files: list[Any] = []
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         start_response("200 OK", [])
-        return environ["wsgi.file_wrapper"](open(path, "rb"), 1024)
+        files.append(open(path, "rb"))  # noqa: SIM115 - closed by the server through the wrapper
+        return environ["wsgi.file_wrapper"](files[0], 1024)
 
     ex = Exchange(app, encode_request(1, PARAMS))
     ex.run()
     assert ex.stdout().endswith(b"\r\n\r\n" + b"z" * 300_000)
+    assert files[0].closed
