@@ -190,3 +190,17 @@ def test_reload_under_traffic_has_no_client_visible_errors(outdir: Path) -> None
         print(f"reload under traffic: {dict(seen)}")
         assert set(seen) == {200}, dict(seen)
         assert pool.log_count("Hang up") == 2
+
+
+@pytest.mark.slow
+def test_keep_conn_disable_has_no_close_race(outdir: Path) -> None:
+    """--keep-conn disable with nginx still asking for keep-conn: every connection ends cleanly."""
+    with (
+        PoolProcess(
+            "bgapp:app", workers=2, args=["--keep-conn", "disable"], app_dir=APPS, env={"BGAPP_DIR": str(outdir)}
+        ) as pool,
+        NginxServer(fastcgi_site(pool.bind, keep_conn=True, retry_non_idempotent=False), workers=4) as nginx,
+    ):
+        seen = post_churn(nginx, clients=8, each=100)
+        assert seen == {200: 800}
+        assert "while sending request to upstream" not in nginx.read_error_log()
