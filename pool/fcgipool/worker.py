@@ -33,6 +33,8 @@ from .watchdog import Watchdog
 #: while a new connection waits in the listen queue, before the kept connection is given up
 YIELD_AFTER = 4
 YIELD_WAIT = 0.02
+#: seconds between heartbeat updates (gunicorn's timeout check needs one at least every --timeout seconds)
+HEARTBEAT_EVERY = 1.0
 
 
 def _has_data(sock: socket.socket) -> bool:
@@ -62,6 +64,8 @@ class FastCGIWorker(base.Worker):
         self.watchdog = Watchdog()
         self.settings = ServerSettings()
         self.errors: Any = None
+        self._last_notify = 0.0
+        self._notify_every = min(HEARTBEAT_EVERY, self.timeout / 2) if self.timeout else HEARTBEAT_EVERY
         self._listen_poll = select.poll()
         self._queue_seen = 0.0
         self._queue_streak = 0
@@ -104,6 +108,17 @@ class FastCGIWorker(base.Worker):
         grace = float(self.cfg.graceful_timeout)
         margin = min(self.settings.kill_grace, grace / 2)
         self.watchdog.cap(time.monotonic() + max(grace - margin, 0.0))
+
+    def notify(self) -> None:
+        """gunicorn's heartbeat (a utime syscall), at most every HEARTBEAT_EVERY seconds.
+
+        The heartbeat only matters while idle: during a request PoolArbiter judges the worker by the
+        deadline in its scoreboard slot. So per-request calls are cheap no-ops most of the time.
+        """
+        now = time.monotonic()
+        if now - self._last_notify >= self._notify_every:
+            self._last_notify = now
+            super().notify()
 
     # --- what the server needs -----------------------------------------------------------------------
     def request_served(self) -> None:
