@@ -42,7 +42,8 @@ def parser() -> argparse.ArgumentParser:
     sz.add_argument("--memory-mb", type=_positive(float), default=2048.0, help="memory budget for the workers")
     sz.add_argument("--workers", default="", help="comma-separated worker counts to sweep (default: around now)")
     sz.add_argument("--loads", default="0.5,0.65,0.8", help="offered load per worker count (fractions)")
-    sz.add_argument("--step-seconds", type=_positive(float), default=12.0, help="seconds per sweep point")
+    sz.add_argument("--step-seconds", type=_positive(float), default=12.0,
+                    help="seconds per sweep point (slow points run up to 3x longer to collect 400 requests)")
     return p
 
 

@@ -46,8 +46,13 @@ def calibrate(run: Run, workers: int, seconds: float) -> dict:
     return {"rate": rate, **analysis.measure_occupancy(rows, ratio, answer or None)}
 
 
+MIN_REQUESTS = 400  # a p99 from fewer rests on a handful of samples
+
+
 def measure_point(run: Run, workers: int, load: float, cal: dict, seconds: float) -> dict:
     rate = round(load * workers / cal["occupancy_s"], 2)
+    # slow points run longer (up to 3x) so that every p99 rests on a few samples
+    seconds = min(max(seconds, MIN_REQUESTS / rate), 3 * seconds)
     label = f"w{workers}@{rate:g}/s"
     rows, view = _step(run, label, rate, seconds)
     p = analysis.measure_step(rows, label, view["start"], seconds, workers, cal, run.sampler.rows)
