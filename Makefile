@@ -10,8 +10,8 @@ VENV      ?= .venv
 PY        := $(VENV)/bin/python
 PYTHON3   ?= python3
 STAMP     := $(VENV)/.installed
-# Passed through to the scripts (also read from the environment): MODE PORT MAIL_PORT SMTP_PORT.
-export MODE PORT MAIL_PORT SMTP_PORT
+# MODE, PORT, MAIL_PORT, SMTP_PORT, FCGIPOOL_*: read by the scripts from the environment; `make up PORT=9090`
+# works too, since make exports command-line variables to its recipes.
 
 .PHONY: help install install-system up down restart status logs test lint bench bench-deps loadtest sizing clean
 

@@ -56,3 +56,22 @@ def test_down_without_a_stack_is_a_no_op(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(stackctl, "docker_answers", lambda: False)
     assert stackctl.main(["down"]) == 0
     assert "nothing left running" in capsys.readouterr().out
+
+
+def test_background_timeout_env_wins_over_the_config_file(monkeypatch):
+    monkeypatch.setenv("FCGIPOOL_BACKGROUND_TIMEOUT", "2.5")
+    assert stackctl.background_timeout() == 2.5
+    monkeypatch.delenv("FCGIPOOL_BACKGROUND_TIMEOUT")
+    from runpy import run_path
+
+    assert stackctl.background_timeout() == float(run_path(str(ROOT / "pool" / "gunicorn.conf.py"))["background_timeout"])
+
+
+def test_stack_json_urls_follow_the_ports(monkeypatch, tmp_path):
+    monkeypatch.setenv("STACK_VAR", str(tmp_path))
+    monkeypatch.setenv("PORT", "9090")
+    monkeypatch.setenv("MAIL_PORT", "9025")
+    u = stackctl.urls(stackctl.Config())
+    assert u["base_url"] == "http://127.0.0.1:9090"
+    assert u["mail_url"] == "http://127.0.0.1:9025/messages"
+    assert u["status_url"] == "http://127.0.0.1:9090/pool-status"
