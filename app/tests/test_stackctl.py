@@ -64,7 +64,8 @@ def test_background_timeout_env_wins_over_the_config_file(monkeypatch):
     monkeypatch.delenv("FCGIPOOL_BACKGROUND_TIMEOUT")
     from runpy import run_path
 
-    assert stackctl.background_timeout() == float(run_path(str(ROOT / "pool" / "gunicorn.conf.py"))["background_timeout"])
+    production = run_path(str(ROOT / "pool" / "gunicorn.conf.py"))
+    assert stackctl.background_timeout() == float(production["background_timeout"])
 
 
 def test_stack_json_urls_follow_the_ports(monkeypatch, tmp_path):
