@@ -62,6 +62,7 @@ class Row:
             "wrk_cpu_us_per_req": self._median("wrk_cpu_us_per_req"),
             "machine_busy": self._median("machine_busy"),
             "other_busy": self._median("other_busy"),
+            "cpu_bound_rps": self._median("cpu_bound_rps"),
         }
 
 
@@ -74,19 +75,26 @@ def reference(rows: list[Row], preferred: str) -> Row | None:
     return next((r for r in ran if r.server == "fcgipool"), None)
 
 
-def targets(rows: list[Row]) -> list[dict[str, Any]]:
-    ran = [r for r in rows if r.status == "ok" and r.rps]
-    ours = max((r for r in ran if r.server == "fcgipool"), key=lambda r: r.rps or 0.0, default=None)
+def targets(rows: list[Row], key: str = "rps") -> list[dict[str, Any]]:
+    """Each target checked on the rows' median `key`: "rps" (measured) or "cpu_bound_rps" (estimate)."""
+    values = {r.row: r.summary()[key] for r in rows if r.status == "ok"}
+    ran = [r for r in rows if values.get(r.row)]
+    unit = "req/s" if key == "rps" else "req/s CPU-bound"
+
+    def best(server: str) -> Row | None:
+        return max((r for r in ran if r.server == server), key=lambda r: values[r.row], default=None)
+
+    ours = best("fcgipool")
     checks: list[dict[str, Any]] = []
     for server, factor in TARGETS:
-        theirs = max((r for r in ran if r.server == server), key=lambda r: r.rps or 0.0, default=None)
+        theirs = best(server)
         goal = f"fcgipool >= {factor:g}x {server}"
         if ours is None or theirs is None:
             missing = "fcgipool" if ours is None else server
             checks.append({"target": goal, "status": "n/a", "detail": f"{missing} did not run"})
             continue
-        assert ours.rps is not None and theirs.rps is not None
-        ratio = ours.rps / theirs.rps
+        mine, other = values[ours.row], values[theirs.row]
+        ratio = mine / other
         checks.append(
             {
                 "target": goal,
@@ -94,7 +102,7 @@ def targets(rows: list[Row]) -> list[dict[str, Any]]:
                 "ratio": ratio,
                 "ours": ours.row,
                 "theirs": theirs.row,
-                "detail": f"{ours.row} {ours.rps:,.0f} req/s vs {theirs.row} {theirs.rps:,.0f} req/s = {ratio:.2f}x",
+                "detail": f"{ours.row} {mine:,.0f} vs {theirs.row} {other:,.0f} {unit} = {ratio:.2f}x",
             }
         )
     return checks
@@ -115,16 +123,18 @@ COLUMNS = [
     "RSS vs ref",
     "CPU us/req",
     "other CPU",
+    "CPU-bound req/s",
 ]
 
 
 LEGEND = (
     "vs ref: ratio to the reference row; spread: (max - min) / median of req/s over the rounds; "
-    "errors: failed requests as wrk saw them; nginx err: error lines in nginx's log (upstream failures nginx "
-    "retried, invisible to wrk); "
+    "errors: failed requests as wrk saw them; nginx err: error lines in nginx's log (nginx resends a GET that "
+    "failed on a kept connection, so wrk does not see it); "
     "RSS: VmRSS of the worker processes after the run; CPU us/req: CPU time of the backend (master + workers) "
     "per request; other CPU: share of the machine's CPU used by processes outside the benchmark during the run "
-    "(noise from other work on a shared machine)"
+    "(noise from other work on a shared machine); CPU-bound req/s: CPUs / CPU time per request of backend + "
+    "nginx + wrk, what the row would do with the machine to itself (an estimate, steadier than req/s)"
 )
 
 
@@ -161,6 +171,7 @@ def table_rows(rows: list[Row], ref: Row | None) -> list[list[str]]:
                 _fmt(rss_ratio, ".2f", "x"),
                 _fmt(s["backend_cpu_us_per_req"], ".0f"),
                 _fmt(None if s["other_busy"] is None else s["other_busy"] * 100, ".0f", "%"),
+                _fmt(s["cpu_bound_rps"], ",.0f"),
             ]
         )
     return out
@@ -211,6 +222,10 @@ def markdown(meta: dict[str, Any], rows: list[Row], ref: Row | None) -> str:
         "Targets:",
         "",
         *[f"- {t['target']}: **{t['status']}** ({t['detail']})" for t in meta["targets"]],
+        "",
+        "The same targets on the CPU-bound estimate:",
+        "",
+        *[f"- {t['target']}: **{t['status']}** ({t['detail']})" for t in meta.get("targets_cpu_bound", [])],
         "",
         "Versions:",
         "",

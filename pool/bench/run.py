@@ -129,6 +129,11 @@ def measured_run(url: str, cfg: settings.Settings, backend_master: int, nginx_ma
         # Share of the machine's CPU time: busy overall, and busy with something other than this row.
         "machine_busy": busy / total if total else None,
         "other_busy": max(0.0, busy - backend_cpu - nginx_cpu - wrk_cpu) / total if total else None,
+        # What the row would do if it had the machine's CPUs to itself: CPUs / CPU time per request of
+        # backend + nginx + wrk. Holds while the run is CPU-bound (machine_busy near 1), as on 2 cores.
+        "cpu_bound_rps": (os.cpu_count() or 1) * result.requests / (backend_cpu + nginx_cpu + wrk_cpu)
+        if backend_cpu + nginx_cpu + wrk_cpu > 0
+        else None,
     }
 
 
@@ -301,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     ref = report.reference(rows, backends_mod.REFERENCE_ROW)
     meta["reference_row"] = ref.row if ref else None
     meta["targets"] = report.targets(rows)
+    meta["targets_cpu_bound"] = report.targets(rows, key="cpu_bound_rps")
     print()
     print(report.text_table(rows, ref))
     print()
@@ -308,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     print(report.LEGEND)
     for t in meta["targets"]:
         print(f"target {t['target']}: {t['status']} - {t['detail']}")
+    for t in meta["targets_cpu_bound"]:
+        print(f"  same, CPU-bound estimate: {t['status']} - {t['detail']}")
     for note in report.notes(rows):
         print(f"note: {note}")
     write_results(cfg.results_dir, meta, rows, ref)

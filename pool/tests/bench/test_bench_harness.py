@@ -73,13 +73,14 @@ def test_select_by_row_or_server_and_unknown_names():
     assert [b.row for b in backends.select(rows, ("minimal",))] == ["minimal-keepconn"]
 
 
-def _row(name: str, server: str, rps_values: list[float], rss: int = 20480) -> report.Row:
+def _row(name: str, server: str, rps_values: list[float], rss: int = 20480, cpu_factor: float = 1.5) -> report.Row:
     row = report.Row(name, server, name, "ok")
     for i, rps in enumerate(rps_values):
         row.rounds.append(
             {
                 "round": i + 1, "status": "ok", "rps": rps, "errors": 0, "p50_ms": 1.0, "p99_ms": 4.0,
                 "worker_count": 2, "rss_sum_kib": rss, "rss_per_worker_kib": rss / 2, "pss_sum_kib": rss // 2,
+                "cpu_bound_rps": rps * cpu_factor,
             }
         )  # fmt: skip
     return row
@@ -101,6 +102,12 @@ def test_table_targets_and_ratios():
     assert checks["fcgipool >= 2x flup"]["status"] == "met"
     assert checks["fcgipool >= 2x gunicorn"]["status"] == "missed"
     assert checks["fcgipool >= 2x gunicorn"]["ratio"] == pytest.approx(21000 / 11000)
+
+    # the CPU-bound estimate can tell a different story than the noisy measured req/s
+    rows[1] = _row("uwsgi", "uwsgi", [25000], rss=40960, cpu_factor=1.0)
+    by_cpu = {t["target"]: t for t in report.targets(rows, key="cpu_bound_rps")}
+    assert by_cpu["fcgipool >= 1x uwsgi"]["status"] == "met"  # 31,500 vs 25,000
+    assert "req/s CPU-bound" in by_cpu["fcgipool >= 1x uwsgi"]["detail"]
 
     text = report.text_table(rows, ref).splitlines()
     assert len(text) == 2 + len(rows) and len({len(line.rstrip()) for line in text[:2]}) == 1
