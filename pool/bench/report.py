@@ -134,7 +134,8 @@ LEGEND = (
     "RSS: VmRSS of the worker processes after the run; CPU us/req: CPU time of the backend (master + workers) "
     "per request; other CPU: share of the machine's CPU used by processes outside the benchmark during the run "
     "(noise from other work on a shared machine); CPU-bound req/s: CPUs / CPU time per request of backend + "
-    "nginx + wrk, what the row would do with the machine to itself (an estimate, steadier than req/s)"
+    "nginx + wrk, the throughput if the row had every CPU of the machine busy for itself (an upper bound; "
+    "steadier than req/s on a shared machine, too high for a row that leaves CPUs idle)"
 )
 
 
