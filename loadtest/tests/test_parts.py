@@ -196,3 +196,41 @@ def test_recommendations_have_values_and_reasons():
                              budget_now=30)
     need = model.smallest_workers(30, 0.2, 0.1, ca2=1.0, cs2=0.1)
     assert rec["workers"]["value"] == need and "MEMORY" not in rec["workers"]["reason"]
+
+
+def test_resize_signals_the_arbiter_in_both_modes(tmp_path, monkeypatch):
+    import signal
+
+    import loadtest.stack as stack_mod
+
+    calls = []
+    monkeypatch.setattr(stack_mod.subprocess, "run", lambda argv, **kw: calls.append(argv))
+    docker = Stack(base_url="http://x", mail_url="m", status_url="s", mode="docker",
+                   compose=["docker", "compose", "-p", "fcgipool"])
+    docker.signal_pool(signal.SIGTTIN)
+    assert calls == [["docker", "compose", "-p", "fcgipool", "kill", "-s", "SIGTTIN", "pool"]]
+    with pytest.raises(StackError, match="compose"):
+        Stack(base_url="http://x", mail_url="m", status_url="s", mode="docker").signal_pool(signal.SIGTTOU)
+    sent = []
+    monkeypatch.setattr(stack_mod.os, "kill", lambda pid, sig: sent.append((pid, sig)))
+    pidfile = tmp_path / "pool.pid"
+    pidfile.write_text("4242\n")
+    Stack(base_url="http://x", mail_url="m", status_url="s", pool_pidfile=str(pidfile)).signal_pool(signal.SIGTTOU)
+    assert sent == [(4242, signal.SIGTTOU)]
+    with pytest.raises(StackError, match="pool_pidfile"):
+        Stack(base_url="http://x", mail_url="m", status_url="s").signal_pool(signal.SIGTTIN)
+
+
+def test_budget_precedence(tmp_path, monkeypatch):
+    st = Stack(base_url="http://x", mail_url="m", status_url="s", background_timeout=2.0)
+    assert st.background_budget(5.0) == (5.0, "--background-budget")
+    assert st.background_budget() == (2.0, "var/stack.json background_timeout")
+    bare = Stack(base_url="http://x", mail_url="m", status_url="s")
+    monkeypatch.setattr(Stack, "status", lambda self, full=False, timeout=5.0: {"background timeout": 3})
+    assert bare.background_budget()[0] == 3.0
+    monkeypatch.setattr(Stack, "status", lambda self, full=False, timeout=5.0: {})
+    monkeypatch.setenv("FCGIPOOL_BACKGROUND_TIMEOUT", "4")
+    assert bare.background_budget() == (4.0, "FCGIPOOL_BACKGROUND_TIMEOUT")
+    monkeypatch.delenv("FCGIPOOL_BACKGROUND_TIMEOUT")
+    value, source = bare.background_budget()
+    assert value == 30.0 and source.startswith("assumed")
