@@ -139,11 +139,11 @@ def markdown(results: dict, images: list[Path]) -> str:
 def index_html(results: dict, images: list[Path]) -> str:
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>fcgipool load-test report</title>",
              "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto}pre{background:#f4f4f4;"
-             "padding:1em;white-space:pre-wrap}img{max-width:100%}.ok{color:green}.bad{color:#b00}</style>",
+             "padding:1em;white-space:pre-wrap}img{max-width:100%}.ok{color:green}.bad{color:#b00}.na{color:#777}</style>",
              "</head><body><h1>fcgipool load-test report</h1>"]
     parts.append("<ul>")
     for c in results["checks"]:
-        cls = "ok" if c["ok"] else "bad"
+        cls = {True: "ok", False: "bad", None: "na"}[c["ok"]]
         mark = {True: "PASS", False: "FAIL", None: "n/a"}[c["ok"]]
         parts.append(f"<li class='{cls}'><b>{mark}</b> {html.escape(c['name'])}: "
                      f"{html.escape(c['detail'])}</li>")

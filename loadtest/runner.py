@@ -276,10 +276,11 @@ def checks(results: dict) -> list[dict]:
 def run(cfg: RunConfig) -> tuple[Path, dict]:
     from loadtest import report  # matplotlib only when there is something to draw
 
-    stack = Stack.load(cfg.stack_file)
     unknown = [s for s in cfg.scenarios if s not in SCENARIOS]
-    if unknown:
-        raise StackError(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
+    if unknown or not cfg.scenarios:
+        raise StackError(f"unknown scenario(s) {', '.join(unknown) or '(none given)'}; choose from "
+                         f"{', '.join(SCENARIOS)}")
+    stack = Stack.load(cfg.stack_file)
     r = Run(cfg, stack)
     results = r.execute()
     report.write(r.out, results, r.requests, r.sampler, r.access)

@@ -61,6 +61,8 @@ def test_missing_stack_file_says_what_to_do(tmp_path):
 def test_bad_arguments_are_rejected():
     proc = run_cli("run", "--rate", "-3", timeout=60)
     assert proc.returncode == 2 and "must be > 0" in proc.stderr
+    proc = run_cli("run", "--scenarios", "baseline,nope", timeout=60)
+    assert proc.returncode == 2 and "unknown scenario(s) nope; choose from baseline" in proc.stderr
 
 
 @pytest.mark.stack
