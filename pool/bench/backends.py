@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from string import Template
@@ -236,17 +236,16 @@ def all_backends() -> list[Backend]:
         ),
         *_fcgi_rows("php-fpm", "php-fpm, pm static", _find_php_fpm, _PHP_HINT, _php_fpm, _command_version("-v")),
         # Not a server: the floor for a Python FastCGI worker (experiments/minimal_fcgi.py). BENCH_ONLY=minimal
-        Backend(
-            "minimal-keepconn",
-            "minimal",
-            "experiments/minimal_fcgi.py (Python floor, not a server), keep-conn on",
-            "fastcgi",
-            True,
-            lambda: sys.executable,
-            "",
-            _minimal,
-            lambda _exe: f"minimal_fcgi.py on Python {sys.version.split()[0]}",
-            default=False,
+        *(
+            replace(row, default=False)
+            for row in _fcgi_rows(
+                "minimal",
+                "experiments/minimal_fcgi.py (Python floor, not a server)",
+                lambda: sys.executable,
+                "",
+                _minimal,
+                lambda _exe: f"minimal_fcgi.py on Python {sys.version.split()[0]}",
+            )
         ),
     ]
 
