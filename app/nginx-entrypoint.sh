@@ -10,4 +10,4 @@ if ! touch "$NGINX_ACCESS_LOG" 2>/dev/null; then
 fi
 mkdir -p "$NGINX_RUN_DIR"
 "$NGINX_CONF_DIR/render.sh" "$NGINX_RUN_DIR/nginx.conf"
-exec nginx -c "$NGINX_RUN_DIR/nginx.conf" -e "$NGINX_ERROR_LOG"
+exec nginx -c "$NGINX_RUN_DIR/nginx.conf" -e "$NGINX_ERROR_LOG" -g "daemon off;"
