@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -92,6 +93,12 @@ def test_stack_json_contract(stack):
     assert state["status_url"] == state["base_url"] + "/pool-status"
     assert Path(state["pool_pidfile"]).exists() and Path(state["access_log"]).parent.is_dir()
     assert state["background_timeout"] == BACKGROUND_BUDGET_S
+
+
+def test_pool_sockets_are_group_only(stack):
+    for name in ("pool.sock", "status.sock"):
+        mode = (stack["var"] / "run" / name).stat().st_mode
+        assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o660, f"{name}: {oct(stat.S_IMODE(mode))}"
 
 
 def test_signup_answers_before_the_mail_is_delivered(stack):
