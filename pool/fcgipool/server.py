@@ -135,7 +135,6 @@ class FastCGIConnection:
         self._deadline = 0.0
         self._deadline_published = False
         self._stdin_done = True
-        self._aborted = False
         self._after_started = False
         self._input: Any = None
         sock.setblocking(True)
@@ -288,9 +287,8 @@ class FastCGIConnection:
         if isinstance(event, StdinData):
             return event.data
         self._stdin_done = True
-        if isinstance(event, AbortRequested):
-            self._aborted = True
-        elif not isinstance(event, StdinEnd):
+        # ABORT_REQUEST ends the body early; the app still runs and its END_REQUEST is the answer to the abort
+        if not isinstance(event, StdinEnd | AbortRequested):
             self.broken = True
             raise PeerGone(f"request body incomplete: unexpected {type(event).__name__}")
         return b""
@@ -310,7 +308,6 @@ class FastCGIConnection:
         host.notify()
         params = event.params
         self._stdin_done = False
-        self._aborted = False
         self._after_started = False
         self._input = None
         uri = request_uri(params)

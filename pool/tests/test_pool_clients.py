@@ -92,7 +92,8 @@ def test_bad_input_closes_that_connection_and_the_worker_keeps_serving(
 def test_get_values_and_unknown_type_are_answered(pool: PoolProcess) -> None:
     from fcgipool.protocol import decode_pairs, encode_pairs, parse_records
 
-    query = encode_record(RecordType.GET_VALUES, 0, encode_pairs({"FCGI_MPXS_CONNS": "", "FCGI_MAX_CONNS": ""}))
+    asked = {"FCGI_MPXS_CONNS": "", "X_UNKNOWN_NAME": "", "FCGI_MAX_CONNS": ""}  # unknown names are left out
+    query = encode_record(RecordType.GET_VALUES, 0, encode_pairs(asked))
     with socket.socket(socket.AF_UNIX) as sock:
         sock.settimeout(10)
         sock.connect(pool.socket_path)

@@ -13,7 +13,14 @@ from wsgiref.validate import validator
 
 import pytest
 from fcgipool import background
-from fcgipool.protocol import RecordType, encode_begin_request, encode_params, encode_request, parse_records
+from fcgipool.protocol import (
+    RecordType,
+    encode_begin_request,
+    encode_params,
+    encode_record,
+    encode_request,
+    parse_records,
+)
 from fcgipool.recorder import Recorder
 from fcgipool.server import NO_REUSE, FastCGIConnection, ServerSettings
 from fcgipool.watchdog import Watchdog
@@ -360,3 +367,43 @@ def test_file_wrapper(tmp_path: Any) -> None:
     ex.run()
     assert ex.stdout().endswith(b"\r\n\r\n" + b"z" * 300_000)
     assert files[0].closed
+
+
+def test_abort_mid_body_ends_the_body_and_is_answered_with_end_request() -> None:
+    seen: list[bytes] = []
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        seen.append(environ["wsgi.input"].read())
+        start_response("200 OK", [])
+        return [b"answered"]
+
+    params = dict(PARAMS, REQUEST_METHOD="POST", CONTENT_LENGTH="10")
+    data = (
+        encode_begin_request(1)
+        + encode_params(1, params)
+        + encode_record(RecordType.STDIN, 1, b"abc")
+        + encode_record(RecordType.ABORT_REQUEST, 1)
+    )
+    ex = Exchange(app, data)
+    assert ex.run() is False
+    assert seen == [b"abc"]  # the app sees the body end early
+    records = ex.records()
+    assert records[-1].type == RecordType.END_REQUEST and records[-1].request_id == 1
+    assert ex.stdout().endswith(b"answered")
+
+
+def test_abort_before_the_params_end_is_answered_without_calling_the_app() -> None:
+    called: list[bool] = []
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        called.append(True)
+        start_response("200 OK", [])
+        return []
+
+    data = encode_begin_request(1) + encode_record(RecordType.ABORT_REQUEST, 1)
+    ex = Exchange(app, data)
+    assert ex.run() is False
+    records = ex.records()
+    assert [(r.type, r.request_id) for r in records] == [(RecordType.STDOUT, 1), (RecordType.END_REQUEST, 1)]
+    assert records[0].content == b""  # only the end of the (empty) STDOUT stream
+    assert not called
