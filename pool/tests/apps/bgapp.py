@@ -105,6 +105,9 @@ def app(environ, start_response):  # type: ignore[no-untyped-def]
     elif path == "/stream":
         start_response("200 OK", [("Content-Type", "text/plain"), ("X-Accel-Buffering", "no")])
         return (f"chunk {i}\n".encode() for i in range(int(q.get("n", "3"))))
+    elif path == "/pieces":  # many small blocks: the worker still sends them in one write
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return (f"{i:05d}\n".encode() for i in range(int(q.get("n", "200"))))
     elif path == "/file":
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return environ["wsgi.file_wrapper"](open(q["path"], "rb"), 4096)
