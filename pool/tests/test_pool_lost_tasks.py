@@ -210,3 +210,25 @@ def test_lost_task_through_nginx(pool: PoolProcess, outdir: Path) -> None:
         entries = wait_for(lambda: lost(outdir, "viangx"), 6, "the report")
         assert summary(entries) == [("sleep5000#0", "timeout", True, "FastCGIWorker")]
         assert requests.get(nginx.url("/hello"), timeout=5).status_code == 200
+
+
+@pytest.mark.nginx
+def test_background_timeout_and_response_timeout_are_separate_budgets(tmp_path: Path) -> None:
+    """--timeout 1 limits the response phase only: a 2.5 s task finishes within --background-timeout 5."""
+    args = ["-c", HOOK, "--timeout", "1", "--background-timeout", "5", "--kill-grace", "1"]
+    with (
+        PoolProcess("bgapp:app", workers=1, args=args, app_dir=APPS, env={"BGAPP_DIR": str(tmp_path)}) as pool,
+        NginxServer(fastcgi_site(pool.bind, keep_conn=True), workers=1) as nginx,
+    ):
+        (pid,) = pool.worker_pids()
+        r = requests.get(nginx.url("/tasks?plan=sleep2500&key=budget"), timeout=5)
+        assert r.status_code == 200
+        wait_for(lambda: marks(tmp_path, "task_done", "budget"), 8, "the 2.5 s task to finish")
+        assert pool.worker_pids() == [pid], "the worker was replaced although its task was within budget"
+        assert lost(tmp_path, "budget") == []
+        assert "WORKER TIMEOUT" not in pool.log_text()
+        # the response phase is still held to --timeout: the worker is killed and nginx answers 502
+        t0 = time.monotonic()
+        r = requests.get(nginx.url("/sleep?s=6"), timeout=10)
+        assert r.status_code == 502 and time.monotonic() - t0 < 5.5
+        assert "WORKER TIMEOUT" in pool.log_text()

@@ -259,3 +259,16 @@ def test_keep_conn_disable_has_no_close_race(outdir: Path) -> None:
         seen = post_churn(nginx, clients=8, each=100)
         assert seen == {200: 800}
         assert "while sending request to upstream" not in nginx.read_error_log()
+
+
+def test_task_added_by_a_task_runs_after_it_in_the_same_worker(nginx: NginxServer, outdir: Path) -> None:
+    key = f"chain-{nginx.port}"
+    r = requests.get(nginx.url(f"/tasks?plan=sleep50,chain2&key={key}"), timeout=5)
+    assert r.status_code == 200
+    chain = wait_for(
+        lambda: len(c := [m for m in marks(outdir, "chain") if m["key"] == key]) == 3 and c, 5, "the task chain"
+    )
+    first = [m for m in marks(outdir, "task_done") if m["key"] == f"{key}:0"]
+    assert [m["depth"] for m in chain] == [2, 1, 0]  # each added task appended, run in order
+    assert {m["pid"] for m in chain} == {first[0]["pid"]}
+    assert float(first[0]["t"]) <= float(chain[0]["t"])
