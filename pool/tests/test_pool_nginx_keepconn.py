@@ -114,13 +114,16 @@ def test_new_connection_served_while_workers_hold_idle_kept_connections(nginx: N
     assert worst < 0.5, f"slowest request took {worst:.3f} s: it waited behind an idle kept connection"
 
 
-def test_finish_request_through_nginx(nginx: NginxServer, outdir: Path) -> None:
+def test_finish_request_through_nginx(nginx: NginxServer, outdir: Path, pool: PoolProcess) -> None:
     key = f"fin-{nginx.port}"
     t0 = time.monotonic()
     r = requests.get(nginx.url(f"/finish?ms=300&key={key}"), timeout=5)
     assert time.monotonic() - t0 < 0.1
     assert r.status_code == 200 and r.content == b""
     wait_for(lambda: [m for m in marks(outdir, "after_finish") if m["key"] == key], 5, "code after finish_request")
+    # the app returned two blocks after finish_request(): both dropped, one warning
+    dropped = f"GET /finish?ms=300&key={key}: output after finish_request() is dropped"
+    assert wait_for(lambda: pool.log_text().count(dropped), 5, "the warning") == 1
 
 
 def churn(nginx: NginxServer, method: str, clients: int = 12, each: int = 150) -> collections.Counter[object]:

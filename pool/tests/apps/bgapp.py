@@ -90,7 +90,7 @@ def app(environ, start_response):  # type: ignore[no-untyped-def]
         background.finish_request()
         time.sleep(int(q.get("ms", "300")) / 1000)
         mark("after_finish", key=key)
-        return [b"dropped after finish_request\n"]
+        return [b"dropped after finish_request\n", b"dropped too\n"]
     elif path == "/echo":
         data = environ["wsgi.input"].read()
         body = data
