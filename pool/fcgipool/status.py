@@ -19,6 +19,11 @@ from typing import Any
 from . import listenq
 from .scoreboard import PoolSnapshot, Scoreboard, SlotSnapshot, State
 
+#: seconds a "max children reached" episode must stay calm (an idle worker, nobody waiting) to end: a pool
+#: that stays overloaded has a free worker for an instant between requests many times a second, and
+#: that must not log and count a new episode each time
+EPISODE_CALM = 1.0
+
 __all__ = ["PoolMonitor", "PoolStatus", "process_fields"]
 
 
@@ -140,6 +145,8 @@ class PoolMonitor:
         self.max_active = 0
         self.max_children_reached = 0
         self.in_episode = False
+        self.episode_calm = EPISODE_CALM
+        self._calm_since = 0.0
         self._lock = threading.Lock()
         self.latest: PoolStatus | None = None
 
@@ -162,8 +169,8 @@ class PoolMonitor:
             saturated = snap.idle == 0 and len(snap.slots) >= limit > 0 and bool(queue)
             if saturated:
                 self._episode(limit)
-            elif self.in_episode and snap.idle > 0 and not queue:
-                self.in_episode = False
+            elif self.in_episode:
+                self._calm_down(snap.idle > 0 and not queue)
             status = PoolStatus(
                 pool=self.pool,
                 process_manager=self._pm_name(),
@@ -185,8 +192,21 @@ class PoolMonitor:
         with self._lock:
             self._episode(self._max_children())
 
+    def _calm_down(self, calm: bool) -> None:
+        # caller holds the lock
+        if not calm:
+            self._calm_since = 0.0
+            return
+        now = time.monotonic()
+        if not self._calm_since:
+            self._calm_since = now
+        elif now - self._calm_since >= self.episode_calm:
+            self.in_episode = False
+            self._calm_since = 0.0
+
     def _episode(self, limit: int) -> None:
         # caller holds the lock
+        self._calm_since = 0.0
         if self.in_episode:
             return
         self.in_episode = True

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import socket
+import time
 
 import pytest
 from fcgipool.scoreboard import Scoreboard, State
@@ -173,12 +174,22 @@ def test_max_children_episodes_are_logged_once_and_counted(tmp_path, caplog):
     ) == 1
     conn, _ = lsock.accept()
     a.set_state(State.IDLE)
-    assert mon.sample().max_children_reached == 1 and not mon.in_episode
+    mon.episode_calm = 0.2
+    assert mon.sample().max_children_reached == 1 and mon.in_episode  # an instant of calm ends nothing
+    a.begin_request("GET", "/", "", 0)
+    c3 = socket.socket(socket.AF_UNIX)
+    c3.connect(lsock.getsockname())
+    assert mon.sample().max_children_reached == 1  # saturated again: the same episode
+    conn3, _ = lsock.accept()
+    a.set_state(State.IDLE)
+    mon.sample()
+    time.sleep(0.25)
+    assert mon.sample().max_children_reached == 1 and not mon.in_episode  # calm for episode_calm: over
     a.begin_request("GET", "/", "", 0)
     c2 = socket.socket(socket.AF_UNIX)
     c2.connect(lsock.getsockname())
     assert mon.sample().max_children_reached == 2
     mon.note_max_children()  # same episode: not counted again
     assert mon.sample().max_children_reached == 2
-    for s in (c, c2, conn, lsock):
+    for s in (c, c2, c3, conn, conn3, lsock):
         s.close()
