@@ -21,7 +21,7 @@ from gunicorn.arbiter import Arbiter
 from . import config
 from .lost import LostTask, report_lost
 from .scoreboard import Scoreboard, SlotSnapshot, State
-from .status_hooks import PoolServices  # [status] pm + status listener + pool monitor (issue 3)
+from .status_hooks import PoolServices
 
 _spawning: tuple[Scoreboard, int] | None = None
 
@@ -35,7 +35,8 @@ def spawn_context() -> tuple[Scoreboard | None, int | None]:
 
 def scoreboard_size(cfg: Any) -> int:
     slots = config.get(cfg, "scoreboard_slots")
-    return slots or max(64, 4 * max(cfg.workers, config.get(cfg, "pm_max_children")))  # [status] pm may grow
+    # dynamic/ondemand may grow past --workers; reloads briefly hold old and new generations
+    return slots or max(64, 4 * max(cfg.workers, config.get(cfg, "pm_max_children")))
 
 
 class PoolArbiter(Arbiter):
@@ -46,17 +47,17 @@ class PoolArbiter(Arbiter):
         self._told_to_stop: set[int] = set()
         self._stopping = False
         self._full_logged = False
-        self.services: PoolServices | None = None  # [status]
+        self.services: PoolServices | None = None
         super().__init__(app)
 
     def start(self) -> None:
         if self.scoreboard is None:
             self.scoreboard = Scoreboard(scoreboard_size(self.cfg))
-        self.services = PoolServices(self, self.scoreboard)  # [status] validates pm settings (RuntimeError)
+        self.services = PoolServices(self, self.scoreboard)  # raises RuntimeError on contradicting pm settings
         super().start()
-        self.services.start()  # [status] initial worker count per pm, status listener thread
+        self.services.start()  # after gunicorn's start: the listeners exist, the pm sets the first worker count
 
-    # [status] dynamic/ondemand decide the worker count themselves (fcgipool.pm); static is gunicorn's
+    # dynamic/ondemand decide the worker count themselves (fcgipool.pm); static is gunicorn's
     def manage_workers(self) -> None:
         if self.services is not None and self.services.manage_workers():
             return
@@ -64,7 +65,7 @@ class PoolArbiter(Arbiter):
 
     def reload(self) -> None:
         if self.services is not None:
-            self.services.before_reload()  # [status] the pm stops the previous generation
+            self.services.before_reload()  # the pm must not count the old generation as its own workers
         super().reload()
 
     # --- spawning --------------------------------------------------------------------------------------
@@ -111,7 +112,7 @@ class PoolArbiter(Arbiter):
             self.reap_workers()
         self._release_gone(everything=True)
         if self.services is not None:
-            self.services.stop()  # [status] close the status listener
+            self.services.stop()
 
     def murder_workers(self) -> None:
         now = time.monotonic()

@@ -34,7 +34,7 @@ class _FcgiSettingMeta(SettingMeta):
         if attrs.pop("abstract", False):
             return type.__new__(mcs, name, bases, attrs)
         attrs.setdefault("section", SECTION)
-        if inspect.isfunction(attrs.get("type")):  # [status] else argparse gets a bound method ("invalid value")
+        if inspect.isfunction(attrs.get("type")):  # else argparse gets a bound method ("invalid value")
             attrs["type"] = staticmethod(attrs["type"])
         return super().__new__(mcs, name, bases, attrs)
 
@@ -426,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # [status] run the imported fcgipool.config, not this __main__ copy: config_* modules subclass its FcgiSetting
+    # run the imported fcgipool.config, not this __main__ copy: config_* modules subclass its FcgiSetting
     from fcgipool.config import main as _main
 
     raise SystemExit(_main())

@@ -23,7 +23,7 @@ from gunicorn import util
 from gunicorn.http.wsgi import WSGIErrorsWrapper
 from gunicorn.workers import base
 
-from . import config, slowlog  # [status] slowlog
+from . import config, slowlog
 from .protocol import FCGI_MAX_CONNS, FCGI_MAX_REQS
 from .recorder import Recorder
 from .server import FastCGIConnection, ServerSettings
@@ -75,7 +75,7 @@ class FastCGIWorker(base.Worker):
         cfg = self.cfg
         if self.scoreboard is not None and self.slot_index is not None:
             self.recorder = Recorder(self.scoreboard.slot(self.slot_index))
-            slowlog.start_for_worker(self)  # [status] slowlog watcher thread (fcgipool.slowlog)
+            slowlog.start_for_worker(self)  # a thread, started after fork: no ptrace needed to read our stack
         workers = str(max(1, cfg.workers))
         self.settings = ServerSettings(
             timeout=float(cfg.timeout),
