@@ -22,7 +22,7 @@ umask = int(_env("FCGIPOOL_UMASK", "0o007"), 0)
 
 # --- workers ---------------------------------------------------------------------------------------------
 # One request at a time per worker, and a worker stays busy while its after-response work runs: start at
-# two per core and size from `make loadtest` (docs/sizing) rather than from CPU count alone.
+# two per core and size from `make loadtest` (docs/loadtest.md, "The sizing model") rather than from CPU count alone.
 workers = int(_env("FCGIPOOL_WORKERS", str(2 * multiprocessing.cpu_count())))
 # The response phase limit (PHP-FPM's request_terminate_timeout): a request still running after this many
 # seconds is aborted and its worker replaced. After-response work has its own budget (background_timeout).
