@@ -181,9 +181,14 @@ def test_ondemand_holds_no_workers_spawns_on_demand_and_reaps_idle(stack):
     wait_for(lambda: len(pool.worker_pids()) == 2, 8, "a second worker for concurrent requests")
     peak = max(len(pool.worker_pids()) for _ in range(10) if time.sleep(0.1) is None)
     assert peak == 2
+    # 2 busy workers and 2 connections waiting: max children reached, in ondemand too
+    reached = wait_for(lambda: status(nginx)["max children reached"], 5, "a max-children episode")
     for t in threads:
         t.join(20)
-    assert status(nginx)["accepted conn"] == 5
+    final = status(nginx)
+    assert final["accepted conn"] == 5
+    assert reached == final["max children reached"] == 1  # one episode: logged and counted once
+    assert pool.log_count(r"server reached max children setting \(2\)") == 1
 
 
 def test_dynamic_keeps_spares_within_bounds_under_a_step_load(stack):
