@@ -45,6 +45,7 @@ class PoolArbiter(Arbiter):
         self.slot_of: dict[int, int] = {}  # worker pid -> scoreboard slot
         self._aborted_at: dict[int, float] = {}  # pid -> monotonic time of our SIGABRT
         self._told_to_stop: set[int] = set()
+        self._stop_by: dict[int, float] = {}  # pid -> monotonic time its graceful_timeout runs out
         self._stopping = False
         self._full_logged = False
         self.services: PoolServices | None = None
@@ -98,6 +99,10 @@ class PoolArbiter(Arbiter):
     def kill_worker(self, pid: int, sig: int) -> None:
         if sig in (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT):
             self._told_to_stop.add(pid)
+        if sig == signal.SIGTERM:
+            # gunicorn enforces graceful_timeout only in stop(): a worker TERMed by a reload, TTOU or a pm
+            # would otherwise live on until its own deadline (a task looping in C ignores the TERM)
+            self._stop_by.setdefault(pid, time.monotonic() + float(self.cfg.graceful_timeout))
         super().kill_worker(pid, sig)
         self._release_gone()
 
@@ -118,6 +123,13 @@ class PoolArbiter(Arbiter):
         now = time.monotonic()
         grace = config.get(self.cfg, "kill_grace")
         for pid, worker in list(self.WORKERS.items()):
+            stop_by = self._stop_by.get(pid)
+            if stop_by is not None and now > stop_by:
+                self.log.warning("worker (pid:%s) still running %.0f s after TERM (graceful_timeout): killing it",
+                                 pid, float(self.cfg.graceful_timeout))  # fmt: skip
+                self.kill_worker(pid, signal.SIGKILL)
+                self._stop_by[pid] = float("inf")  # once; the reap reports its pending tasks
+                continue
             snap = self._read_slot(pid)
             if snap is not None and snap.deadline:
                 if now <= snap.deadline:
@@ -166,6 +178,7 @@ class PoolArbiter(Arbiter):
             reason = self._lost_reason(pid)
             self._aborted_at.pop(pid, None)
             self._told_to_stop.discard(pid)
+            self._stop_by.pop(pid, None)
             if snap.pending_count:
                 self._report_pending(pid, snap, reason)
 

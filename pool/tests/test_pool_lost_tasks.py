@@ -165,6 +165,24 @@ def test_term_during_tasks_reports_what_cannot_finish(tmp_path: Path, plan: str,
     pool.cleanup()
 
 
+@pytest.mark.parametrize("plan, by", [("sleep8000,sleep10", "FastCGIWorker"), ("busy,sleep10", "PoolArbiter")])
+def test_reload_during_tasks_reports_what_cannot_finish(tmp_path: Path, plan: str, by: str) -> None:
+    """HUP: the old worker gets TERM; what cannot finish within graceful_timeout is reported as shutdown."""
+    args = ["-c", HOOK, "--graceful-timeout", "3", "--kill-grace", "1", "--background-timeout", "30"]
+    with PoolProcess("bgapp:app", workers=1, args=args, app_dir=APPS, env={"BGAPP_DIR": str(tmp_path)}) as pool:
+        old = set(pool.worker_pids())
+        assert get(pool, f"/tasks?plan={plan}&key=hupcut").status == 200
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        pool.signal(signal.SIGHUP)
+        entries = wait_for(lambda: len(lost(tmp_path, "hupcut")) >= 2 and lost(tmp_path, "hupcut"), 10, "the report")
+        elapsed = time.monotonic() - t0
+        wait_for(lambda: pool.worker_pids() and not set(pool.worker_pids()) & old, 5, "the old worker to be gone")
+    first = plan.split(",")[0]
+    assert summary(entries) == [(f"{first}#0", "shutdown", True, by), ("sleep10#1", "shutdown", False, by)]
+    assert elapsed < 6, f"the old worker was stopped {elapsed:.1f} s after HUP with graceful_timeout 3"
+
+
 def test_term_lets_short_tasks_finish(tmp_path: Path) -> None:
     args = ["-c", HOOK, "--graceful-timeout", "5"]
     pool = PoolProcess("bgapp:app", workers=1, args=args, app_dir=APPS, env={"BGAPP_DIR": str(tmp_path)}).start()
