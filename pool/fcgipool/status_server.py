@@ -21,6 +21,7 @@ from typing import Any
 
 from . import protocol
 from .config_status import parse_address
+from .peer import describe_peer
 from .status import PoolMonitor, PoolStatus
 from .status_formats import parse_query, render
 
@@ -71,10 +72,11 @@ def handle_request(
 
 
 class _Client:
-    __slots__ = ("conn", "params", "sock")
+    __slots__ = ("conn", "params", "peer", "sock")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, peer: str) -> None:
         self.sock = sock
+        self.peer = peer
         self.conn = protocol.Connection(max_params_size=64 * 1024)
         self.params: dict[str, str] | None = None
 
@@ -247,7 +249,7 @@ class StatusServer:
         assert self.sock is not None and self._sel is not None
         for _ in range(16):
             try:
-                sock, _ = self.sock.accept()
+                sock, addr = self.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -258,7 +260,7 @@ class StatusServer:
                 sock.close()
                 continue
             sock.setblocking(False)
-            client = _Client(sock)
+            client = _Client(sock, describe_peer(sock, addr))
             self._clients[sock.fileno()] = client
             self._sel.register(sock, selectors.EVENT_READ, client)
 
@@ -304,6 +306,7 @@ class StatusServer:
                         return
                 elif isinstance(event, protocol.AbortRequested):
                     if not self._send(client, conn.end_request(event.request_id)):
+                        self._drop(client)
                         return
                 elif isinstance(event, protocol.ConnectionClosed):
                     self._drop(client)
@@ -320,7 +323,7 @@ class StatusServer:
         except protocol.FastCGIError as exc:
             with contextlib.suppress(Exception):
                 self._send(client, conn.data_to_send())
-            self.log.warning("status listener: closing connection: %s", exc)
+            self.log.warning("status listener: closing connection from %s: %s", client.peer, exc)
             self._drop(client)
             return
         if not data:

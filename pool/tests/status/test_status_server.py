@@ -62,15 +62,17 @@ def test_keep_conn_serves_several_requests_on_one_connection(server):
             assert b"pong" in buf
 
 
-def test_malformed_input_closes_only_that_connection(server):
+def test_malformed_input_closes_only_that_connection(server, caplog):
     path = server.address[5:]
-    with socket.socket(socket.AF_UNIX) as s:
+    with caplog.at_level("WARNING"), socket.socket(socket.AF_UNIX) as s:
         s.connect(path)
         s.sendall(b"\x07garbage-not-fastcgi")
         s.settimeout(2)
         while s.recv(4096):  # closed by the listener (reading until EOF; a timeout fails the test)
             pass
     assert status_cli.fetch(server.address, "/pool-ping")[2] == b"pong"
+    warnings = [r.getMessage() for r in caplog.records if "closing connection from" in r.getMessage()]
+    assert warnings and f"unix:{path} (pid {os.getpid()})" in warnings[0] and "version" in warnings[0], warnings
 
 
 @pytest.mark.skipif(not shutil.which("cgi-fcgi"), reason="cgi-fcgi (libfcgi-bin) not installed")
