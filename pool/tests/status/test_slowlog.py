@@ -62,3 +62,42 @@ def test_bad_timeout_is_rejected():
     sb = Scoreboard(1)
     with pytest.raises(ValueError, match="must be > 0"):
         SlowlogWatcher(sb, sb.acquire(), 0)
+
+
+def test_works_unprivileged_and_undumpable():
+    """No ptrace: the traceback comes from inside the process. Child drops root and makes itself
+    non-dumpable (PR_SET_DUMPABLE 0: nothing may ptrace it, like a hardened container) and still logs."""
+    import ctypes
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    where = Path(tempfile.mkdtemp(prefix="fcgipool-slowlog-"))  # pytest's tmp_path is not reachable for nobody
+    where.chmod(0o777)
+    log = where / "slow.log"
+    sb = Scoreboard(1)
+    i = sb.acquire()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            if os.geteuid() == 0:
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+            pr_set_dumpable = 4
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_dumpable, 0, 0, 0, 0)
+            watcher = SlowlogWatcher(sb, i, 0.2, path=str(log), pool="www")
+            watcher.start()
+            sb.slot(i).begin_request("GET", "/locked-down", "", 0)
+            sluggish_view_function_for_test(0.6)
+            watcher.stop()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    text = log.read_text()
+    shutil.rmtree(where)
+    assert "request: GET /locked-down" in text and "in sluggish_view_function_for_test" in text
