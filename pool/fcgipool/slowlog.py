@@ -116,11 +116,18 @@ class SlowlogWatcher:
             return
         data = entry.encode("utf-8", "replace")
         # one write() on an O_APPEND file: entries from several workers do not interleave
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            # the entry still reaches the error log: a wrong path or permission must not hide slow requests
+            self.log.error(
+                "cannot write the slowlog %s: %s (check the path and that the worker's user may write it); "
+                "slow request%s", self.path, exc, entry.rstrip("\n"),
+            )  # fmt: skip
 
 
 _FRAMEWORK_DIRS = (os.path.dirname(gunicorn.__file__) + os.sep, os.path.dirname(__file__) + os.sep)

@@ -101,3 +101,15 @@ def test_works_unprivileged_and_undumpable():
     text = log.read_text()
     shutil.rmtree(where)
     assert "request: GET /locked-down" in text and "in sluggish_view_function_for_test" in text
+
+
+def test_unwritable_slowlog_path_sends_the_entry_to_the_error_log(tmp_path, caplog):
+    sb = Scoreboard(1)
+    i = sb.acquire()
+    watcher = SlowlogWatcher(sb, i, 1.0, path=str(tmp_path / "missing-dir" / "slow.log"))
+    sb.slot(i).begin_request("GET", "/nowhere", "", 0)
+    with caplog.at_level("ERROR"):
+        assert watcher.check(time.time() + 2)
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert "cannot write the slowlog" in message and "No such file or directory" in message
+    assert "request: GET /nowhere" in message
