@@ -76,7 +76,9 @@ class FastCGIWorker(base.Worker):
         if self.scoreboard is not None and self.slot_index is not None:
             self.recorder = Recorder(self.scoreboard.slot(self.slot_index))
             slowlog.start_for_worker(self)  # a thread, started after fork: no ptrace needed to read our stack
-        workers = str(max(1, cfg.workers))
+        # FCGI_MAX_CONNS/MAX_REQS: the most workers this pool may run (dynamic/ondemand: pm_max_children)
+        most = cfg.workers if config.get(cfg, "pm") == "static" else config.get(cfg, "pm_max_children") or cfg.workers
+        workers = str(max(1, most))
         self.settings = ServerSettings(
             timeout=float(cfg.timeout),
             background_timeout=config.get(cfg, "background_timeout"),

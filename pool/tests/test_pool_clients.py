@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from fcgipool.protocol import RecordType, encode_begin_request, encode_params, encode_record, encode_request
+from fcgipool.protocol import (
+    FastCGIError,
+    RecordType,
+    decode_pairs,
+    encode_begin_request,
+    encode_pairs,
+    encode_params,
+    encode_record,
+    encode_request,
+    parse_records,
+)
 from support import PoolProcess, fcgi_request, parse_cgi_response
 
 APPS = Path(__file__).parent / "apps"
@@ -89,22 +101,37 @@ def test_bad_input_closes_that_connection_and_the_worker_keeps_serving(
     assert any(reason in line and "(pid " in line for line in warnings), warnings
 
 
-def test_get_values_and_unknown_type_are_answered(pool: PoolProcess) -> None:
-    from fcgipool.protocol import decode_pairs, encode_pairs, parse_records
-
-    asked = {"FCGI_MPXS_CONNS": "", "X_UNKNOWN_NAME": "", "FCGI_MAX_CONNS": ""}  # unknown names are left out
-    query = encode_record(RecordType.GET_VALUES, 0, encode_pairs(asked))
+def ask_values(socket_path: str, names: list[str]) -> tuple[dict[bytes, bytes], list[Any]]:
+    """GET_VALUES for ``names`` plus an unknown record type on a fresh connection: (values, the other records)."""
+    query = encode_record(RecordType.GET_VALUES, 0, encode_pairs(dict.fromkeys(names, "")))
     with socket.socket(socket.AF_UNIX) as sock:
         sock.settimeout(10)
-        sock.connect(pool.socket_path)
+        sock.connect(socket_path)
         sock.sendall(query + encode_record(42, 0, b""))
         data = b""
-        while len(data) < 64:  # GET_VALUES_RESULT (48 bytes) + UNKNOWN_TYPE (16), no request needed
-            data += sock.recv(65536)
-    records = parse_records(data)
+        records: list[Any] = []
+        while len(records) < 2:  # GET_VALUES_RESULT + UNKNOWN_TYPE, no request needed
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed before both answers"
+            data += chunk
+            with contextlib.suppress(FastCGIError):  # a record still incomplete: read on
+                records = parse_records(data)
     assert records[0].type == RecordType.GET_VALUES_RESULT
-    assert dict(decode_pairs(records[0].content)) == {b"FCGI_MPXS_CONNS": b"0", b"FCGI_MAX_CONNS": b"2"}
-    assert records[1].type == RecordType.UNKNOWN_TYPE
+    return dict(decode_pairs(records[0].content)), records[1:]
+
+
+def test_get_values_and_unknown_type_are_answered(pool: PoolProcess) -> None:
+    values, rest = ask_values(pool.socket_path, ["FCGI_MPXS_CONNS", "X_UNKNOWN_NAME", "FCGI_MAX_CONNS"])
+    assert values == {b"FCGI_MPXS_CONNS": b"0", b"FCGI_MAX_CONNS": b"2"}  # the unknown name is left out
+    assert [r.type for r in rest] == [RecordType.UNKNOWN_TYPE]
+
+
+def test_get_values_reports_the_most_workers_a_dynamic_pool_may_run(tmp_path: Path) -> None:
+    args = ["--pm", "dynamic", "--pm-max-children", "3", "--pm-start-servers", "1",
+            "--pm-min-spare-servers", "1", "--pm-max-spare-servers", "1"]  # fmt: skip
+    with PoolProcess("bgapp:app", workers=1, args=args, app_dir=APPS, env={"BGAPP_DIR": str(tmp_path)}) as p:
+        values, _ = ask_values(p.socket_path, ["FCGI_MAX_CONNS", "FCGI_MAX_REQS"])
+    assert values == {b"FCGI_MAX_CONNS": b"3", b"FCGI_MAX_REQS": b"3"}
 
 
 def test_keep_conn_client_reuses_one_connection(pool: PoolProcess) -> None:
