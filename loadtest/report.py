@@ -97,6 +97,10 @@ def summary_lines(results: dict) -> list[str]:
         lines.append(f"  nginx       {n['requests']} requests logged: 502 {n['status_502']}, 504 {n['status_504']}, "
                      f"upstream response p99 {n['upstream_response_p99_s']} s; worker RSS max "
                      f"{results.get('rss_mb_per_worker')} MB")
+    if sp := results.get("status_page_ms"):
+        lines.append(f"  status      {sp['samples']} polls of /pool-status?json&full: p50 {sp['p50']} ms, "
+                     f"max {sp['max']} ms, {sp['errors']} failed (served outside the worker pool: it answers "
+                     "when the pool is full)")
     for name, why in results.get("skipped", {}).items():
         lines.append(f"  {name:<11} SKIPPED: {why}")
     lines.append("checks:")

@@ -206,6 +206,10 @@ class Run:
         self.access = accesslog.read_from(self.stack.access_log, log_offset)
         self.results["nginx"] = accesslog.summarize(self.access)
         self.results["rss_mb_per_worker"] = self._rss()
+        polls = [float(r["poll_ms"]) for r in self.sampler.rows if not r.get("error")]
+        self.results["status_page_ms"] = {"samples": len(polls), "p50": analysis.pct(polls, 0.5),
+                                          "max": analysis.pct(polls, 1.0),
+                                          "errors": sum(1 for r in self.sampler.rows if r.get("error"))}
         self.results["recommendations"] = self._recommend()
         self.results["checks"] = checks(self.results)
         return self.results
