@@ -62,3 +62,13 @@ def check_report(folder: Path) -> dict:
     for key in ("timeout", "fastcgi_read_timeout"):
         assert rec[key]["value"] and rec[key]["reason"]
     return results
+
+
+if __name__ == "__main__":  # CI: python -m loadtest.tests.reportcheck loadtest/reports/<run>
+    import sys
+
+    res = check_report(Path(sys.argv[1]))
+    failed = [c for c in res["checks"] if c.get("hard") and c["ok"] is False]
+    print(f"report {sys.argv[1]}: files present, numbers consistent; {len(res['checks'])} checks, "
+          f"{len(failed)} correctness failures")
+    sys.exit(1 if failed else 0)
