@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
 from fcgipool import listenq
+from support.unprivileged import passes_unprivileged
 
 
 @pytest.fixture
@@ -67,24 +69,14 @@ def test_unmeasurable_sockets_say_none_not_zero():
 
 def test_works_without_privileges():
     """sock_diag needs no capability: measure from a child that dropped root (or already runs unprivileged)."""
-    import os
 
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            if os.geteuid() == 0:
-                os.setgroups([])
-                os.setgid(65534)
-                os.setuid(65534)
-            name = f"\0fcgipool-listenq-test-{os.getpid()}"
-            s = socket.socket(socket.AF_UNIX)
-            s.bind(name)
-            s.listen(5)
-            c = socket.socket(socket.AF_UNIX)
-            c.connect(name)
-            code = 0 if listenq.listen_queue(s) == listenq.ListenQueue(queue=1, backlog=5) else 2
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.WEXITSTATUS(status) == 0
+    def measure() -> bool:
+        name = f"\0fcgipool-listenq-test-{os.getpid()}"
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(name)
+        s.listen(5)
+        c = socket.socket(socket.AF_UNIX)
+        c.connect(name)
+        return listenq.listen_queue(s) == listenq.ListenQueue(queue=1, backlog=5)
+
+    assert passes_unprivileged(measure)

@@ -7,6 +7,7 @@ import time
 import pytest
 from fcgipool.scoreboard import Scoreboard, State
 from fcgipool.slowlog import SlowlogWatcher
+from support.unprivileged import passes_unprivileged
 
 
 def sluggish_view_function_for_test(seconds: float) -> None:
@@ -68,7 +69,6 @@ def test_works_unprivileged_and_undumpable():
     """No ptrace: the traceback comes from inside the process. Child drops root and makes itself
     non-dumpable (PR_SET_DUMPABLE 0: nothing may ptrace it, like a hardened container) and still logs."""
     import ctypes
-    import os
     import shutil
     import tempfile
     from pathlib import Path
@@ -78,26 +78,18 @@ def test_works_unprivileged_and_undumpable():
     log = where / "slow.log"
     sb = Scoreboard(1)
     i = sb.acquire()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            if os.geteuid() == 0:
-                os.setgroups([])
-                os.setgid(65534)
-                os.setuid(65534)
-            pr_set_dumpable = 4
-            ctypes.CDLL(None, use_errno=True).prctl(pr_set_dumpable, 0, 0, 0, 0)
-            watcher = SlowlogWatcher(sb, i, 0.2, path=str(log), pool="www")
-            watcher.start()
-            sb.slot(i).begin_request("GET", "/locked-down", "", 0)
-            sluggish_view_function_for_test(0.6)
-            watcher.stop()
-            code = 0
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.WEXITSTATUS(status) == 0
+
+    def slow_request_locked_down() -> bool:
+        pr_set_dumpable = 4
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_dumpable, 0, 0, 0, 0)
+        watcher = SlowlogWatcher(sb, i, 0.2, path=str(log), pool="www")
+        watcher.start()
+        sb.slot(i).begin_request("GET", "/locked-down", "", 0)
+        sluggish_view_function_for_test(0.6)
+        watcher.stop()
+        return True
+
+    assert passes_unprivileged(slow_request_locked_down)
     text = log.read_text()
     shutil.rmtree(where)
     assert "request: GET /locked-down" in text and "in sluggish_view_function_for_test" in text
