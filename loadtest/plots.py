@@ -199,6 +199,11 @@ def sweep_panels(points: list[dict], path: Path) -> Path | None:
         xy = [(p[meas], p[pred]) for p in points if p.get(meas) is not None and p.get(pred) is not None
               and math.isfinite(p[pred])]
         hi = max([max(a, b) for a, b in xy] + [1e-3]) * 1.2
+        if xy and all(a == 0 and b == 0 for a, b in xy):
+            ax.text(0.5, 0.5, f"all {len(xy)} points 0:\nnone measured, none predicted", ha="center",
+                    transform=ax.transAxes, fontsize=9)
+            ax.set_xticks([0])
+            ax.set_yticks([0])
         ax.plot([0, hi], [0, hi], "k-", lw=0.8)
         ax.fill_between([0, hi], [0, hi * 0.75], [0, hi * 1.25], color="0.9")
         ax.plot([a for a, _ in xy], [b for _, b in xy], "o")
