@@ -17,8 +17,9 @@ def _env(name: str, default: str) -> str:
 # --- where nginx connects --------------------------------------------------------------------------------
 # A unix socket: no TCP handshake per connection, and access is controlled by file permissions.
 bind = _env("FCGIPOOL_BIND", "unix:/run/fcgipool/pool.sock")
-# Socket file 0660: nginx reaches it through the shared group, nobody else can.
-umask = int(_env("FCGIPOOL_UMASK", "0o007"), 0)
+# Socket files 0660 (0777 & ~0117): nginx reaches them through the shared group, nobody else can. gunicorn
+# applies this mask only while binding sockets and creating its heartbeat files, never to the app's files.
+umask = int(_env("FCGIPOOL_UMASK", "0o117"), 0)
 
 # --- workers ---------------------------------------------------------------------------------------------
 # One request at a time per worker, and a worker stays busy while its after-response work runs: start at

@@ -152,3 +152,22 @@ def test_shipped_gunicorn_conf_loads_and_env_overrides(monkeypatch: pytest.Monke
     assert app.cfg is not None
     assert app.cfg.workers == 3
     assert app.cfg.worker_class_str == "fcgipool.worker.FastCGIWorker"
+
+
+def test_shipped_gunicorn_conf_makes_sockets_0660(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The shipped config's umask gives the FastCGI socket 0660 (group-shared with nginx), as its comment says."""
+    import socket
+
+    from gunicorn.sock import UnixSocket
+
+    monkeypatch.delenv("FCGIPOOL_UMASK", raising=False)
+    monkeypatch.setattr(sys, "argv", ["fcgipool", "-c", str(REPO / "pool" / "gunicorn.conf.py"), "bgapp:app"])
+    app = FcgiPoolApplication("%(prog)s [OPTIONS] [APP_MODULE]", prog="fcgipool")
+    assert app.cfg is not None
+    path = tmp_path / "pool.sock"
+    listener = UnixSocket(str(path), app.cfg, app.cfg.logger_class(app.cfg))
+    try:
+        assert listener.sock.family == socket.AF_UNIX
+        assert oct(path.stat().st_mode & 0o777) == oct(0o660)
+    finally:
+        listener.close()
