@@ -14,6 +14,7 @@ import platform
 import resource
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -174,6 +175,30 @@ def measure(
     return {**result, "loadavg_1m_before": load_before, **memory}
 
 
+def source_version(path: Path) -> str:
+    """The last commit that touched `path` and whether the working tree differs from it."""
+    try:
+        commit = subprocess.run(
+            ["git", "log", "-1", "--format=%h %cI", "--", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+            cwd=path,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+            cwd=path,
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return f"{commit or 'not in git'}{' + uncommitted changes' if dirty else ''}"
+
+
 def machine() -> dict[str, Any]:
     cpu = "unknown CPU"
     try:
@@ -244,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
             log(f"skip {backend.row}: {backend.missing_hint}")
             continue
         meta["versions"].setdefault(backend.server, backend.version(exe))
+        if backend.server == "fcgipool":
+            meta["versions"].setdefault("fcgipool source", source_version(settings.BENCH_DIR.parent / "fcgipool"))
         runnable.append((backend, exe, run_dir / f"{backend.row}.sock", nginx.free_port()))
 
     failed = False
