@@ -2,6 +2,9 @@
 
 - Before forking a worker it claims a scoreboard slot for it (:func:`spawn_context` hands the slot to the
   worker object, which is built just before the fork).
+- Before forking the first worker it creates the hand-off queue (:mod:`fcgipool.handoff`), through which
+  workers pass idle kept connections to each other instead of closing them; :func:`handoff_queue` hands it
+  to each worker object.
 - ``murder_workers``: a worker whose slot carries a deadline (response phase, after-response work) is
   judged by that deadline instead of gunicorn's heartbeat: SIGABRT when it passes, SIGKILL ``kill_grace``
   seconds later. Idle workers keep the heartbeat check.
@@ -19,11 +22,13 @@ from typing import Any
 from gunicorn.arbiter import Arbiter
 
 from . import config
+from .handoff import HandoffQueue
 from .lost import LostTask, report_lost
 from .scoreboard import Scoreboard, SlotSnapshot, State
 from .status_hooks import PoolServices
 
 _spawning: tuple[Scoreboard, int] | None = None
+_handoff: HandoffQueue | None = None
 
 
 def spawn_context() -> tuple[Scoreboard | None, int | None]:
@@ -31,6 +36,11 @@ def spawn_context() -> tuple[Scoreboard | None, int | None]:
     if _spawning is None:
         return None, None
     return _spawning
+
+
+def handoff_queue() -> HandoffQueue | None:
+    """The pool's hand-off queue for idle kept connections (fcgipool.handoff); None outside PoolArbiter."""
+    return _handoff if _spawning is not None else None
 
 
 def scoreboard_size(cfg: Any) -> int:
@@ -52,8 +62,11 @@ class PoolArbiter(Arbiter):
         super().__init__(app)
 
     def start(self) -> None:
+        global _handoff
         if self.scoreboard is None:
             self.scoreboard = Scoreboard(scoreboard_size(self.cfg))
+        if _handoff is None:  # before any fork: every worker, of every generation, inherits it
+            _handoff = HandoffQueue()
         self.services = PoolServices(self, self.scoreboard)  # raises RuntimeError on contradicting pm settings
         super().start()
         self.services.start()  # after gunicorn's start: the listeners exist, the pm sets the first worker count

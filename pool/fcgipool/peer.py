@@ -21,6 +21,11 @@ def describe_peer(sock: socket.socket, addr: Any) -> str:
             pid = 0
         name = sock.getsockname() or "unix"
         return f"unix:{name} (pid {pid})" if pid else f"unix:{name}"
+    if addr is None:  # a connection taken from the hand-off queue (fcgipool.handoff) comes without one
+        try:
+            addr = sock.getpeername()
+        except OSError:
+            addr = "unknown peer"
     if isinstance(addr, tuple) and len(addr) >= 2:
         return f"{addr[0]}:{addr[1]}"
     return str(addr)

@@ -161,8 +161,8 @@ class FastCGIConnection:
                     return not self.closed
                 if not self._serve_request(event):
                     break
-                if not self.host.alive:
-                    break
+                # a stopping worker still serves a request already in its buffer (its END_REQUEST then ends
+                # the connection cleanly); an idle connection goes back to the worker, which passes it on
                 self._stash_ahead()
                 if self._stashed is None:
                     return True
@@ -174,6 +174,13 @@ class FastCGIConnection:
             log.exception("internal FastCGI error on the connection from %s", self.peer)
         self.close()
         return False
+
+    @property
+    def reusable(self) -> bool:
+        """Idle at a request boundary with nothing read ahead: another worker can take over the socket."""
+        if self.closed or self.broken or self._stashed is not None or not self._stdin_done:
+            return False
+        return self.conn.at_rest
 
     def close(self) -> None:
         if self.closed:
@@ -433,10 +440,9 @@ class FastCGIConnection:
         if self.broken:
             keep = False  # no END_REQUEST: nginx reports a truncated response as an upstream error
         else:
-            if not keep:
-                # read the unread body while the request is active (later the protocol drops it unseen), so
-                # closing never resets a connection with unread data
-                self._drain_stdin()
+            # read the unread body while the request is active (later the protocol would drop it unseen): closing
+            # never resets a connection with unread data, and a kept one is at a clean boundary to pass on
+            self._drain_stdin()
             writer.finish(NO_REUSE if (self.conn.keep_conn and not keep) else b"")
         self.host.recorder.end_response()
         if not keep:

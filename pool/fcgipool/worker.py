@@ -3,16 +3,17 @@
 A thin adapter: gunicorn's ``Worker`` does signals, heartbeat and app loading; this class adds the accept
 loop with the keep-conn policy and hands each connection to :mod:`fcgipool.server`.
 
-Keep-conn policy (no request ever waits in the listen queue while a worker idles on a kept connection):
-a worker holds at most one idle kept connection and waits on it together with the listeners. A request on
-the kept connection is served. When a listener is readable the worker first peeks at its kept connection:
-if a request is there it serves that (another idle worker takes the new connection); otherwise it accepts
-and, only if the accept succeeded, gives up the kept connection and serves the new one.
+Keep-conn policy (docs/server-behaviour.md): no request ever waits on a connection while a worker idles,
+and no connection the web server may reuse is ever closed by us while the pool runs. An idle worker waits
+on the listeners, the pool's hand-off queue (:mod:`fcgipool.handoff`) and the idle kept connections it
+holds (at most MAX_HELD). A worker that gets work -- a request on one of its connections, a new connection
+-- first gives every *other* idle connection it holds to the queue, where any idle worker takes it; so does
+a worker that exits. Under plain gunicorn (no queue) a worker holds one kept connection and closes it when
+it takes a new one, after serving a request that is already waiting on it.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import select
 import socket
@@ -24,6 +25,7 @@ from gunicorn.http.wsgi import WSGIErrorsWrapper
 from gunicorn.workers import base
 
 from . import config, slowlog
+from .handoff import HandoffQueue
 from .protocol import FCGI_MAX_CONNS, FCGI_MAX_REQS
 from .recorder import Recorder
 from .server import FastCGIConnection, ServerSettings
@@ -33,6 +35,9 @@ from .watchdog import Watchdog
 #: while a new connection waits in the listen queue, before the kept connection is given up
 YIELD_AFTER = 4
 YIELD_WAIT = 0.02
+#: idle kept connections one worker holds at most; past it the one idle longest is closed (the only close of
+#: a reusable connection while the pool runs: keep nginx's keepalive x worker_processes below workers x this)
+MAX_HELD = 64
 #: seconds between heartbeat updates (gunicorn's timeout check needs one at least every --timeout seconds)
 HEARTBEAT_EVERY = 1.0
 
@@ -54,21 +59,25 @@ class FastCGIWorker(base.Worker):
     alive: bool
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        # runs in the arbiter before fork: remember our scoreboard slot, nothing process-wide
+        # runs in the arbiter before fork: remember our scoreboard slot and the pool's queue, nothing else
         super().__init__(*args, **kwargs)
-        from .arbiter import spawn_context
+        from .arbiter import handoff_queue, spawn_context
 
         self.scoreboard, self.slot_index = spawn_context()
-        self.kept: FastCGIConnection | None = None
+        self.handoff: HandoffQueue | None = handoff_queue()
+        self.held: dict[int, FastCGIConnection] = {}  # fd -> idle kept connection, oldest first
+        self.evicted = 0  # idle connections closed because MAX_HELD was reached
         self.recorder = Recorder()
         self.watchdog = Watchdog()
         self.settings = ServerSettings()
         self.errors: Any = None
         self._last_notify = 0.0
         self._notify_every = min(HEARTBEAT_EVERY, self.timeout / 2) if self.timeout else HEARTBEAT_EVERY
-        self._listen_poll = select.poll()
+        self._poll = select.poll()  # listeners, queue, PIPE and the held connections: registered once each
+        self._waiting_poll = select.poll()  # listeners and queue: is anyone waiting for a worker?
         self._queue_seen = 0.0
         self._queue_streak = 0
+        self._hand_over = False  # should_yield decided: pass the current connection on when it is idle
 
     # --- gunicorn hooks ------------------------------------------------------------------------------
     def init_process(self) -> None:
@@ -137,11 +146,12 @@ class FastCGIWorker(base.Worker):
         """Fairness for keep-conn: called when a request on a kept connection ends.
 
         While the web server keeps this worker busy through its kept connection, connections in the listen
-        queue would wait for as long as that lasts. Once one has been waiting for YIELD_AFTER requests or
-        YIELD_WAIT seconds, the worker ends the kept connection cleanly (the web server is told not to
-        cache it, see fcgipool.server.NO_REUSE) and takes the waiting one next.
+        queue or the hand-off queue would wait for as long as that lasts. Once one has been waiting for
+        YIELD_AFTER requests or YIELD_WAIT seconds, the worker lets the kept connection go: into the hand-off
+        queue, behind the ones waiting there (without a queue: ended with the no-reuse marker, see
+        fcgipool.server.NO_REUSE), and takes the waiting one next.
         """
-        if not self._listen_poll.poll(0):
+        if not self._waiting_poll.poll(0):
             self._queue_seen = 0.0
             self._queue_streak = 0
             return False
@@ -152,6 +162,9 @@ class FastCGIWorker(base.Worker):
         if self._queue_streak >= YIELD_AFTER or now - self._queue_seen >= YIELD_WAIT:
             self._queue_seen = 0.0
             self._queue_streak = 0
+            if self.handoff is not None:
+                self._hand_over = True  # keep it open for nginx; _serve passes it on once it is idle
+                return False
             return True
         return False
 
@@ -163,45 +176,52 @@ class FastCGIWorker(base.Worker):
         return True
 
     def run(self) -> None:
-        timeout = self.timeout or 0.5
+        timeout_ms = int(1000 * (self.timeout or 0.5))
+        queue = self.handoff
         for s in self.sockets:
             s.setblocking(False)
-            self._listen_poll.register(s, select.POLLIN)
+            self._poll.register(s, select.POLLIN)
+            self._waiting_poll.register(s, select.POLLIN)
+        self._poll.register(self.PIPE[0], select.POLLIN)
+        queue_fd = -1
+        if queue is not None:
+            queue_fd = queue.fileno()
+            self._poll.register(queue_fd, select.POLLIN)
+            self._waiting_poll.register(queue_fd, select.POLLIN)
+        listeners = {s.fileno(): s for s in self.sockets}
         try:
             while self.alive:
                 self.notify()
-                kept = self.kept
-                if kept is not None and kept.has_buffered_request:
-                    self._serve(kept, fresh=False)
+                buffered = next((c for c in self.held.values() if c.has_buffered_request), None)
+                if buffered is not None:
+                    self._serve(buffered, fresh=False)
                     continue
                 if not self.is_parent_alive():
                     break
-                fds: list[Any] = [*self.sockets, self.PIPE[0]]
-                if kept is not None:
-                    fds.append(kept)
                 try:
-                    ready = select.select(fds, [], [], timeout)[0]
-                except OSError as exc:
-                    if exc.errno in (errno.EINTR, errno.EBADF) and not self.alive:
-                        break
-                    if exc.errno == errno.EINTR:
-                        continue
-                    raise
-                if not ready:
+                    events = self._poll.poll(timeout_ms)
+                except InterruptedError:
                     continue
+                if not events:
+                    continue
+                ready = {fd for fd, _ in events}
                 if self.PIPE[0] in ready:
                     self._drain_pipe()
-                if kept is not None and kept in ready:
-                    self._serve(kept, fresh=False)
+                if not self.alive:
+                    break
+                conn = next((self.held[fd] for fd in ready if fd in self.held), None)
+                if conn is not None:  # a request (or EOF) on a connection we hold
+                    self._serve(conn, fresh=False)
                     continue
-                for listener in self.sockets:
-                    if listener in ready and self._accept(listener):
+                if queue_fd in ready and self._take():
+                    continue
+                for fd, listener in listeners.items():
+                    if fd in ready and self._accept(listener):
                         break
         finally:
             self.recorder.ending()
-            if self.kept is not None:
-                self.kept.close()
-                self.kept = None
+            for conn in list(self.held.values()):
+                self._let_go(conn, serve_waiting=False)
 
     def _drain_pipe(self) -> None:
         try:
@@ -210,37 +230,85 @@ class FastCGIWorker(base.Worker):
         except (BlockingIOError, InterruptedError):
             pass
 
+    # --- holding and passing on idle connections ---------------------------------------------------------
+    def _hold(self, conn: FastCGIConnection) -> None:
+        if len(self.held) >= MAX_HELD:
+            oldest = next(iter(self.held.values()))
+            self._unhold(oldest)
+            oldest.close()  # idle longest: the one nginx is least likely to pick (its cache is LIFO)
+            self.evicted += 1
+            self.log.debug("holding %d idle connections: closed the oldest", MAX_HELD)
+        fd = conn.fileno()
+        self.held[fd] = conn
+        self._poll.register(fd, select.POLLIN)
+
+    def _unhold(self, conn: FastCGIConnection) -> None:
+        for fd, held in self.held.items():
+            if held is conn:
+                del self.held[fd]
+                self._poll.unregister(fd)
+                return
+
+    def _let_go(self, conn: FastCGIConnection, *, serve_waiting: bool = True) -> None:
+        """Pass an idle connection to another worker; close it only when that cannot be done."""
+        self._unhold(conn)
+        queue = self.handoff
+        if queue is not None and conn.reusable and queue.give(conn.sock):
+            conn.close()  # our copy only: the socket stays open in the queue
+            return
+        if queue is not None:
+            self.log.debug("could not pass on an idle connection (queue full or not at a request boundary)")
+        elif serve_waiting and not conn.closed and _has_data(conn.sock):
+            # plain gunicorn: a request already sent on it is served first and ends it with the no-reuse marker
+            conn.give_up = True
+            conn.serve(fresh=False)
+            self._after_serve()
+        conn.close()  # the close race (docs/server-behaviour.md): only without a queue, or when it is full
+
+    def _let_go_others(self, keep: FastCGIConnection | None) -> None:
+        """We are about to be busy: nobody may wait on an idle connection we hold meanwhile."""
+        for conn in list(self.held.values()):
+            if conn is not keep:
+                self._let_go(conn)
+
+    def _take(self) -> bool:
+        """A connection from the hand-off queue: served if a request waits on it, else held."""
+        assert self.handoff is not None
+        sock = self.handoff.take()
+        if sock is None:
+            return False  # another worker was faster
+        conn = FastCGIConnection(sock, None, self)
+        if _has_data(sock):
+            self._serve(conn, fresh=False)
+        else:
+            self._hold(conn)
+        return True
+
     def _accept(self, listener: Any) -> bool:
-        kept = self.kept
-        if kept is not None and _has_data(kept.sock):
-            self._serve(kept, fresh=False)  # the web server reused our connection: serve that first
-            return True
         try:
             client, addr = listener.accept()
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             return False  # another worker was faster
         util.close_on_exec(client)
         self.recorder.accepted()
-        if kept is not None:
-            if _has_data(kept.sock):  # a request arrived between the peek and the accept: serve it, then
-                kept.give_up = True  # end that connection with the no-reuse marker instead of a racy close
-                self._serve(kept, fresh=False)
-            if self.kept is not None:
-                self.kept.close()
-                self.kept = None
         self._serve(FastCGIConnection(client, addr, self), fresh=True)
         return True
 
     def _serve(self, connection: FastCGIConnection, *, fresh: bool) -> None:
+        self._unhold(connection)
+        self._let_go_others(connection)
+        self._hand_over = False
         keep = connection.serve(fresh=fresh)
+        self._after_serve()
+        if not keep:
+            connection.close()
+        elif self._hand_over or not self.alive:
+            self._hand_over = False
+            self._let_go(connection, serve_waiting=False)
+        else:
+            self._hold(connection)
+
+    def _after_serve(self) -> None:
         self.notify()
         self.recorder.deadline(0.0)  # idle: back to gunicorn's heartbeat
         self.recorder.idle()
-        if keep and self.alive:
-            if self.kept is not None and self.kept is not connection:
-                self.kept.close()
-            self.kept = connection
-        else:
-            connection.close()
-            if self.kept is connection:
-                self.kept = None

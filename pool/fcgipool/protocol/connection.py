@@ -168,6 +168,19 @@ class Connection:
         """Id of the active request, or None."""
         return self._active or None
 
+    @property
+    def at_rest(self) -> bool:
+        """Between requests with no input buffered and no output queued: the transport can be handed to a
+        fresh Connection (another process) without losing anything."""
+        return (
+            self.their_state is IDLE
+            and self.our_state is IDLE
+            and not self._eof
+            and not self._chunks
+            and self._pos >= len(self._buf)
+            and not self._out
+        )
+
     def receive_data(self, data: bytes) -> None:
         """Add bytes read from the socket; ``b""`` means the peer closed its side (EOF)."""
         if self._eof:

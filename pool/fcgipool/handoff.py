@@ -1,0 +1,75 @@
+"""The hand-off queue: idle kept connections passed between a pool's workers instead of being closed.
+
+FastCGI cannot tell a web server that an idle connection is going away, so closing one that nginx keeps in
+its cache races with nginx writing the next request onto it (docs/server-behaviour.md, "The close race").
+A worker that must let go of an idle kept connection -- it takes a new one, starts a request, or exits --
+therefore sends the connection's descriptor (SCM_RIGHTS) into this queue and closes only its own copy: the
+socket stays open inside the queue, whatever nginx writes waits in its receive buffer, and an idle worker
+takes it out and serves or holds it.
+
+One ``AF_UNIX``/``SOCK_SEQPACKET`` socket pair, created by the arbiter before it forks any worker and
+inherited by all of them (close-on-exec: a re-executed master makes its own). Every message is one byte
+plus one descriptor, so the read end's ``SIOCINQ`` is the number of connections waiting. Both ends are
+non-blocking: ``give`` fails instead of blocking when the queue is full, ``take`` returns None when another
+worker was faster.
+"""
+
+from __future__ import annotations
+
+import array
+import fcntl
+import os
+import socket
+import termios
+
+_MARK = b"c"
+
+
+class HandoffQueue:
+    def __init__(self) -> None:
+        self._rd, self._wr = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        for end in (self._rd, self._wr):
+            end.setblocking(False)
+            os.set_inheritable(end.fileno(), False)  # close-on-exec; fork still shares it with the workers
+        self.given = 0  # counters of this process (worker): connections given and taken, gives that failed
+        self.taken = 0
+        self.failed = 0
+
+    def fileno(self) -> int:
+        """The read end: readable while a connection waits."""
+        return self._rd.fileno()
+
+    def give(self, sock: socket.socket) -> bool:
+        """Queue ``sock``'s descriptor; the caller then closes its own copy. False if the queue is full."""
+        try:
+            socket.send_fds(self._wr, [_MARK], [sock.fileno()])
+        except (BlockingIOError, InterruptedError, OSError):
+            self.failed += 1
+            return False
+        self.given += 1
+        return True
+
+    def take(self) -> socket.socket | None:
+        """A waiting connection (a new socket object, blocking mode unset), or None if there is none."""
+        try:
+            _msg, fds, _flags, _addr = socket.recv_fds(self._rd, 1, 1, socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC)
+        except (BlockingIOError, InterruptedError):
+            return None
+        if not fds:
+            return None
+        self.taken += 1
+        return socket.socket(fileno=fds[0])
+
+    def pending(self) -> int:
+        """Connections waiting in the queue (bytes queued at the read end, one per message)."""
+        buf = array.array("i", [0])
+        try:
+            fcntl.ioctl(self._rd.fileno(), termios.FIONREAD, buf)
+        except OSError:
+            return 0
+        return int(buf[0])
+
+    def close(self) -> None:
+        """Close both ends in this process (connections still queued close with the last process holding it)."""
+        self._rd.close()
+        self._wr.close()
