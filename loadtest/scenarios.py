@@ -83,7 +83,8 @@ class OpenLoopUser(FastHttpUser):
     @task
     def dispatch(self) -> None:
         p = self.environment.params
-        rng = random.Random(p.get("seed", 1))
+        # reproducible per step, but independent between steps (not one schedule rescaled)
+        rng = random.Random(f"{p.get('seed', 1)}:{p.get('step', '')}")
         times = poisson_schedule(p["rate"], p["duration"], rng)
         group = gevent.pool.Group()
         t0_wall, t0 = time.time(), time.monotonic()
