@@ -8,8 +8,10 @@ socket stays open inside the queue, whatever nginx writes waits in its receive b
 takes it out and serves or holds it.
 
 One ``AF_UNIX``/``SOCK_SEQPACKET`` socket pair, created by the arbiter before it forks any worker and
-inherited by all of them (close-on-exec: a re-executed master makes its own). Every message is one byte
-plus one descriptor, so the read end's ``SIOCINQ`` is the number of connections waiting. Both ends are
+inherited by all of them (close-on-exec: a re-executed master makes its own). Every message is 8 bytes --
+a note from the giver (the worker passes the I/O timeout it set on the socket, so a taker with the same
+setting need not set it again), the socket's family and type -- plus one descriptor, so the read end's
+``SIOCINQ`` / 8 is the number of connections waiting. Both ends are
 non-blocking: ``give`` fails instead of blocking when the queue is full, ``take`` returns None when another
 worker was faster.
 """
@@ -20,9 +22,12 @@ import array
 import fcntl
 import os
 import socket
+import struct
 import termios
 
-_MARK = b"c"
+# the giver's note, then the socket's family and type: socket.socket(fileno=...) would ask the kernel
+# (getsockname + 3 getsockopt per connection)
+_MSG = struct.Struct("IHH")
 
 
 class HandoffQueue:
@@ -39,35 +44,43 @@ class HandoffQueue:
         """The read end: readable while a connection waits."""
         return self._rd.fileno()
 
-    def give(self, sock: socket.socket) -> bool:
-        """Queue ``sock``'s descriptor; the caller then closes its own copy. False if the queue is full."""
+    def give(self, sock: socket.socket, note: int = 0) -> bool:
+        """Queue ``sock``'s descriptor and ``note`` (0 <= note < 2**32); the caller then closes its own copy.
+
+        False if the queue is full (or the descriptor cannot be passed): the caller must deal with it itself.
+        """
         try:
-            socket.send_fds(self._wr, [_MARK], [sock.fileno()])
+            socket.send_fds(self._wr, [_MSG.pack(note, sock.family, sock.type)], [sock.fileno()])
         except (BlockingIOError, InterruptedError, OSError):
             self.failed += 1
             return False
         self.given += 1
         return True
 
-    def take(self) -> socket.socket | None:
-        """A waiting connection (a new socket object, blocking mode unset), or None if there is none."""
+    def take(self) -> tuple[socket.socket, int] | None:
+        """A waiting connection and its giver's note, or None if there is none (another worker was faster)."""
         try:
-            _msg, fds, _flags, _addr = socket.recv_fds(self._rd, 1, 1, socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC)
+            msg, fds, _flags, _addr = socket.recv_fds(
+                self._rd, _MSG.size, 1, socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC
+            )
         except (BlockingIOError, InterruptedError):
             return None
         if not fds:
             return None
         self.taken += 1
-        return socket.socket(fileno=fds[0])
+        if len(msg) != _MSG.size:  # cannot happen with our own givers; let the kernel tell
+            return socket.socket(fileno=fds[0]), 0
+        note, family, kind = _MSG.unpack(msg)
+        return socket.socket(family, kind, 0, fileno=fds[0]), note
 
     def pending(self) -> int:
-        """Connections waiting in the queue (bytes queued at the read end, one per message)."""
+        """Connections waiting in the queue (bytes queued at the read end / the size of one note)."""
         buf = array.array("i", [0])
         try:
             fcntl.ioctl(self._rd.fileno(), termios.FIONREAD, buf)
         except OSError:
             return 0
-        return int(buf[0])
+        return int(buf[0]) // _MSG.size
 
     def close(self) -> None:
         """Close both ends in this process (connections still queued close with the last process holding it)."""

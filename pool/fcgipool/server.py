@@ -110,7 +110,9 @@ class PeerGone(ConnectionError):
 class FastCGIConnection:
     """One accepted connection. :meth:`serve` handles requests until the connection is idle or closed."""
 
-    def __init__(self, sock: socket.socket, addr: Any, host: Host) -> None:
+    def __init__(self, sock: socket.socket, addr: Any, host: Host, *, configured: bool = False) -> None:
+        """``configured``: the socket already has this worker's blocking mode and I/O timeouts (a connection
+        passed on by another worker with the same ``timeout``, see :attr:`io_timeout_ms`)."""
         self.sock = sock
         self.host = host
         self._addr = addr
@@ -125,9 +127,10 @@ class FastCGIConnection:
         self._stdin_done = True
         self._after_started = False
         self._input: Any = None
-        sock.setblocking(True)
-        if s.timeout:
-            set_io_timeout(sock, s.timeout)
+        if not configured:
+            sock.setblocking(True)
+            if s.timeout:
+                set_io_timeout(sock, s.timeout)
 
     @functools.cached_property
     def peer(self) -> str:
@@ -174,6 +177,11 @@ class FastCGIConnection:
             log.exception("internal FastCGI error on the connection from %s", self.peer)
         self.close()
         return False
+
+    @property
+    def io_timeout_ms(self) -> int:
+        """The I/O timeout this connection's socket carries (SO_RCVTIMEO/SO_SNDTIMEO), in ms (0 = none)."""
+        return int(self.host.settings.timeout * 1000)
 
     @property
     def reusable(self) -> bool:
@@ -392,7 +400,6 @@ class FastCGIConnection:
             self._reject(writer, "400 Bad Request", str(exc))
             return
         environ[background.ENVIRON_KEY] = tasks
-        environ["fcgipool.peer"] = self.peer
         token = background.activate(tasks)
         try:
             with host.watchdog.interruptible():  # armed only once the app called finish_request()

@@ -14,9 +14,12 @@ it takes a new one, after serving a request that is already waiting on it.
 
 from __future__ import annotations
 
+import array
+import fcntl
 import os
 import select
 import socket
+import termios
 import time
 from typing import Any
 
@@ -43,14 +46,16 @@ HEARTBEAT_EVERY = 1.0
 
 
 def _has_data(sock: socket.socket) -> bool:
-    """Non-blocking peek: a request (or EOF) is waiting on an idle kept connection."""
+    """A request is waiting on an idle connection (FIONREAD: no exception on the common "no" answer).
+
+    EOF or a reset reads as "no": the connection stays watched and poll() reports it right away.
+    """
+    buf = array.array("i", [0])
     try:
-        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)  # b"" (EOF) counts too: serving it closes it
-        return True
-    except (BlockingIOError, InterruptedError):
-        return False
+        fcntl.ioctl(sock.fileno(), termios.FIONREAD, buf)
     except OSError:
-        return True  # reset or similar: serving it will notice and close it
+        return True  # serving it will notice what is wrong and close it
+    return buf[0] > 0
 
 
 class FastCGIWorker(base.Worker):
@@ -77,6 +82,7 @@ class FastCGIWorker(base.Worker):
         self._waiting_poll = select.poll()  # listeners and queue: is anyone waiting for a worker?
         self._queue_seen = 0.0
         self._queue_streak = 0
+        self._listener_first = False
         self._hand_over = False  # should_yield decided: pass the current connection on when it is idle
 
     # --- gunicorn hooks ------------------------------------------------------------------------------
@@ -213,15 +219,24 @@ class FastCGIWorker(base.Worker):
                 if conn is not None:  # a request (or EOF) on a connection we hold
                     self._serve(conn, fresh=False)
                     continue
+                # queue and listen queue both waiting: take turns, so neither starves the other
+                self._listener_first = not self._listener_first
+                if self._listener_first and self._accept_ready(listeners, ready):
+                    continue
                 if queue_fd in ready and self._take():
                     continue
-                for fd, listener in listeners.items():
-                    if fd in ready and self._accept(listener):
-                        break
+                if not self._listener_first:
+                    self._accept_ready(listeners, ready)
         finally:
             self.recorder.ending()
             for conn in list(self.held.values()):
                 self._let_go(conn, serve_waiting=False)
+            if queue is not None:
+                self.log.debug("hand-off queue: %d idle connections passed on, %d taken, %d could not be passed on, "
+                               "%d closed past MAX_HELD", queue.given, queue.taken, queue.failed, self.evicted)
+
+    def _accept_ready(self, listeners: dict[int, Any], ready: set[int]) -> bool:
+        return any(fd in ready and self._accept(listener) for fd, listener in listeners.items())
 
     def _drain_pipe(self) -> None:
         try:
@@ -253,7 +268,7 @@ class FastCGIWorker(base.Worker):
         """Pass an idle connection to another worker; close it only when that cannot be done."""
         self._unhold(conn)
         queue = self.handoff
-        if queue is not None and conn.reusable and queue.give(conn.sock):
+        if queue is not None and conn.reusable and queue.give(conn.sock, conn.io_timeout_ms):
             conn.close()  # our copy only: the socket stays open in the queue
             return
         if queue is not None:
@@ -274,10 +289,11 @@ class FastCGIWorker(base.Worker):
     def _take(self) -> bool:
         """A connection from the hand-off queue: served if a request waits on it, else held."""
         assert self.handoff is not None
-        sock = self.handoff.take()
-        if sock is None:
+        taken = self.handoff.take()
+        if taken is None:
             return False  # another worker was faster
-        conn = FastCGIConnection(sock, None, self)
+        sock, timeout_ms = taken
+        conn = FastCGIConnection(sock, None, self, configured=timeout_ms == int(self.settings.timeout * 1000))
         if _has_data(sock):
             self._serve(conn, fresh=False)
         else:
