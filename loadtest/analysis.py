@@ -111,6 +111,7 @@ def measure_step(rows: list[dict], label: str, start: float, duration: float, wo
     arrival = len(rows) / duration
     waits = [max(0.0, r["latency_ms"] / 1000 - occ["client_unloaded_s"]) for r in ok]
     measured_p99 = model.quantile(waits, 0.99) if waits else math.nan
+    ci = model.quantile_ci(waits, 0.99)
     est = model.predict(workers, arrival, occ["occupancy_s"], ca2=ca2, cs2=occ["cs2"])
     srows = rows_in(sampler_rows, label)
     entry = {
@@ -118,6 +119,7 @@ def measure_step(rows: list[dict], label: str, start: float, duration: float, wo
         "ca2": round(ca2, 3), **latency_summary(rows),
         "error_rate": round((len(rows) - len(ok)) / len(rows), 4) if rows else None,
         "measured_p99_wait_ms": round(measured_p99 * 1000, 1),
+        "measured_p99_wait_ci_ms": [round(ci[0] * 1000, 1), round(ci[1] * 1000, 1)] if waits else None,
         "measured_p_wait": round(sum(w > 0.005 for w in waits) / len(waits), 3) if waits else None,
         "predicted_p99_wait_ms": round(est.wait_quantile * 1000, 1) if est.stable else None,
         "predicted_p_wait": round(est.p_wait, 3),
@@ -139,8 +141,9 @@ def analyse_exhaustion(steps: list[dict], workers: int, bg_ratio: float, sampler
     """steps: [{"label", "rate", "duration", "start", "rows"}] in increasing rate order; the first is light."""
     occ = measure_occupancy(steps[0]["rows"], bg_ratio, answer_s)
     capacity = workers / occ["occupancy_s"] if occ["occupancy_s"] > 0 else math.inf
-    out_steps = [{"offered_rate": st["rate"], **measure_step(st["rows"], st["label"], st["start"], st["duration"],
-                                                             workers, occ, sampler_rows)} for st in steps]
+    out_steps = [{"offered_rate": st["rate"], "duration_s": st["duration"],
+                  **measure_step(st["rows"], st["label"], st["start"], st["duration"], workers, occ, sampler_rows)}
+                 for st in steps]
     checks = _exhaustion_checks(out_steps, capacity, occ["occupancy_s"], steps[0]["duration"])
     return {"workers": workers, **occ, "expected_capacity": round(capacity, 3), "steps": out_steps, **checks}
 
@@ -162,7 +165,7 @@ def _exhaustion_checks(steps: list[dict], capacity: float, occupancy_s: float, d
         if pred == 0 and meas == 0:
             why = "both zero: fewer than 1 % of requests wait at this load"
         elif err > AGREE:
-            why = disagreement_reason(s, pred, meas, occupancy_s, duration_s)
+            why = disagreement_reason(s, pred, meas, occupancy_s, s.get("duration_s", duration_s))
         out["model_points"].append({"label": s["label"], "rate": s["arrival_rate"], "predicted_ms": pred,
                                     "measured_ms": meas, "error": None if math.isinf(err) else round(err, 3),
                                     "agrees": err <= AGREE, "why": why})
@@ -179,6 +182,11 @@ def disagreement_reason(step: dict, pred: float, meas: float, occupancy_s: float
     relax = model.relaxation_time(workers, step["arrival_rate"], occupancy_s)
     cores = os.cpu_count() or 1
     load = step.get("mean_loadavg")
+    ci = step.get("measured_p99_wait_ci_ms")
+    if ci and ci[0] * (1 - AGREE) <= pred <= ci[1] * (1 + AGREE):
+        return (f"within sampling error: the measured p99's 95 % confidence interval is {ci[0]:.0f}-{ci[1]:.0f} ms "
+                f"({step['requests']} requests, the tail rests on ~{max(1, step['requests'] // 100)} samples); "
+                "a longer step (DURATION=) narrows it")
     if meas > pred and load is not None and load > cores:
         return (f"the machine was overloaded during the step (load average {load:.1f} on {cores} cores): "
                 "service times stretch under CPU contention, which the model's occupancy (measured light) omits")

@@ -156,6 +156,19 @@ def quantile(samples: Sequence[float], q: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
+def quantile_ci(samples: Sequence[float], q: float, z: float = 1.96) -> tuple[float, float]:
+    """Distribution-free ~95 % confidence interval of the ``q`` quantile: order statistics at ranks
+    n·q ± z·sqrt(n·q·(1-q)) (normal approximation of the binomial). NaNs for no samples."""
+    n = len(samples)
+    if n == 0:
+        return math.nan, math.nan
+    xs = sorted(samples)
+    half = z * math.sqrt(n * q * (1 - q))
+    lo = max(0, math.floor(n * q - half) - 1)
+    hi = min(n - 1, math.ceil(n * q + half) - 1)
+    return xs[lo], xs[hi]
+
+
 def budget_for_loss(background_times: Sequence[float], max_lost: float, headroom: float = 1.5) -> float:
     """Smallest budget that loses at most ``max_lost`` of the measured work, times a headroom factor."""
     if not background_times:

@@ -120,3 +120,15 @@ def test_lost_share_and_budget():
     assert model.lost_share(times, budget) <= 0.01
     assert model.cv2([1.0, 1.0, 1.0]) == 0.0
     assert model.cv2([1.0]) == 1.0
+
+
+def test_quantile_ci_covers_the_true_quantile():
+    rng = random.Random(11)
+    true_p99 = -math.log(0.01)  # exponential(1)
+    covered = 0
+    for _ in range(200):
+        lo, hi = model.quantile_ci([rng.expovariate(1.0) for _ in range(700)], 0.99)
+        assert lo <= hi
+        covered += lo <= true_p99 <= hi
+    assert 0.88 <= covered / 200 <= 1.0  # a ~95 % interval
+    assert all(math.isnan(x) for x in model.quantile_ci([], 0.99))
