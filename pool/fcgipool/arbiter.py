@@ -22,7 +22,7 @@ from typing import Any
 from gunicorn.arbiter import Arbiter
 
 from . import config
-from .handoff import HandoffQueue
+from .handoff import HandoffQueue, Parking
 from .lost import LostTask, report_lost
 from .scoreboard import Scoreboard, SlotSnapshot, State
 from .status_hooks import PoolServices
@@ -59,6 +59,7 @@ class PoolArbiter(Arbiter):
         self._stopping = False
         self._full_logged = False
         self.services: PoolServices | None = None
+        self.parking: Parking | None = None  # ondemand with no worker: the arbiter watches kept connections
         super().__init__(app)
 
     def start(self) -> None:
@@ -67,9 +68,16 @@ class PoolArbiter(Arbiter):
             self.scoreboard = Scoreboard(scoreboard_size(self.cfg))
         if _handoff is None:  # before any fork: every worker, of every generation, inherits it
             _handoff = HandoffQueue()
+            self.parking = Parking(_handoff)
         self.services = PoolServices(self, self.scoreboard)  # raises RuntimeError on contradicting pm settings
         super().start()
         self.services.start()  # after gunicorn's start: the listeners exist, the pm sets the first worker count
+
+    def kept_waiting(self) -> int | None:
+        """Idle kept connections waiting for a worker: in the hand-off queue or parked (status page)."""
+        if _handoff is None:
+            return None
+        return _handoff.pending() + (len(self.parking) if self.parking is not None else 0)
 
     # dynamic/ondemand decide the worker count themselves (fcgipool.pm); static is gunicorn's
     def manage_workers(self) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import array
 import fcntl
 import os
+import select
 import socket
 import struct
 import termios
@@ -86,3 +87,55 @@ class HandoffQueue:
         """Close both ends in this process (connections still queued close with the last process holding it)."""
         self._rd.close()
         self._wr.close()
+
+
+class Parking:
+    """The arbiter's side of the queue while no worker runs (``ondemand`` scaled to zero).
+
+    Connections left in the queue by the last worker are taken out and watched here: one that nginx sends a
+    request on is put back into the queue (:meth:`check` returns True: spawn a worker), one that nginx
+    closed is closed (no race: nginx is done with it). Once a worker runs, :meth:`release` puts the rest back.
+    """
+
+    def __init__(self, queue: HandoffQueue) -> None:
+        self.queue = queue
+        self._held: dict[int, tuple[socket.socket, int]] = {}
+        self._poll = select.poll()
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def check(self) -> bool:
+        """Collect what waits in the queue; True if a request arrived on a parked connection."""
+        while (taken := self.queue.take()) is not None:
+            sock, note = taken
+            self._held[sock.fileno()] = (sock, note)
+            self._poll.register(sock.fileno(), select.POLLIN)
+        demand = False
+        for fd, _events in self._poll.poll(0):
+            sock, note = self._held.pop(fd)
+            self._poll.unregister(fd)
+            if _readable_bytes(sock) > 0:
+                demand = True
+                if self.queue.give(sock, note):
+                    sock.close()  # our copy; the socket waits in the queue for the worker we spawn
+                    continue
+            sock.close()  # EOF or an error: nginx closed it (or the queue is full: see docs, close race)
+        return demand
+
+    def release(self) -> None:
+        """Workers run again: the queue is theirs."""
+        for fd, (sock, note) in list(self._held.items()):
+            self._poll.unregister(fd)
+            del self._held[fd]
+            self.queue.give(sock, note)  # if the queue is full it closes with our copy (docs: the close race)
+            sock.close()
+
+
+def _readable_bytes(sock: socket.socket) -> int:
+    buf = array.array("i", [0])
+    try:
+        fcntl.ioctl(sock.fileno(), termios.FIONREAD, buf)
+    except OSError:
+        return 0
+    return int(buf[0])

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from .config_status import validate_pm
+from .handoff import Parking
 from .scoreboard import SlotSnapshot, State
 from .status import PoolMonitor, PoolStatus
 
@@ -159,14 +160,29 @@ class OndemandPM(ProcessManager):
 
     name = "ondemand"
 
+    _kept_demand = False  # a parked connection got a request (status thread sets it, manage spawns)
+
     def initial_workers(self, arbiter: Any) -> int:
         return 0
+
+    def _parking(self, arbiter: Any) -> Parking | None:
+        return getattr(arbiter, "parking", None)
 
     def max_children(self, arbiter: Any) -> int:
         return int(self.settings["max_children"])
 
     def on_sample(self, status: PoolStatus, arbiter: Any) -> None:
-        waiting = bool(status.listen_queue)
+        # a kept connection in the hand-off queue may carry a request too (nginx reuses it at will); with no
+        # worker at all the connections are parked in the arbiter and only one with a request is demand
+        parking = self._parking(arbiter)
+        kept = bool(status.kept_waiting)
+        if parking is not None:
+            if status.total == 0:
+                self._kept_demand = parking.check() or self._kept_demand
+                kept = self._kept_demand
+            elif len(parking):
+                parking.release()
+        waiting = bool(status.listen_queue) or kept
         if waiting and status.idle == 0 and status.total < self.settings["max_children"]:
             self._wake(arbiter)  # a connection waits and nobody can take it: spawn now, not in a second
         elif status.idle and status.snapshot.slots:
@@ -181,8 +197,10 @@ class OndemandPM(ProcessManager):
         now = time.time()
         idle = [pid for pid in live if (s := slots.get(pid)) is None or s.state == State.IDLE]
         total = len(live)
-        queue = status.listen_queue or 0
+        kept = self._kept_demand if not live else (status.kept_waiting or 0)
+        queue = (status.listen_queue or 0) + int(kept)
         if queue and not idle:
+            self._kept_demand = False
             room = self.settings["max_children"] - total
             if room > 0:
                 total += self._spawn(arbiter, min(queue, room, self.settings["max_spawn_rate"]))

@@ -40,6 +40,7 @@ class PoolStatus:
     max_active_processes: int
     max_children_reached: int
     max_children: int
+    kept_waiting: int | None = None  # idle kept connections in the hand-off queue; None: no queue
 
     @property
     def idle(self) -> int:
@@ -83,6 +84,7 @@ class PoolStatus:
             "background tasks failed": snap.tasks_failed,
             "background tasks lost": snap.tasks_lost,
             "background seconds": round(snap.background_seconds, 6),
+            "kept connections waiting": self.kept_waiting,
         }
         if full:
             out["processes"] = [process_fields(s, self.now) for s in snap.slots]
@@ -133,8 +135,10 @@ class PoolMonitor:
         process_manager: Callable[[], str],
         max_children: Callable[[], int],
         log: logging.Logger | Any | None = None,
+        kept_waiting: Callable[[], int | None] | None = None,
     ) -> None:
         self.scoreboard = scoreboard
+        self._kept_waiting = kept_waiting
         self._listeners = listeners
         self.pool = pool
         self._pm_name = process_manager
@@ -161,6 +165,7 @@ class PoolMonitor:
     def sample(self) -> PoolStatus:
         snap = self.scoreboard.snapshot()
         queue, backlog = self._queue()
+        kept = self._kept_waiting() if self._kept_waiting is not None else None
         with self._lock:
             if queue is not None:
                 self.max_listen_queue = max(self.max_listen_queue, queue)
@@ -183,6 +188,7 @@ class PoolMonitor:
                 max_active_processes=self.max_active,
                 max_children_reached=self.max_children_reached,
                 max_children=limit,
+                kept_waiting=kept,
             )
             self.latest = status
         return status

@@ -166,6 +166,12 @@ _POOL_METRICS = [
         "After-response tasks that did not finish: timed out, killed, dropped at shutdown or never started.",
     ),
     ("background seconds", "fcgipool_background_seconds", "counter", "Seconds spent in after-response tasks."),
+    (
+        "kept connections waiting",
+        "fcgipool_kept_connections_waiting",
+        "gauge",
+        "Idle kept connections passed on by a worker that no worker has taken yet (the hand-off queue).",
+    ),
 ]
 _PROC_METRICS = [
     ("requests", "fcgipool_process_requests", "counter", "Requests served by the process."),

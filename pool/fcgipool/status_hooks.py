@@ -43,6 +43,7 @@ class PoolServices:
             process_manager=lambda: self.pm.name,
             max_children=lambda: self.pm.max_children(arbiter),
             log=arbiter.log,
+            kept_waiting=arbiter.kept_waiting,
         )
         self.pm.monitor = self.monitor
         self.server = StatusServer.from_config(cfg, self.monitor, on_sample=self._on_sample, log=arbiter.log)

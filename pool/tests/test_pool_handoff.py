@@ -7,11 +7,13 @@ worker closed it and that request failed (nginx's EPIPE/ECONNRESET, "The close r
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 from pathlib import Path
 
-from fcgipool.handoff import HandoffQueue
+from fcgipool import status_cli
+from fcgipool.handoff import HandoffQueue, Parking
 from support import PoolProcess, fcgi_request, wait_for
 
 APPS = Path(__file__).parent / "apps"
@@ -86,3 +88,47 @@ def test_idle_connection_survives_a_reload() -> None:
             with sock:
                 pid, _ = pid_on(pool, sock)
                 assert pid not in old
+
+
+def test_parking_spots_a_request_and_drops_closed_connections() -> None:
+    """ondemand with no worker: the arbiter watches queued connections; only a request on one is demand."""
+    q = HandoffQueue()
+    parking = Parking(q)
+    (a, b), (c, d) = socket.socketpair(), socket.socketpair()
+    try:
+        for s in (a, c):
+            assert q.give(s, 7)
+            s.close()
+        assert not parking.check() and len(parking) == 2 and q.pending() == 0  # idle: parked, no demand
+        d.close()  # nginx closed one: the arbiter closes it too
+        b.sendall(b"request")
+        assert parking.check() and len(parking) == 0 and q.pending() == 1  # back in the queue for a worker
+        got = q.take()
+        assert got is not None and got[1] == 7
+        with got[0] as taken:
+            assert taken.recv(100) == b"request"
+    finally:
+        b.close()
+        q.close()
+
+
+def test_ondemand_with_no_worker_serves_a_request_on_a_kept_connection(tmp_path: Path) -> None:
+    """The last worker stops (idle timeout) holding a kept connection: the arbiter parks it, counts it on the
+    status page, and spawns a worker when a request arrives on it."""
+    status_sock = f"unix:{tmp_path}/status.sock"
+
+    def waiting() -> int:
+        code, _, body = status_cli.fetch(status_sock, query="json")
+        assert code == 200
+        return int(json.loads(body)["kept connections waiting"])
+
+    args = ["--status-listen", status_sock, "--pm", "ondemand", "--pm-max-children", "1",
+            "--pm-process-idle-timeout", "0.5"]  # fmt: skip
+    with PoolProcess("bgapp:app", workers=0, args=args, app_dir=APPS, wait_path=None) as pool:
+        first, kept = pid_on(pool)
+        with kept:
+            wait_for(lambda: not pool.worker_pids(), 10, "the idle worker to stop")
+            assert wait_for(lambda: waiting() == 1, 5, "the kept connection to be counted")
+            pid, _ = pid_on(pool, kept)
+            assert pid != first and pid in pool.worker_pids()
+            assert waiting() == 0
