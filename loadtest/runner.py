@@ -113,6 +113,11 @@ class Run:
             rows, view = self.drive("exhaustion", label, params, step_s)
             steps.append({"label": label, "rate": rate, "duration": step_s, "start": view["start"], "rows": rows,
                           "locust": view})
+            if len(steps) == 1:  # plan the other steps from the occupancy the light step measured
+                ratio = analysis.background_ratio(rows, analysis.status_delta(before_st, self.stack.status())[
+                    "background seconds"])
+                occ = analysis.measure_occupancy(rows, ratio)["occupancy_s"]
+                est_cap = self.workers / occ if occ > 0 else est_cap
         # the top step once more, closed loop, as a default locust run would measure it
         top = steps[-1]
         users = self.workers * 2
