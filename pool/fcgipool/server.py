@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import socket
 import struct
 import tempfile
@@ -370,18 +371,19 @@ class FastCGIConnection:
                 return None
             return InputStream(self._pull_stdin, int(length))
         # no CONTENT_LENGTH: read the body first, so an oversized one is refused before the app runs
+        chunk = self._pull_stdin()
+        if not chunk:  # no body (nginx sends an empty CONTENT_LENGTH with every GET): skip the spool file
+            return io.BytesIO()
         spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115 (it is wsgi.input)
         size = 0
-        while True:
-            chunk = self._pull_stdin()
-            if not chunk:
-                break
+        while chunk:
             size += len(chunk)
             if limit and size > limit:
                 spool.close()
                 self._reject(writer, "413 Content Too Large", f"request body over max_body_size {limit}")
                 return None
             spool.write(chunk)
+            chunk = self._pull_stdin()
         spool.seek(0)
         if size:
             params["CONTENT_LENGTH"] = str(size)

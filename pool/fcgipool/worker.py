@@ -77,6 +77,7 @@ class FastCGIWorker(base.Worker):
         self.settings = ServerSettings()
         self.errors: Any = None
         self._last_notify = 0.0
+        self._next_parent_check = 0.0
         self._notify_every = min(HEARTBEAT_EVERY, self.timeout / 2) if self.timeout else HEARTBEAT_EVERY
         self._poll = select.poll()  # listeners, queue, PIPE and the held connections: registered once each
         self._waiting_poll = select.poll()  # listeners and queue: is anyone waiting for a worker?
@@ -202,8 +203,11 @@ class FastCGIWorker(base.Worker):
                 if buffered is not None:
                     self._serve(buffered, fresh=False)
                     continue
-                if not self.is_parent_alive():
-                    break
+                now = time.monotonic()
+                if now >= self._next_parent_check:  # getppid once a second, not once a request
+                    self._next_parent_check = now + self._notify_every
+                    if not self.is_parent_alive():
+                        break
                 try:
                     events = self._poll.poll(timeout_ms)
                 except InterruptedError:
