@@ -1,6 +1,6 @@
 """Experiment: fcgipool's worker, but keeping every idle kept connection instead of at most one.
 
-    BENCH_FCGIPOOL_ARGS="--pythonpath pool/bench/experiments --worker-class multikept.MultiKeptWorker" \\
+    BENCH_FCGIPOOL_ARGS="--pythonpath $PWD/pool/bench/experiments --worker-class multikept.MultiKeptWorker" \\
         BENCH_ONLY=fcgipool-keepconn .venv/bin/python pool/bench/run.py
 
 It drops fcgipool's guarantee that no request waits while a worker idles on another kept connection (a
