@@ -20,13 +20,17 @@ class Recorder:
         if self.slot:
             self.slot.conn_accepted()
 
-    def reading(self) -> None:
+    def reading(self, deadline: float) -> None:
+        """Reading a request; ``deadline`` is the arbiter's hard limit (see :meth:`deadline`)."""
         if self.slot:
-            self.slot.set_state(State.READING)
+            self.slot.reading(deadline)
 
-    def begin(self, method: str, uri: str, query: str, content_length: int, script: str) -> None:
+    def begin(
+        self, method: str, uri: str, query: str, content_length: int, script: str, deadline: float | None = None
+    ) -> None:
+        """The app runs; ``deadline``, when given, is set in the same write."""
         if self.slot:
-            self.slot.begin_request(method, uri, query, content_length, script)
+            self.slot.begin_request(method, uri, query, content_length, script, deadline)
 
     def end_response(self) -> None:
         if self.slot:
@@ -37,8 +41,9 @@ class Recorder:
             self.slot.set_state(State.FINISHING)
 
     def idle(self) -> None:
+        """Idle, and no deadline: back to gunicorn's heartbeat."""
         if self.slot:
-            self.slot.set_state(State.IDLE)
+            self.slot.rest()
 
     def ending(self) -> None:
         if self.slot:

@@ -111,6 +111,8 @@ _END_OFF, _END = _block("request_duration", "memory_rss")
 _REQUESTS_OFF, _REQUESTS = _OFFSETS["requests"]
 _ACCEPTED_OFF, _ACCEPTED = _OFFSETS["accepted"]
 _REQUEST_START_OFF, _D = _OFFSETS["request_start"]
+_DEADLINE_OFF, _ = _OFFSETS["deadline"]
+_ENC_CACHE_SIZE = 256  # distinct (method, uri, query, script) kept encoded; cleared when full
 
 
 def _enc(text: str, size: int) -> bytes:
@@ -274,6 +276,7 @@ class Slot:
         "_accepted",
         "_base",
         "_cpu0",
+        "_enc_cache",
         "_mm",
         "_peak",
         "_pending",
@@ -294,6 +297,8 @@ class Slot:
         self._pending: list[str] = []
         self._t0 = 0.0
         self._cpu0 = 0.0
+        # (method, uri, query, script) -> their encoded fields: a pool serves the same few URIs over and over
+        self._enc_cache: dict[tuple[str, str, str, str], tuple[bytes, bytes, bytes, bytes]] = {}
         # single writer: the counters live here and are copied out, never read back from the mmap
         self._requests = self._get("requests")
         self._accepted = self._get("accepted")
@@ -326,19 +331,54 @@ class Slot:
         self._seq = seq + 1
         _SEQ.pack_into(mm, base, seq + 1)
 
-    def begin_request(self, method: str, uri: str, query: str, content_length: int, script: str = "") -> None:
+    def begin_request(
+        self, method: str, uri: str, query: str, content_length: int, script: str = "", deadline: float | None = None
+    ) -> None:
+        """The response phase starts; ``deadline`` (if given) is written in the same seqlock write."""
         self._t0 = time.monotonic()
         self._cpu0 = time.process_time()
         now = time.time()
+        key = (method, uri, query, script)
+        enc = self._enc_cache.get(key)
+        if enc is None:
+            enc = (
+                _enc(method, METHOD_BYTES),
+                _enc(uri, URI_BYTES),
+                _enc(query, QUERY_BYTES),
+                _enc(script, SCRIPT_BYTES),
+            )
+            if len(self._enc_cache) >= _ENC_CACHE_SIZE:
+                self._enc_cache.clear()
+            self._enc_cache[key] = enc
         mm, base = self._mm, self._base
         seq = self._seq + 1
         _SEQ.pack_into(mm, base, seq)
-        _BEGIN.pack_into(
-            mm, base + _BEGIN_OFF,
-            State.RUNNING, now,
-            _enc(method, METHOD_BYTES), _enc(uri, URI_BYTES), _enc(query, QUERY_BYTES), _enc(script, SCRIPT_BYTES),
-            max(0, int(content_length or 0)), now, 0.0,
-        )  # fmt: skip
+        _BEGIN.pack_into(mm, base + _BEGIN_OFF, State.RUNNING, now, *enc, max(0, int(content_length or 0)), now, 0.0)
+        if deadline is not None:
+            _D.pack_into(mm, base + _DEADLINE_OFF, float(deadline))
+        self._seq = seq + 1
+        _SEQ.pack_into(mm, base, seq + 1)
+
+    def reading(self, deadline: float) -> None:
+        """State READING (a request is being read) and the arbiter's ``deadline``, in one seqlock write."""
+        now = time.time()
+        self._t0 = time.monotonic()
+        mm, base = self._mm, self._base
+        seq = self._seq + 1
+        _SEQ.pack_into(mm, base, seq)
+        _STATE.pack_into(mm, base + _STATE_OFF, State.READING, now)
+        _D.pack_into(mm, base + _REQUEST_START_OFF, now)
+        _D.pack_into(mm, base + _DEADLINE_OFF, float(deadline))
+        self._seq = seq + 1
+        _SEQ.pack_into(mm, base, seq + 1)
+
+    def rest(self) -> None:
+        """State IDLE and no deadline (back to gunicorn's heartbeat), in one seqlock write."""
+        mm, base = self._mm, self._base
+        seq = self._seq + 1
+        _SEQ.pack_into(mm, base, seq)
+        _STATE.pack_into(mm, base + _STATE_OFF, State.IDLE, time.time())
+        _D.pack_into(mm, base + _DEADLINE_OFF, 0.0)
         self._seq = seq + 1
         _SEQ.pack_into(mm, base, seq + 1)
 

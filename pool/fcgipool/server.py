@@ -258,8 +258,8 @@ class FastCGIConnection:
                 if not (block or mid or recvs == 0):
                     return None
                 if recvs == 0:
-                    self.host.recorder.reading()
-                    self._publish_deadline()
+                    self.host.recorder.reading(self._hard_deadline())
+                    self._deadline_published = True
                 self._recv()
                 recvs += 1
                 continue
@@ -275,12 +275,9 @@ class FastCGIConnection:
                     return None
             # StdinData/StdinEnd of a request we already ended cannot reach here (the protocol drops them)
 
-    def _publish_deadline(self) -> None:
+    def _hard_deadline(self) -> float:
         """The arbiter's hard limit for the response phase: kill_grace after our own timeouts."""
-        s = self.host.settings
-        hard = self._deadline + s.kill_grace if self._deadline else time.monotonic() + NO_LIMIT
-        self.host.recorder.deadline(hard)
-        self._deadline_published = True
+        return self._deadline + self.host.settings.kill_grace if self._deadline else time.monotonic() + NO_LIMIT
 
     def _pull_stdin(self) -> bytes:
         """Next chunk of the request body for ``wsgi.input``; b"" at its end."""
@@ -329,9 +326,10 @@ class FastCGIConnection:
         host.recorder.begin(
             method, uri, params.get("QUERY_STRING", ""), int(length_text) if length_text.isdigit() else 0,
             params.get("SCRIPT_FILENAME", ""),
+            # the request was already buffered (no read phase): its deadline goes with this write
+            None if self._deadline_published else self._hard_deadline(),
         )  # fmt: skip
-        if not self._deadline_published:  # the request was already buffered: no read phase
-            self._publish_deadline()
+        self._deadline_published = True
         late_warned: list[bool] = []
 
         def late_write() -> None:
@@ -502,8 +500,7 @@ class FastCGIConnection:
         finally:
             host.watchdog.disarm()
         host.notify()
-        host.recorder.deadline(0.0)
-        host.recorder.idle()
+        host.recorder.idle()  # and no deadline
 
     def _report_lost(self, lost: list[LostTask]) -> None:
         self.host.recorder.lost(len(lost))

@@ -330,5 +330,4 @@ class FastCGIWorker(base.Worker):
 
     def _after_serve(self) -> None:
         self.notify()
-        self.recorder.deadline(0.0)  # idle: back to gunicorn's heartbeat
-        self.recorder.idle()
+        self.recorder.idle()  # and no deadline: back to gunicorn's heartbeat
