@@ -241,6 +241,9 @@ def analyse_signup(rows: list[dict], mail_text: str, ledger: dict) -> dict:
             "ledger": ledger}
 
 
+KILL_GRACE_S = 2.0  # fcgipool's default kill_grace: SIGABRT this long after --timeout, SIGKILL as long again
+
+
 def recommend(exh: dict | None, timeout: dict | None, lat_p999_s: float, rss_mb: float | None, *,
               target_rps: float, target_p99_ms: float, memory_mb: float, budget_now: float | None) -> dict:
     """The four settings, each with the numbers that justify it."""
@@ -269,15 +272,17 @@ def recommend(exh: dict | None, timeout: dict | None, lat_p999_s: float, rss_mb:
         rec["background_timeout"] = {"value": budget, "reason": (
             f"p99.9 of the measured after-response time is {model.quantile(bg, 0.999):.2f} s; with 50 % headroom "
             f"a budget of {budget} s loses {model.lost_share(bg, budget) * 100:.2f} % of it{lost_now}")}
-    budget_val = rec.get("background_timeout", {}).get("value") or budget_now or 30
-    worker_timeout = math.ceil(lat_p999_s + budget_val + 5)
+    # fcgipool's --timeout covers the response phase only (after-response work has its own budget), so it is
+    # sized from answer times; nginx's read timeout sits just above the pool's hard kill so that the pool, which
+    # logs the request and reports its tasks, acts first and nginx only catches a pool that does not answer.
+    worker_timeout = max(10, math.ceil(lat_p999_s * 3))
     rec["timeout"] = {"value": worker_timeout, "reason": (
-        f"a worker is legitimately silent for up to its slowest answer (p99.9 {lat_p999_s:.2f} s) plus the "
-        f"background budget ({budget_val:g} s); 5 s more so the arbiter kills only stuck workers and "
-        f"after-response work is cut by the budget (counted as lost), not by a kill")}
-    read_timeout = max(10, math.ceil(lat_p999_s * 3))
+        f"the response phase only (after-response work has its own budget): 3 x the measured p99.9 answer time "
+        f"including queueing ({lat_p999_s:.2f} s), at least 10 s; a request past it is stopped and its worker "
+        f"replaced, like PHP-FPM's request_terminate_timeout")}
+    read_timeout = math.ceil(worker_timeout + 2 * KILL_GRACE_S + 1)
     rec["fastcgi_read_timeout"] = {"value": f"{read_timeout}s", "reason": (
-        f"nginx waits for the answer only, not the after-response work: 3 x the measured p99.9 answer time "
-        f"including queueing ({lat_p999_s:.2f} s), at least 10 s; beyond it a queued request gets 504 instead "
-        f"of waiting for an overloaded pool")}
+        f"just above the pool's hard kill ({worker_timeout} s + 2 x kill_grace {KILL_GRACE_S:g} s): the pool "
+        f"stops a slow request first (logged, its tasks reported), nginx answers 504 only when the pool does not "
+        f"answer at all; after-response work runs after END_REQUEST and never counts against it")}
     return rec

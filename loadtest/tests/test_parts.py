@@ -190,8 +190,10 @@ def test_recommendations_have_values_and_reasons():
     assert rec["workers"]["value"] == 4  # memory-bound: (400 - 80) / 80
     assert "MEMORY-BOUND" in rec["workers"]["reason"]
     assert rec["background_timeout"]["value"] >= 1
-    assert rec["timeout"]["value"] > rec["background_timeout"]["value"]
-    assert rec["fastcgi_read_timeout"]["value"] == "10s"
+    assert rec["timeout"]["value"] == 10  # response phase only: max(10, 3 x 0.5 s), whatever the background budget
+    assert rec["fastcgi_read_timeout"]["value"] == "15s"  # above the pool's hard kill: 10 + 2 x 2 s kill_grace + 1
+    slow = analysis.recommend(exh, None, 6.0, 80.0, target_rps=30, target_p99_ms=100, memory_mb=400, budget_now=30)
+    assert slow["timeout"]["value"] == 18 and slow["fastcgi_read_timeout"]["value"] == "23s"
     rec = analysis.recommend(exh, None, 0.5, 80.0, target_rps=30, target_p99_ms=100, memory_mb=4000,
                              budget_now=30)
     need = model.smallest_workers(30, 0.2, 0.1, ca2=1.0, cs2=0.1)
