@@ -119,6 +119,7 @@ _REQUEST_TYPES = frozenset({_BEGIN, _ABORT, _PARAMS, _STDIN, _DATA})
 _APP_ONLY_TYPES = frozenset({3, _STDOUT, _STDERR, _GET_VALUES_RESULT, RecordType.UNKNOWN_TYPE.value})
 _RESPONDER = Role.RESPONDER.value
 _unpack_header = HEADER.unpack_from
+_BEGIN_RECORD_LEN = HEADER_LEN + BEGIN_REQUEST_BODY.size
 
 
 class Connection:
@@ -208,6 +209,10 @@ class Connection:
             raise
 
     def _next_event(self) -> Event | _NeedData:
+        if self.their_state is IDLE and self.our_state is IDLE and not self._chunks:
+            started = self._whole_request_start()
+            if started is not None:
+                return started
         while True:
             buf = self._buf
             pos = self._pos
@@ -253,6 +258,56 @@ class Connection:
                 event = None
             if event is not None:
                 return event
+
+    def _whole_request_start(self) -> RequestStarted | None:
+        """Fast path for the common case: BEGIN_REQUEST (RESPONDER) and the whole PARAMS stream of one request
+        are in the buffer. One pass over the records, with exactly the state changes and the event of the
+        record loop; None (nothing changed) for anything else, which the record loop then handles."""
+        buf = self._buf
+        pos = self._pos
+        end = len(buf)
+        if end - pos < _BEGIN_RECORD_LEN:
+            return None
+        version, rtype, rid, clen, plen = _unpack_header(buf, pos)
+        if rtype != _BEGIN or version != FCGI_VERSION_1 or not rid or clen != BEGIN_REQUEST_BODY.size:
+            return None
+        role, flags = BEGIN_REQUEST_BODY.unpack_from(buf, pos + HEADER_LEN)
+        if role != _RESPONDER:
+            return None
+        pos += _BEGIN_RECORD_LEN + plen
+        chunks: list[bytes] = []
+        size = 0
+        limit = self.max_params_size
+        while True:
+            if end - pos < HEADER_LEN:
+                return None
+            version, rtype, prid, clen, plen = _unpack_header(buf, pos)
+            if rtype != _PARAMS or prid != rid or version != FCGI_VERSION_1:
+                return None
+            start = pos + HEADER_LEN
+            pos = start + clen + plen
+            if pos > end:
+                return None
+            if not clen:
+                break
+            size += clen
+            if size > limit:
+                return None  # the record loop raises ParamsTooLarge at the same record
+            chunks.append(buf[start : start + clen])
+        # as _on_begin + _on_params would leave it, also if decoding the stream fails
+        self._pos = pos
+        self._seen.add(rid)
+        self.keep_conn = keep = bool(flags & FCGI_KEEP_CONN)
+        self._active = rid
+        self.their_state = PARAMS
+        self._params = []
+        self._params_len = 0
+        self._sent_stderr = False
+        stream = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        params = decode_params(stream)
+        self.their_state = STDIN
+        self.our_state = RESPONDING
+        return RequestStarted(rid, keep, params, stream)
 
     def _consolidate(self) -> None:
         self._buf = b"".join((self._buf[self._pos :], *self._chunks))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TypeVar
 
 from .errors import LocalProtocolError, RemoteProtocolError
@@ -48,20 +48,23 @@ def encode_pairs(pairs: Pairs) -> bytes:
 
 def decode_pairs(data: bytes) -> list[tuple[bytes, bytes]]:
     """Decode a complete name-value pair stream. Raises :class:`RemoteProtocolError` if it is truncated."""
-    return _split(data, data)
+    pairs: list[tuple[bytes, bytes]] = []
+    _split(data, data, lambda name, value: pairs.append((name, value)))
+    return pairs
 
 
 def decode_params(data: bytes) -> dict[str, str]:
     """Decode a PARAMS stream to ``{name: value}`` in latin-1 (bytes round-trip; later duplicates win)."""
     # latin-1 maps byte i to code point i, so offsets into the bytes are offsets into the text: one decode
-    # call for the whole stream instead of two per pair.
-    return dict(_split(data, data.decode("latin-1")))
+    # call for the whole stream instead of two per pair; pairs go straight into the dict (no tuple list).
+    params: dict[str, str] = {}
+    _split(data, data.decode("latin-1"), params.__setitem__)
+    return params
 
 
-def _split(data: bytes, src: _S) -> list[tuple[_S, _S]]:
-    """Cut ``src`` (``data`` itself or its latin-1 text) at the pair boundaries that ``data`` encodes."""
-    pairs: list[tuple[_S, _S]] = []
-    append = pairs.append
+def _split(data: bytes, src: _S, add: Callable[[_S, _S], object]) -> None:
+    """Cut ``src`` (``data`` itself or its latin-1 text) at the pair boundaries that ``data`` encodes; ``add``
+    gets each name and value."""
     unpack_u32 = _U32.unpack_from
     pos = start = 0
     end = len(data)
@@ -86,11 +89,10 @@ def _split(data: bytes, src: _S) -> list[tuple[_S, _S]]:
                 raise RemoteProtocolError(
                     f"truncated name-value pair at offset {start}: needs {nlen}+{vlen} bytes, {end - pos} left"
                 )
-            append((src[pos:mid], src[mid:stop]))
+            add(src[pos:mid], src[mid:stop])
             pos = stop
     except (IndexError, struct.error):
         raise RemoteProtocolError(_truncated_length(data, start)) from None
-    return pairs
 
 
 def _truncated_length(data: bytes, start: int) -> str:
