@@ -129,7 +129,10 @@ class FastCGIConnection:
         self._after_started = False
         self._input: Any = None
         if not configured:
-            sock.setblocking(True)
+            # a socket from accept()/recvmsg is blocking unless socket.setdefaulttimeout() was called: skip the
+            # syscall then (gettimeout() reads Python's own flag)
+            if sock.gettimeout() is not None:
+                sock.setblocking(True)
             if s.timeout:
                 set_io_timeout(sock, s.timeout)
 

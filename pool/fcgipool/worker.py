@@ -23,7 +23,6 @@ import termios
 import time
 from typing import Any
 
-from gunicorn import util
 from gunicorn.http.wsgi import WSGIErrorsWrapper
 from gunicorn.workers import base
 
@@ -309,7 +308,7 @@ class FastCGIWorker(base.Worker):
             client, addr = listener.accept()
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             return False  # another worker was faster
-        util.close_on_exec(client)
+        # no close_on_exec(): Python's accept() uses accept4(SOCK_CLOEXEC), the socket is non-inheritable already
         self.recorder.accepted()
         self._serve(FastCGIConnection(client, addr, self), fresh=True)
         return True
