@@ -24,6 +24,15 @@ _REQUIRED_DEFAULTS = {
     "SERVER_PROTOCOL": "HTTP/1.0",
 }
 
+# The wsgi.* keys that are the same for every request.
+_WSGI_CONSTANTS = {
+    "wsgi.version": (1, 0),
+    "wsgi.multithread": False,
+    "wsgi.run_once": False,
+    "wsgi.file_wrapper": FileWrapper,
+    "wsgi.input_terminated": True,
+}
+
 
 class BadRequestParams(ValueError):
     """PARAMS that cannot form a valid request (for example a malformed CONTENT_LENGTH)."""
@@ -82,19 +91,11 @@ def build_environ(
         env["SCRIPT_NAME"] = ""
 
     https = env.get("HTTPS", "").lower() in ("on", "1") or env.get("REQUEST_SCHEME") == "https"
-    env.update(
-        {
-            "wsgi.version": (1, 0),
-            "wsgi.url_scheme": "https" if https else "http",
-            "wsgi.input": wsgi_input,
-            "wsgi.errors": errors if errors is not None else sys.stderr,
-            "wsgi.multithread": False,
-            "wsgi.multiprocess": multiprocess,
-            "wsgi.run_once": False,
-            "wsgi.file_wrapper": FileWrapper,
-            "wsgi.input_terminated": True,
-        }
-    )
+    env.update(_WSGI_CONSTANTS)
+    env["wsgi.url_scheme"] = "https" if https else "http"
+    env["wsgi.input"] = wsgi_input
+    env["wsgi.errors"] = errors if errors is not None else sys.stderr
+    env["wsgi.multiprocess"] = multiprocess
     return env
 
 

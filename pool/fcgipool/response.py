@@ -19,6 +19,9 @@ ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _STATUS = re.compile(r"[1-9][0-9]{2}(?: [^\x00-\x1f\x7f]*)?\Z")
+# header names that passed _TOKEN (str only): an app sends the same few names with every response
+_GOOD_NAMES: set[str] = set()
+_GOOD_NAMES_MAX = 1024
 
 
 class ResponseError(Exception):
@@ -72,8 +75,11 @@ class ResponseWriter:
             if not (isinstance(item, tuple) and len(item) == 2):
                 raise ResponseError(f"response header {item!r} is not a (name, value) tuple")
             name, value = item
-            if not isinstance(name, str) or not _TOKEN.match(name):
-                raise ResponseError(f"invalid response header name {name!r}")
+            if type(name) is not str or name not in _GOOD_NAMES:  # type() first: a list is unhashable
+                if not isinstance(name, str) or not _TOKEN.match(name):
+                    raise ResponseError(f"invalid response header name {name!r}")
+                if type(name) is str and len(_GOOD_NAMES) < _GOOD_NAMES_MAX:
+                    _GOOD_NAMES.add(name)
             if not isinstance(value, str) or _BAD_VALUE.search(value):
                 raise ResponseError(f"invalid value for response header {name}: {value!r}")
             if name.lower() == "x-accel-buffering" and value.strip().lower() == "no":
