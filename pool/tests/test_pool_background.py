@@ -224,7 +224,8 @@ def test_middleware_under_gunicorn_http(tmp_path: Path) -> None:
     try:
         r = wait_for(lambda: requests.get(f"http://127.0.0.1:{port}/g", timeout=2), 20, "gunicorn")
         assert r.text == "ok"
-        wait_for(out.exists, 10, "the task")
+        # the file appears (open 'a') a moment before the task's line is in it
+        wait_for(lambda: out.exists() and out.read_text().endswith("\n"), 10, "the task")
         assert out.read_text() == "task /g\n"
     finally:
         proc.terminate()
