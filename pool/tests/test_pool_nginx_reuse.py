@@ -67,6 +67,19 @@ class ScriptedUpstream:
 
 
 def run(tmp_path: Path, **kwargs: bytes) -> list[int]:
+    # Once (CI, full suite) the tally came back as [1] after four answered requests: an accounting miss of this
+    # scripted upstream, not an nginx decision (that would show as [2, 1, 1] or similar). So wait for the tally
+    # to account for every request, and take a second run only when it still does not.
+    os.chmod(tmp_path, 0o755)
+    for attempt in (1, 2):
+        counts = _run_once(tmp_path / f"run{attempt}", **kwargs)
+        if sum(counts) == 4:
+            return counts
+    return counts
+
+
+def _run_once(tmp_path: Path, **kwargs: bytes) -> list[int]:
+    tmp_path.mkdir()
     upstream = ScriptedUpstream(tmp_path / "up.sock", **kwargs)
     os.chmod(tmp_path, 0o755)
     try:
@@ -75,9 +88,12 @@ def run(tmp_path: Path, **kwargs: bytes) -> list[int]:
             for _ in range(4):
                 assert s.get(nginx.url("/x"), timeout=5).text == "ok\n"
                 time.sleep(0.05)
+            deadline = time.monotonic() + 3
+            while sum(upstream.requests_per_connection) < 4 and time.monotonic() < deadline:
+                time.sleep(0.05)
     finally:
         upstream.close()
-    return upstream.requests_per_connection
+    return list(upstream.requests_per_connection)
 
 
 def test_nginx_reuses_a_kept_connection(tmp_path: Path) -> None:
