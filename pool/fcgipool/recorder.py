@@ -2,6 +2,9 @@
 
 The worker talks to this class only, so the scoreboard's API can change in one place. Without a slot (a
 plain ``gunicorn -k fcgipool.worker.FastCGIWorker`` run, or unit tests) every call is a no-op.
+
+It remembers whether the slot already says "idle, no deadline", so the worker's per-request ``idle()`` after
+a request that ended with ``end_response(rest=True)`` costs no second write.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from .scoreboard import Slot, State
 class Recorder:
     def __init__(self, slot: Slot | None = None) -> None:
         self.slot = slot
+        self._resting = False  # the slot says idle with no deadline
 
     def accepted(self) -> None:
         if self.slot:
@@ -22,6 +26,7 @@ class Recorder:
 
     def reading(self, deadline: float) -> None:
         """Reading a request; ``deadline`` is the arbiter's hard limit (see :meth:`deadline`)."""
+        self._resting = False
         if self.slot:
             self.slot.reading(deadline)
 
@@ -29,27 +34,36 @@ class Recorder:
         self, method: str, uri: str, query: str, content_length: int, script: str, deadline: float | None = None
     ) -> None:
         """The app runs; ``deadline``, when given, is set in the same write."""
+        self._resting = False
         if self.slot:
             self.slot.begin_request(method, uri, query, content_length, script, deadline)
 
-    def end_response(self) -> None:
+    def end_response(self, *, rest: bool = False) -> None:
+        """END_REQUEST sent; ``rest``: nothing follows, the worker is idle again (one write for both)."""
+        self._resting = rest
         if self.slot:
-            self.slot.end_response()
+            self.slot.end_response(rest=rest)
 
     def finishing(self) -> None:
+        self._resting = False
         if self.slot:
             self.slot.set_state(State.FINISHING)
 
     def idle(self) -> None:
         """Idle, and no deadline: back to gunicorn's heartbeat."""
+        if self._resting:
+            return
+        self._resting = True
         if self.slot:
             self.slot.rest()
 
     def ending(self) -> None:
+        self._resting = False
         if self.slot:
             self.slot.set_state(State.ENDING)
 
     def deadline(self, monotonic: float) -> None:
+        self._resting = False
         if self.slot:
             self.slot.set_deadline(monotonic)
 

@@ -397,8 +397,11 @@ class Slot:
             self._seq = seq + 1
             _SEQ.pack_into(mm, base, seq + 1)
 
-    def end_response(self, cpu_seconds: float | None = None, memory_bytes: int | None = None) -> None:
-        """The response phase is over (END_REQUEST sent). Counts the request; state is left to the caller.
+    def end_response(
+        self, cpu_seconds: float | None = None, memory_bytes: int | None = None, *, rest: bool = False
+    ) -> None:
+        """The response phase is over (END_REQUEST sent). Counts the request; ``rest``: and, in the same write,
+        what :meth:`rest` writes (no after-response work follows); otherwise the state is left to the caller.
 
         Without arguments, CPU is this process's CPU time since begin_request and memory is the RSS (read
         from /proc at most once a second).
@@ -418,6 +421,9 @@ class Slot:
         _REQUESTS.pack_into(mm, base + _REQUESTS_OFF, self._requests)
         _END.pack_into(mm, base + _END_OFF, now - self._t0 if self._t0 else 0.0, float(cpu_seconds), memory,
                        self._peak, self._rss)  # fmt: skip
+        if rest:
+            _STATE.pack_into(mm, base + _STATE_OFF, State.IDLE, time.time())
+            _D.pack_into(mm, base + _DEADLINE_OFF, 0.0)
         self._seq = seq + 1
         _SEQ.pack_into(mm, base, seq + 1)
 

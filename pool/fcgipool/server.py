@@ -93,6 +93,10 @@ class Host(Protocol):
         """Give this kept connection up now (new connections have been waiting in the listen queue)."""
         ...
 
+    def long_work_ahead(self) -> None:
+        """After-response work starts (the connection is closed already): the worker will be busy a while."""
+        ...
+
 
 def set_io_timeout(sock: socket.socket, seconds: float) -> None:
     """Kernel-side send/receive timeouts: a blocking socket whose calls fail with EAGAIN after ``seconds``.
@@ -236,6 +240,8 @@ class FastCGIConnection:
             self._recv()
 
     def _stash_ahead(self) -> None:
+        if not self.conn.has_pending_input:
+            return  # the common case: nothing read ahead, nothing to parse
         event = self.conn.next_event()  # parses only what is already buffered; may raise
         out = self.conn.data_to_send()
         if out:
@@ -254,13 +260,16 @@ class FastCGIConnection:
         self._deadline = time.monotonic() + s.timeout if s.timeout else 0.0
         self._deadline_published = False
         recvs = 0
+        if not block and self._stashed is None and not self.conn.has_pending_input:
+            self._recv()  # readable and nothing buffered: read first (cannot block), parse once
+            recvs = 1
         while True:
             event = self._next_event(block=False)
             if event is NEED_DATA:
                 mid = self.conn.their_state in (ProtoState.PARAMS, ProtoState.STDIN)
                 if not (block or mid or recvs == 0):
                     return None
-                if recvs == 0:
+                if not self._deadline_published:  # this read may wait: the arbiter must know the deadline
                     self.host.recorder.reading(self._hard_deadline())
                     self._deadline_published = True
                 self._recv()
@@ -285,6 +294,9 @@ class FastCGIConnection:
     def _pull_stdin(self) -> bytes:
         """Next chunk of the request body for ``wsgi.input``; b"" at its end."""
         if self._stdin_done:
+            return b""
+        if self.conn.next_is_stdin_end():  # a GET's empty body, already buffered: no event machinery
+            self._stdin_done = True
             return b""
         try:
             event = self._next_event()
@@ -454,7 +466,7 @@ class FastCGIConnection:
             # never resets a connection with unread data, and a kept one is at a clean boundary to pass on
             self._drain_stdin()
             writer.finish(NO_REUSE if (self.conn.keep_conn and not keep) else b"")
-        self.host.recorder.end_response()
+        self.host.recorder.end_response(rest=not tasks.has_pending)
         if not keep:
             self.close()
         return keep
@@ -478,6 +490,7 @@ class FastCGIConnection:
         if self._after_started:
             return
         self._after_started = True
+        self.host.long_work_ahead()
         s, rec = self.host.settings, self.host.recorder
         rec.finishing()
         soft = self.host.watchdog.arm(time.monotonic() + s.background_timeout if s.background_timeout else 0.0)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Callable
 from types import FrameType, TracebackType
 
 
@@ -37,6 +38,7 @@ class Watchdog:
         self._open_depth = 0
         self._pending = False
         self._fired = False
+        self._reminder: Callable[[], None] | None = None
 
     def install(self) -> None:
         signal.signal(signal.SIGALRM, self._on_alarm)
@@ -50,6 +52,7 @@ class Watchdog:
         self._reason = reason
         self._fired = False
         self._pending = False
+        self._reminder = None  # the timer is ours now
         if self._cap and (not deadline or self._cap < deadline):
             deadline, self._reason = self._cap, "shutdown"
         self._deadline = deadline
@@ -64,6 +67,21 @@ class Watchdog:
         if self._deadline and deadline < self._deadline and not self._fired:
             self._deadline, self._reason = deadline, "shutdown"
             self._set_timer()
+
+    def remind(self, seconds: float, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (from the signal handler, between two bytecodes of whatever runs) after ``seconds``,
+        unless :meth:`forget` or :meth:`arm` comes first. Only while no deadline is armed: the timer is shared."""
+        if self._deadline:
+            return
+        self._reminder = callback
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+
+    def forget(self) -> None:
+        """Cancel :meth:`remind` (one syscall; none if no reminder was set or it already ran)."""
+        if self._reminder is not None:
+            self._reminder = None
+            if not self._deadline:
+                signal.setitimer(signal.ITIMER_REAL, 0)
 
     def disarm(self) -> None:
         self._deadline = 0.0
@@ -97,6 +115,11 @@ class Watchdog:
         signal.setitimer(signal.ITIMER_REAL, max(self._deadline - time.monotonic(), 0.001))
 
     def _on_alarm(self, signum: int, frame: FrameType | None) -> None:
+        reminder = self._reminder
+        if reminder is not None and not self._deadline:
+            self._reminder = None
+            reminder()
+            return
         if not self._deadline or self._fired:
             return
         remaining = self._deadline - time.monotonic()

@@ -3,13 +3,16 @@
 A thin adapter: gunicorn's ``Worker`` does signals, heartbeat and app loading; this class adds the accept
 loop with the keep-conn policy and hands each connection to :mod:`fcgipool.server`.
 
-Keep-conn policy (docs/server-behaviour.md): no request ever waits on a connection while a worker idles,
-and no connection the web server may reuse is ever closed by us while the pool runs. An idle worker waits
-on the listeners, the pool's hand-off queue (:mod:`fcgipool.handoff`) and the idle kept connections it
-holds (at most MAX_HELD). A worker that gets work -- a request on one of its connections, a new connection
--- first gives every *other* idle connection it holds to the queue, where any idle worker takes it; so does
-a worker that exits. Under plain gunicorn (no queue) a worker holds one kept connection and closes it when
-it takes a new one, after serving a request that is already waiting on it.
+Keep-conn policy (docs/server-behaviour.md): no request waits on a connection held by a busy worker for
+longer than ``handoff_after`` while another worker idles, and no connection the web server may reuse is ever
+closed by us while the pool runs. A worker waits on the listeners, the pool's hand-off queue
+(:mod:`fcgipool.handoff`) and the idle kept connections it holds (at most MAX_HELD), and serves everything
+one ``poll`` reports ready, in turn. While it serves one request its other connections stay with it -- the
+fast path under load, where every connection gets its next request before a worker could pick it up -- but
+once that request has run for ``handoff_after`` (a timer), or as soon as after-response work starts, it
+gives them to the queue, where any idle worker takes them; so does a worker that exits. Under plain
+gunicorn (no queue) a worker holds one kept connection and closes it when it takes a new one, after serving
+a request that is already waiting on it.
 """
 
 from __future__ import annotations
@@ -33,8 +36,8 @@ from .recorder import Recorder
 from .server import FastCGIConnection, ServerSettings
 from .watchdog import Watchdog
 
-#: keep-conn fairness (see FastCGIWorker.should_yield): requests served on a kept connection, or seconds,
-#: while a new connection waits in the listen queue, before the kept connection is given up
+#: keep-conn fairness without a hand-off queue (see FastCGIWorker.should_yield): requests served on a kept
+#: connection, or seconds, while a new connection waits in the listen queue, before it is given up
 YIELD_AFTER = 4
 YIELD_WAIT = 0.02
 #: idle kept connections one worker holds at most; past it the one idle longest is closed (the only close of
@@ -82,8 +85,8 @@ class FastCGIWorker(base.Worker):
         self._waiting_poll = select.poll()  # listeners and queue: is anyone waiting for a worker?
         self._queue_seen = 0.0
         self._queue_streak = 0
-        self._listener_first = False
-        self._hand_over = False  # should_yield decided: pass the current connection on when it is idle
+        self._handoff_after = 0.0
+        self._reminding = False  # the handoff_after timer runs (see _serve)
 
     # --- gunicorn hooks ------------------------------------------------------------------------------
     def init_process(self) -> None:
@@ -106,6 +109,7 @@ class FastCGIWorker(base.Worker):
             only_on_success=config.get(cfg, "background_only_on_success"),
             values={FCGI_MAX_CONNS: workers, FCGI_MAX_REQS: workers},
         )
+        self._handoff_after = config.get(cfg, "handoff_after")
         self.errors = WSGIErrorsWrapper(cfg)
         if self.scoreboard is None and cfg.timeout and self.settings.background_timeout > cfg.timeout:
             self.log.warning(
@@ -148,16 +152,20 @@ class FastCGIWorker(base.Worker):
     def task_lost_hook(self) -> Any:
         return config.get(self.cfg, "on_task_lost")
 
-    def should_yield(self) -> bool:
-        """Fairness for keep-conn: called when a request on a kept connection ends.
+    def long_work_ahead(self) -> None:
+        """After-response work starts: nobody may wait on an idle connection we hold meanwhile."""
+        self._pass_held_on()
 
-        While the web server keeps this worker busy through its kept connection, connections in the listen
-        queue or the hand-off queue would wait for as long as that lasts. Once one has been waiting for
-        YIELD_AFTER requests or YIELD_WAIT seconds, the worker lets the kept connection go: into the hand-off
-        queue, behind the ones waiting there (without a queue: ended with the no-reuse marker, see
-        fcgipool.server.NO_REUSE), and takes the waiting one next.
+    def should_yield(self) -> bool:
+        """Fairness for keep-conn without a hand-off queue: called when a request on a kept connection ends.
+
+        (With the queue the main loop serves everything one poll reports ready in turn: a new connection
+        waits for one round at most.) While the web server keeps this worker busy through its kept
+        connection, connections in the listen queue would wait for as long as that lasts. Once one has been
+        waiting for YIELD_AFTER requests or YIELD_WAIT seconds, the kept connection is ended with the
+        no-reuse marker (see fcgipool.server.NO_REUSE) and the waiting one taken next.
         """
-        if not self._waiting_poll.poll(0):
+        if self.handoff is not None or not self._waiting_poll.poll(0):
             self._queue_seen = 0.0
             self._queue_streak = 0
             return False
@@ -168,9 +176,6 @@ class FastCGIWorker(base.Worker):
         if self._queue_streak >= YIELD_AFTER or now - self._queue_seen >= YIELD_WAIT:
             self._queue_seen = 0.0
             self._queue_streak = 0
-            if self.handoff is not None:
-                self._hand_over = True  # keep it open for nginx; _serve passes it on once it is idle
-                return False
             return True
         return False
 
@@ -198,10 +203,6 @@ class FastCGIWorker(base.Worker):
         try:
             while self.alive:
                 self.notify()
-                buffered = next((c for c in self.held.values() if c.has_buffered_request), None)
-                if buffered is not None:
-                    self._serve(buffered, fresh=False)
-                    continue
                 now = time.monotonic()
                 if now >= self._next_parent_check:  # getppid once a second, not once a request
                     self._next_parent_check = now + self._notify_every
@@ -213,23 +214,21 @@ class FastCGIWorker(base.Worker):
                     continue
                 if not events:
                     continue
-                ready = {fd for fd, _ in events}
-                if self.PIPE[0] in ready:
+                pipe = self.PIPE[0]
+                if any(fd == pipe for fd, _ in events):
                     self._drain_pipe()
-                if not self.alive:
-                    break
-                conn = next((self.held[fd] for fd in ready if fd in self.held), None)
-                if conn is not None:  # a request (or EOF) on a connection we hold
-                    self._serve(conn, fresh=False)
-                    continue
-                # queue and listen queue both waiting: take turns, so neither starves the other
-                self._listener_first = not self._listener_first
-                if self._listener_first and self._accept_ready(listeners, ready):
-                    continue
-                if queue_fd in ready and self._take():
-                    continue
-                if not self._listener_first:
-                    self._accept_ready(listeners, ready)
+                # everything ready, in turn: a held connection is served (if another worker has not been given
+                # it meanwhile), a listener or the queue yields one connection per round
+                for fd, _ in events:
+                    if not self.alive:
+                        break
+                    conn = self.held.get(fd)
+                    if conn is not None:
+                        self._serve(conn, fresh=False)
+                    elif fd == queue_fd:
+                        self._take()
+                    elif fd in listeners:
+                        self._accept(listeners[fd])
         finally:
             self.recorder.ending()
             for conn in list(self.held.values()):
@@ -237,9 +236,6 @@ class FastCGIWorker(base.Worker):
             if queue is not None:
                 self.log.debug("hand-off queue: %d idle connections passed on, %d taken, %d could not be passed on, "
                                "%d closed past MAX_HELD", queue.given, queue.taken, queue.failed, self.evicted)
-
-    def _accept_ready(self, listeners: dict[int, Any], ready: set[int]) -> bool:
-        return any(fd in ready and self._accept(listener) for fd, listener in listeners.items())
 
     def _drain_pipe(self) -> None:
         try:
@@ -261,11 +257,13 @@ class FastCGIWorker(base.Worker):
         self._poll.register(fd, select.POLLIN)
 
     def _unhold(self, conn: FastCGIConnection) -> None:
-        for fd, held in self.held.items():
-            if held is conn:
-                del self.held[fd]
-                self._poll.unregister(fd)
+        fd = conn.fileno()
+        if self.held.get(fd) is not conn:  # not held, or closed already (fileno -1): look for it
+            fd = next((held_fd for held_fd, held in self.held.items() if held is conn), -1)
+            if fd < 0:
                 return
+        del self.held[fd]
+        self._poll.unregister(fd)
 
     def _let_go(self, conn: FastCGIConnection, *, serve_waiting: bool = True) -> None:
         """Pass an idle connection to another worker; close it only when that cannot be done."""
@@ -288,6 +286,18 @@ class FastCGIWorker(base.Worker):
         for conn in list(self.held.values()):
             if conn is not keep:
                 self._let_go(conn)
+
+    def _pass_held_on(self) -> None:
+        """The current request takes a while (``handoff_after``, or after-response work): pass on what we hold.
+
+        Runs from the timer's signal handler, between two bytecodes of the request: the held connections are
+        touched by the main loop only outside :meth:`_serve`'s reminder window, which ``_reminding`` marks.
+        """
+        if not self._reminding:
+            return
+        self._reminding = False
+        self.watchdog.forget()
+        self._let_go_others(None)
 
     def _take(self) -> bool:
         """A connection from the hand-off queue: served if a request waits on it, else held."""
@@ -314,18 +324,35 @@ class FastCGIWorker(base.Worker):
         return True
 
     def _serve(self, connection: FastCGIConnection, *, fresh: bool) -> None:
-        self._unhold(connection)
-        self._let_go_others(connection)
-        self._hand_over = False
-        keep = connection.serve(fresh=fresh)
+        fd = connection.fileno()
+        registered = self.held.get(fd) is connection  # stays registered with poll while it is served
+        if registered:
+            del self.held[fd]
+        if self.held:
+            if self.handoff is None or not self._handoff_after:
+                self._let_go_others(connection)
+            else:
+                self._reminding = True
+                self.watchdog.remind(self._handoff_after, self._pass_held_on)
+        try:
+            keep = connection.serve(fresh=fresh)
+        finally:
+            if self._reminding:
+                self._reminding = False
+                self.watchdog.forget()
         self._after_serve()
-        if not keep:
-            connection.close()
-        elif self._hand_over or not self.alive:
-            self._hand_over = False
+        if keep and self.alive:
+            if registered:
+                self.held[fd] = connection  # back in, as the newest
+            else:
+                self._hold(connection)
+            return
+        if registered:
+            self._poll.unregister(fd)
+        if keep:
             self._let_go(connection, serve_waiting=False)
         else:
-            self._hold(connection)
+            connection.close()
 
     def _after_serve(self) -> None:
         self.notify()

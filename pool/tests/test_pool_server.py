@@ -65,6 +65,9 @@ class FakeHost:
     def should_yield(self) -> bool:
         return False
 
+    def long_work_ahead(self) -> None:
+        pass
+
 
 class Exchange:
     """Server in this thread (signals work), client in another: sends ``data``, reads everything until EOF."""

@@ -182,6 +182,30 @@ class Connection:
             and not self._out
         )
 
+    @property
+    def has_pending_input(self) -> bool:
+        """Received bytes (or EOF) that next_event() has not turned into events yet."""
+        return self._eof or self._pos < len(self._buf) or bool(self._chunks)
+
+    def next_is_stdin_end(self) -> bool:
+        """Shortcut for the common GET: if the next record is the active request's empty STDIN record and is
+        already buffered whole, consume it as next_event() would (returning StdinEnd) and return True;
+        otherwise change nothing and return False (next_event() then handles whatever it is)."""
+        if self.their_state is not STDIN or self._chunks or self._error is not None:
+            return False
+        buf = self._buf
+        pos = self._pos
+        if len(buf) - pos < HEADER_LEN:
+            return False
+        version, rtype, rid, clen, plen = _unpack_header(buf, pos)
+        if rtype != _STDIN or clen or rid != self._active or version != FCGI_VERSION_1:
+            return False
+        if len(buf) - pos < HEADER_LEN + plen:
+            return False
+        self._pos = pos + HEADER_LEN + plen
+        self.their_state = DONE
+        return True
+
     def receive_data(self, data: bytes) -> None:
         """Add bytes read from the socket; ``b""`` means the peer closed its side (EOF)."""
         if self._eof:
