@@ -44,6 +44,8 @@ def test_defaults_are_valid() -> None:
         ("background_timeout", "-1", "background_timeout must be a finite number of seconds >= 0"),
         ("background_timeout", "soon", "background_timeout must be a number"),
         ("kill_grace", "inf", "kill_grace must be a finite number"),
+        # added by the handoff_after tests (pool/tests/test_pool_handoff_after.py has the CLI/env cases)
+        ("handoff_after", "-1", "handoff_after must be a finite number of seconds >= 0"),
         ("keep_conn", "maybe", "keep_conn must be one of allow, disable"),
         ("max_params_size", "12", "max_params_size must be at least 1024 bytes"),
         ("max_body_size", "ten", "max_body_size must be a whole number"),

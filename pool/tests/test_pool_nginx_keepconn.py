@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -294,3 +295,80 @@ def test_task_added_by_a_task_runs_after_it_in_the_same_worker(nginx: NginxServe
     assert [m["depth"] for m in chain] == [2, 1, 0]  # each added task appended, run in order
     assert {m["pid"] for m in chain} == {first[0]["pid"]}
     assert float(first[0]["t"]) <= float(chain[0]["t"])
+
+
+def nginx_unix_sockets(nginx: NginxServer) -> set[int]:
+    """Inodes of the unix sockets nginx's workers have open: their upstream connections to a unix-socket pool
+    (plus the channels to their master, which do not change)."""
+    assert nginx.proc is not None
+    unix = {line.split()[6] for line in Path("/proc/net/unix").read_text().splitlines()[1:]}
+    inodes = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) != nginx.proc.pid:
+                continue
+            links = [os.readlink(fd) for fd in (entry / "fd").iterdir()]
+        except OSError:
+            continue
+        inodes |= {int(link[8:-1]) for link in links if link.startswith("socket:[") and link[8:-1] in unix}
+    return inodes
+
+
+@pytest.mark.parametrize("handoff_after", [None, "5"], ids=["default", "handoff-after-5"])
+def test_request_on_a_busy_workers_kept_connection_goes_to_the_idle_worker(
+    tmp_path: Path, handoff_after: str | None
+) -> None:
+    """handoff_after through nginx: a worker busy for longer than it passes its other kept connections on.
+
+    One pool worker serves three overlapping requests, so nginx (one worker, one cache) keeps three upstream
+    connections, all held by that worker. A second worker starts (TTIN). While a 0.6 s request runs, a quick
+    request goes out on another cached connection: with the default handoff_after (5 ms) the idle worker has
+    it by then and answers at once; with 5 s it waits for the busy worker. nginx opens no new connection.
+    """
+    import signal
+
+    from support.pidapp import booted
+
+    def get(path: str) -> tuple[requests.Response, float]:
+        t0 = time.monotonic()
+        r = requests.get(nginx.url(path), timeout=10)
+        assert r.status_code == 200, (r.status_code, nginx.read_error_log()[-2000:])
+        return r, time.monotonic() - t0
+
+    args = [] if handoff_after is None else ["--handoff-after", handoff_after]
+    with (
+        PoolProcess(
+            "support.pidapp:app", workers=1, args=args, app_dir=Path(__file__).parent,
+            env={"PIDAPP_DIR": str(tmp_path)}, wait_path=None,
+        ) as pool,
+        NginxServer(fastcgi_site(pool.bind, keep_conn=True), workers=1) as nginx,
+    ):  # fmt: skip
+        channels = wait_for(lambda: nginx_unix_sockets(nginx), 5, "nginx's worker")
+        with ThreadPoolExecutor(3) as ex:  # overlapping: nginx opens three upstream connections
+            first = {int(r.text) for r, _ in ex.map(lambda _: get("/slow?s=0.2"), range(3))}
+        for _ in range(3):  # sequential: cached connections reused
+            first.add(int(get("/pid")[0].text))
+        cached = nginx_unix_sockets(nginx)
+        assert len(cached - channels) == 3 and first == set(pool.worker_pids()), "expected three kept connections"
+        (a,) = first
+        pool.signal(signal.SIGTTIN)
+        (b,) = wait_for(lambda: booted(tmp_path) - {a}, 20, "a second worker to load the app")
+        time.sleep(0.3)  # from loading the app to its main loop
+        with ThreadPoolExecutor(1) as ex:
+            slow = ex.submit(get, "/slow?s=0.6")
+            time.sleep(0.1)
+            quick, quick_time = get("/pid")
+            slow_r, slow_time = slow.result()
+        print(f"handoff_after={handoff_after}: quick request {quick_time:.3f} s while a {slow_time:.3f} s one ran")
+        assert int(slow_r.text) == a
+        assert nginx_unix_sockets(nginx) == cached, "nginx opened or lost an upstream connection"
+        if handoff_after is None:
+            assert int(quick.text) == b, "the busy worker kept its idle connection"
+            assert quick_time < 0.3, f"quick request took {quick_time:.3f} s: it waited behind the busy worker"
+        else:
+            assert int(quick.text) == a, "the connection moved although handoff_after was not reached"
+            assert quick_time > 0.3, f"quick request took {quick_time:.3f} s: it did not wait for the busy worker"
+        errors = [line for line in nginx.read_error_log().splitlines() if "[error]" in line or "[crit]" in line]
+        assert not errors, errors

@@ -1,0 +1,277 @@
+"""``handoff_after``: a busy worker keeps its other kept connections only that long, then passes them on.
+
+A worker serving a request keeps the other idle connections it holds (no hand-over under load); once the
+request has run for ``handoff_after`` seconds (a one-shot timer: ``Watchdog.remind``), or as soon as
+after-response work starts, it gives them to the hand-off queue, where an idle worker takes them. The pool
+tests make one worker hold three kept connections, add a second worker (TTIN), keep the first busy on one
+connection and send a quick request on another: it is answered by the second worker long before the busy
+one is free -- unless ``handoff_after`` is larger than the busy request, which shows the setting is what
+moves the connection. Timing margins are generous: they show behaviour, not speed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fcgipool.watchdog import Watchdog
+from support import FastCGIResponse, PoolProcess, fcgi_request, wait_for
+from support.pidapp import booted
+
+TESTS = Path(__file__).parent  # the app directory: the pool imports support.pidapp from here
+SLOW = 0.6  # seconds the busy request takes
+QUICK_LIMIT = 0.3  # a request passed on to the idle worker is answered well within this
+#: how long after the busy request started the quick one is sent (the timer has fired long before)
+SEND_AFTER = 0.05
+
+
+# --- Watchdog.remind / forget ----------------------------------------------------------------------------------
+
+
+@contextmanager
+def installed_watchdog() -> Iterator[Watchdog]:
+    previous = signal.getsignal(signal.SIGALRM)
+    dog = Watchdog()
+    dog.install()
+    try:
+        yield dog
+    finally:
+        dog.disarm()
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def sleep_until(t: float) -> None:
+    while (left := t - time.monotonic()) > 0:
+        time.sleep(left)
+
+
+@pytest.mark.timeout(30, method="thread")  # the watchdog owns SIGALRM in these tests
+def test_remind_calls_back_once_after_the_delay() -> None:
+    calls: list[float] = []
+    with installed_watchdog() as dog:
+        t0 = time.monotonic()
+        dog.remind(0.2, lambda: calls.append(time.monotonic()))
+        sleep_until(t0 + 0.1)
+        assert calls == [], "the reminder ran early"
+        sleep_until(t0 + 1.0)  # the handler runs in between, the sleep goes on (PEP 475)
+        assert len(calls) == 1, calls
+        assert 0.18 <= calls[0] - t0 < 0.8
+        assert signal.getitimer(signal.ITIMER_REAL)[0] == 0  # one-shot: nothing left running
+        sleep_until(t0 + 1.3)
+        assert len(calls) == 1
+
+
+@pytest.mark.timeout(30, method="thread")
+def test_forget_cancels_the_reminder() -> None:
+    calls: list[int] = []
+    with installed_watchdog() as dog:
+        dog.remind(0.1, lambda: calls.append(1))
+        assert signal.getitimer(signal.ITIMER_REAL)[0] > 0
+        dog.forget()
+        assert signal.getitimer(signal.ITIMER_REAL)[0] == 0
+        time.sleep(0.4)
+        assert calls == []
+        dog.remind(0.1, lambda: calls.append(2))  # usable again after forget
+        time.sleep(0.5)
+        assert calls == [2]
+
+
+@pytest.mark.timeout(30, method="thread")
+def test_arming_a_deadline_replaces_the_reminder() -> None:
+    calls: list[int] = []
+    with installed_watchdog() as dog:
+        dog.remind(0.1, lambda: calls.append(1))
+        dog.arm(time.monotonic() + 10)  # after-response work starts: the timer is the deadline's now
+        assert signal.getitimer(signal.ITIMER_REAL)[0] > 5
+        time.sleep(0.4)
+        assert calls == []
+        dog.forget()  # the worker's end-of-request forget must not cancel the deadline's timer
+        assert signal.getitimer(signal.ITIMER_REAL)[0] > 5
+        assert dog.deadline and not dog.expired
+
+
+@pytest.mark.timeout(30, method="thread")
+def test_remind_is_ignored_while_a_deadline_is_armed() -> None:
+    calls: list[int] = []
+    with installed_watchdog() as dog:
+        dog.arm(time.monotonic() + 10)
+        dog.remind(0.05, lambda: calls.append(1))
+        assert signal.getitimer(signal.ITIMER_REAL)[0] > 5, "remind took over the deadline's timer"
+        time.sleep(0.3)
+        assert calls == []
+        dog.disarm()
+        dog.remind(0.05, lambda: calls.append(2))  # no deadline any more: reminders work again
+        time.sleep(0.4)
+        assert calls == [2]
+
+
+# --- config --------------------------------------------------------------------------------------------------
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``fcgipool ARGS support.pidapp:app`` (the app must import: --check-config loads it)."""
+    return subprocess.run(
+        [sys.executable, "-m", "fcgipool.cli", *args, "support.pidapp:app"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=TESTS,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.mark.parametrize(
+    "args, env, code, message",
+    [
+        (["--handoff-after", "-1"], {}, 2, "--handoff-after: handoff_after must be a finite number of seconds >= 0"),
+        (["--handoff-after", "abc"], {}, 2, "--handoff-after: handoff_after must be a number"),
+        ([], {"FCGIPOOL_HANDOFF_AFTER": "-0.5"}, 1, "FCGIPOOL_HANDOFF_AFTER: handoff_after must be a finite number"),
+        ([], {"FCGIPOOL_HANDOFF_AFTER": "soon"}, 1, "FCGIPOOL_HANDOFF_AFTER: handoff_after must be a number"),
+    ],
+    ids=["flag-negative", "flag-text", "env-negative", "env-text"],
+)
+def test_bad_handoff_after_is_refused_before_starting(
+    args: list[str], env: dict[str, str], code: int, message: str
+) -> None:
+    proc = run_cli(*args, "--check-config", env=env)
+    assert proc.returncode == code, proc.stderr
+    assert message in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args, env, value",
+    [
+        ([], {}, "0.005"),
+        (["--handoff-after", "0"], {}, "0.0"),
+        ([], {"FCGIPOOL_HANDOFF_AFTER": "0.25"}, "0.25"),
+        (["--handoff-after", "2"], {"FCGIPOOL_HANDOFF_AFTER": "0.25"}, "2.0"),
+    ],
+    ids=["default", "flag", "env", "flag-over-env"],
+)
+def test_handoff_after_from_flag_and_env(args: list[str], env: dict[str, str], value: str) -> None:
+    proc = run_cli(*args, "--print-config", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(rf"^handoff_after\s+= {re.escape(value)}$", proc.stdout, re.M), proc.stdout
+
+
+# --- a real pool -----------------------------------------------------------------------------------------------
+
+
+def connect(pool: PoolProcess) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(10)
+    sock.connect(pool.socket_path)
+    return sock
+
+
+def get(pool: PoolProcess, sock: socket.socket, path: str, query: str = "") -> FastCGIResponse:
+    """One keep-conn request on ``sock``."""
+    uri = f"{path}?{query}" if query else path
+    params = {"PATH_INFO": path, "QUERY_STRING": query, "REQUEST_URI": uri}
+    return fcgi_request(pool.socket_path, params, keep_conn=True, sock=sock)
+
+
+def timed(call: Callable[[], FastCGIResponse]) -> tuple[FastCGIResponse, float, float]:
+    """(response, start, end) on the monotonic clock."""
+    t0 = time.monotonic()
+    r = call()
+    return r, t0, time.monotonic()
+
+
+@dataclass
+class Setup:
+    pool: PoolProcess
+    conns: list[socket.socket]
+    first: int  # the worker that holds every connection
+    second: int  # the idle worker added with TTIN
+
+
+@contextmanager
+def one_worker_holds_three(tmp_path: Path, handoff_after: str | None) -> Iterator[Setup]:
+    """Worker A holds three idle kept connections; then worker B starts and idles."""
+    args = [] if handoff_after is None else ["--handoff-after", handoff_after]
+    env = {"PIDAPP_DIR": str(tmp_path)}
+    with PoolProcess("support.pidapp:app", workers=1, args=args, app_dir=TESTS, env=env, wait_path=None) as pool:
+        conns = [connect(pool) for _ in range(3)]
+        try:
+            answers = [get(pool, c, "/pid") for c in conns]
+            assert all(r.status == 200 and not r.trailing for r in answers), answers  # all three kept
+            (first,) = {int(r.body) for r in answers}
+            assert pool.worker_pids() == [first]
+            pool.signal(signal.SIGTTIN)
+            (second,) = wait_for(lambda: booted(tmp_path) - {first}, 20, "a second worker to load the app")
+            # from loading the app to waiting in its main loop: a few ms; the queue keeps connections till then
+            time.sleep(0.3)
+            assert sorted(pool.worker_pids()) == sorted([first, second])
+            yield Setup(pool, conns, first, second)
+            for c in conns:  # nothing was closed on us: every connection still answers
+                assert get(pool, c, "/pid").status == 200
+            log = pool.log_text()
+            assert "Traceback" not in log and "closing FastCGI connection" not in log, log[-3000:]
+        finally:
+            for c in conns:
+                c.close()
+
+
+def busy_then_quick(s: Setup) -> tuple[FastCGIResponse, float, FastCGIResponse, float]:
+    """/slow on connection 0, a quick /pid on connection 1 while it runs: (slow, slow's end, quick, quick's
+    time), times relative to the slow request's start."""
+    with ThreadPoolExecutor(1) as ex:
+        slow_future = ex.submit(timed, lambda: get(s.pool, s.conns[0], "/slow", f"s={SLOW}"))
+        t0 = time.monotonic()
+        time.sleep(SEND_AFTER)
+        quick, q0, q1 = timed(lambda: get(s.pool, s.conns[1], "/pid"))
+        slow, _, s1 = slow_future.result(timeout=10)
+    assert slow.status == 200 and quick.status == 200, (slow, quick)
+    assert int(slow.body) == s.first
+    return slow, s1 - t0, quick, q1 - q0
+
+
+@pytest.mark.parametrize("handoff_after", [None, "0"], ids=["default", "strict-0"])
+def test_request_on_a_busy_workers_idle_connection_goes_to_the_idle_worker(
+    tmp_path: Path, handoff_after: str | None
+) -> None:
+    with one_worker_holds_three(tmp_path, handoff_after) as s:
+        _, slow_end, quick, quick_time = busy_then_quick(s)
+        print(f"handoff_after={handoff_after}: quick answered in {quick_time:.3f} s, slow ended at {slow_end:.3f} s")
+        assert int(quick.body) == s.second, "the busy worker kept the connection"
+        assert quick_time < QUICK_LIMIT, f"quick request took {quick_time:.3f} s: it waited for the busy worker"
+        assert slow_end >= SLOW - 0.05
+
+
+def test_large_handoff_after_keeps_the_connections_with_the_busy_worker(tmp_path: Path) -> None:
+    """The control: with handoff_after longer than the busy request nothing moves, the quick one waits."""
+    with one_worker_holds_three(tmp_path, "5") as s:
+        _, slow_end, quick, quick_time = busy_then_quick(s)
+        print(f"handoff_after=5: quick answered in {quick_time:.3f} s, slow ended at {slow_end:.3f} s")
+        assert int(quick.body) == s.first, "the connection moved although handoff_after was not reached"
+        assert quick_time >= SLOW - SEND_AFTER - 0.1, f"answered after {quick_time:.3f} s, before the busy one ended"
+
+
+def test_after_response_work_passes_the_connections_on_at_once(tmp_path: Path) -> None:
+    """handoff_after 5 s, but a request whose task runs 0.6 s after the response: the other connections go to
+    the queue as the task starts, and a request on one is answered by the idle worker."""
+    with one_worker_holds_three(tmp_path, "5") as s:
+        bg = get(s.pool, s.conns[0], "/bg", f"s={SLOW}")
+        t0 = time.monotonic()
+        assert bg.status == 200 and int(bg.body) == s.first
+        assert bg.trailing, "a request with after-response work must end its connection (no-reuse marker)"
+        quick, q0, q1 = timed(lambda: get(s.pool, s.conns[1], "/pid"))
+        print(f"after-response work: quick answered in {q1 - q0:.3f} s")
+        assert int(quick.body) == s.second, "the connection stayed with the worker running after-response work"
+        assert q1 - q0 < QUICK_LIMIT and q1 - t0 < SLOW - 0.1, f"quick request took {q1 - q0:.3f} s"
+        s.conns[0].close()
+        s.conns[0] = s.conns[2]  # the closed one is not checked at the end
+        time.sleep(SLOW)  # let the task end before the pool stops
