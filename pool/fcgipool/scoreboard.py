@@ -296,7 +296,9 @@ class Slot:
         self._seq = seq + (seq & 1)  # a previous owner killed mid-write leaves it odd
         self._pending: list[str] = []
         self._t0 = 0.0
-        self._cpu0 = 0.0
+        # process CPU time when the last request (or its after-response work) ended: a request's CPU is what
+        # the process used from there to its END_REQUEST (idle time uses none), one clock read per request
+        self._cpu0 = time.process_time()
         # (method, uri, query, script) -> their encoded fields: a pool serves the same few URIs over and over
         self._enc_cache: dict[tuple[str, str, str, str], tuple[bytes, bytes, bytes, bytes]] = {}
         # single writer: the counters live here and are copied out, never read back from the mmap
@@ -336,7 +338,6 @@ class Slot:
     ) -> None:
         """The response phase starts; ``deadline`` (if given) is written in the same seqlock write."""
         self._t0 = time.monotonic()
-        self._cpu0 = time.process_time()
         now = time.time()
         key = (method, uri, query, script)
         enc = self._enc_cache.get(key)
@@ -374,6 +375,7 @@ class Slot:
 
     def rest(self) -> None:
         """State IDLE and no deadline (back to gunicorn's heartbeat), in one seqlock write."""
+        self._cpu0 = time.process_time()  # after-response work is not the next request's
         mm, base = self._mm, self._base
         seq = self._seq + 1
         _SEQ.pack_into(mm, base, seq)
@@ -408,7 +410,8 @@ class Slot:
         """
         now = time.monotonic()
         if cpu_seconds is None:
-            cpu_seconds = time.process_time() - self._cpu0
+            cpu_now = time.process_time()
+            cpu_seconds, self._cpu0 = cpu_now - self._cpu0, cpu_now
         if now - self._rss_at >= _RSS_EVERY:
             self._rss_at = now
             self._rss = rss_bytes()

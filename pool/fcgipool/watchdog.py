@@ -9,6 +9,9 @@ an interruptible region or inside a shield is raised when such a region is enter
 A task that ignores the interruption (catches ``BaseException``, or loops in C where Python never gets
 control) is the arbiter's job: the worker publishes a hard deadline in its scoreboard slot and the arbiter
 kills it when that passes.
+
+The same timer serves the worker's keep-conn reminders (:meth:`Watchdog.remind`, see ``handoff_after`` in
+fcgipool.worker) while no deadline is armed.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ class Watchdog:
         self._pending = False
         self._fired = False
         self._reminder: Callable[[], None] | None = None
+        self._remind_after = 0.0
 
     def install(self) -> None:
         signal.signal(signal.SIGALRM, self._on_alarm)
@@ -52,7 +56,6 @@ class Watchdog:
         self._reason = reason
         self._fired = False
         self._pending = False
-        self._reminder = None  # the timer is ours now
         if self._cap and (not deadline or self._cap < deadline):
             deadline, self._reason = self._cap, "shutdown"
         self._deadline = deadline
@@ -69,12 +72,13 @@ class Watchdog:
             self._set_timer()
 
     def remind(self, seconds: float, callback: Callable[[], None]) -> None:
-        """Call ``callback`` (from the signal handler, between two bytecodes of whatever runs) after ``seconds``,
-        unless :meth:`forget` or :meth:`arm` comes first. Only while no deadline is armed: the timer is shared."""
-        if self._deadline:
-            return
+        """Call ``callback`` once (from the signal handler, between two bytecodes of whatever runs) after
+        ``seconds``, unless :meth:`forget` comes first. The timer is shared: while a deadline is armed the
+        reminder waits, and :meth:`disarm` starts it again with its full delay."""
         self._reminder = callback
-        signal.setitimer(signal.ITIMER_REAL, seconds)
+        self._remind_after = seconds
+        if not self._deadline:
+            signal.setitimer(signal.ITIMER_REAL, seconds)
 
     def forget(self) -> None:
         """Cancel :meth:`remind` (one syscall; none if no reminder was set or it already ran)."""
@@ -86,7 +90,7 @@ class Watchdog:
     def disarm(self) -> None:
         self._deadline = 0.0
         self._pending = False
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.setitimer(signal.ITIMER_REAL, self._remind_after if self._reminder is not None else 0)
 
     @property
     def deadline(self) -> float:
@@ -110,7 +114,7 @@ class Watchdog:
     # --- internals -------------------------------------------------------------------------------------
     def _set_timer(self) -> None:
         if not self._deadline:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.setitimer(signal.ITIMER_REAL, self._remind_after if self._reminder is not None else 0)
             return
         signal.setitimer(signal.ITIMER_REAL, max(self._deadline - time.monotonic(), 0.001))
 

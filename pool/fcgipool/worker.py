@@ -86,7 +86,8 @@ class FastCGIWorker(base.Worker):
         self._queue_seen = 0.0
         self._queue_streak = 0
         self._handoff_after = 0.0
-        self._reminding = False  # the handoff_after timer runs (see _serve)
+        self._in_request = False  # inside FastCGIConnection.serve: the held connections are not being touched
+        self._handoff_due = False  # handoff_after passed between two requests of a round: pass on before the next
 
     # --- gunicorn hooks ------------------------------------------------------------------------------
     def init_process(self) -> None:
@@ -154,7 +155,8 @@ class FastCGIWorker(base.Worker):
 
     def long_work_ahead(self) -> None:
         """After-response work starts: nobody may wait on an idle connection we hold meanwhile."""
-        self._pass_held_on()
+        if self._in_request and self.handoff is not None:
+            self._let_go_others(None)
 
     def should_yield(self) -> bool:
         """Fairness for keep-conn without a hand-off queue: called when a request on a kept connection ends.
@@ -219,16 +221,24 @@ class FastCGIWorker(base.Worker):
                     self._drain_pipe()
                 # everything ready, in turn: a held connection is served (if another worker has not been given
                 # it meanwhile), a listener or the queue yields one connection per round
-                for fd, _ in events:
-                    if not self.alive:
-                        break
-                    conn = self.held.get(fd)
-                    if conn is not None:
-                        self._serve(conn, fresh=False)
-                    elif fd == queue_fd:
-                        self._take()
-                    elif fd in listeners:
-                        self._accept(listeners[fd])
+                timed = bool(self.held) and self.handoff is not None and self._handoff_after > 0
+                if timed:  # one timer per round, not per request: see _on_handoff_timer
+                    self.watchdog.remind(self._handoff_after, self._on_handoff_timer)
+                try:
+                    for fd, _ in events:
+                        if not self.alive:
+                            break
+                        conn = self.held.get(fd)
+                        if conn is not None:
+                            self._serve(conn, fresh=False)
+                        elif fd == queue_fd:
+                            self._take()
+                        elif fd in listeners:
+                            self._accept(listeners[fd])
+                finally:
+                    if timed:
+                        self.watchdog.forget()
+                    self._handoff_due = False  # idle again: we watch what we hold ourselves
         finally:
             self.recorder.ending()
             for conn in list(self.held.values()):
@@ -287,17 +297,18 @@ class FastCGIWorker(base.Worker):
             if conn is not keep:
                 self._let_go(conn)
 
-    def _pass_held_on(self) -> None:
-        """The current request takes a while (``handoff_after``, or after-response work): pass on what we hold.
+    def _on_handoff_timer(self) -> None:
+        """This round of requests has kept the worker busy for ``handoff_after``: pass on what we hold.
 
-        Runs from the timer's signal handler, between two bytecodes of the request: the held connections are
-        touched by the main loop only outside :meth:`_serve`'s reminder window, which ``_reminding`` marks.
+        Runs from the SIGALRM handler, between two bytecodes. Inside a request the main loop does not touch the
+        held connections, so they are passed on at once; between two requests it is left to the next
+        :meth:`_serve`. The timer is set again: a long round hands off what it held on to meanwhile, too.
         """
-        if not self._reminding:
-            return
-        self._reminding = False
-        self.watchdog.forget()
-        self._let_go_others(None)
+        self.watchdog.remind(self._handoff_after, self._on_handoff_timer)
+        if self._in_request:
+            self._let_go_others(None)
+        else:
+            self._handoff_due = True
 
     def _take(self) -> bool:
         """A connection from the hand-off queue: served if a request waits on it, else held."""
@@ -328,18 +339,14 @@ class FastCGIWorker(base.Worker):
         registered = self.held.get(fd) is connection  # stays registered with poll while it is served
         if registered:
             del self.held[fd]
-        if self.held:
-            if self.handoff is None or not self._handoff_after:
-                self._let_go_others(connection)
-            else:
-                self._reminding = True
-                self.watchdog.remind(self._handoff_after, self._pass_held_on)
+        if self.held and (self._handoff_due or self.handoff is None or not self._handoff_after):
+            self._handoff_due = False
+            self._let_go_others(connection)
+        self._in_request = True
         try:
             keep = connection.serve(fresh=fresh)
         finally:
-            if self._reminding:
-                self._reminding = False
-                self.watchdog.forget()
+            self._in_request = False
         self._after_serve()
         if keep and self.alive:
             if registered:
