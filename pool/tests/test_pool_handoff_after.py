@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from fcgipool.watchdog import Watchdog
+from fcgipool.watchdog import BackgroundTimeout, Watchdog
 from support import FastCGIResponse, PoolProcess, fcgi_request, wait_for
 from support.pidapp import booted
 
@@ -89,21 +89,24 @@ def test_forget_cancels_the_reminder() -> None:
 
 
 @pytest.mark.timeout(30, method="thread")
-def test_arming_a_deadline_replaces_the_reminder() -> None:
-    calls: list[int] = []
+def test_an_armed_deadline_takes_the_timer_and_disarm_restarts_the_reminder() -> None:
+    """The timer is shared: after-response work (a deadline) holds a reminder back; it runs, with its full
+    delay, once the deadline is disarmed."""
+    calls: list[float] = []
     with installed_watchdog() as dog:
-        dog.remind(0.1, lambda: calls.append(1))
-        dog.arm(time.monotonic() + 10)  # after-response work starts: the timer is the deadline's now
-        assert signal.getitimer(signal.ITIMER_REAL)[0] > 5
+        dog.remind(0.1, lambda: calls.append(time.monotonic()))
+        dog.arm(time.monotonic() + 10)
+        assert signal.getitimer(signal.ITIMER_REAL)[0] > 5, "the deadline does not own the timer"
         time.sleep(0.4)
-        assert calls == []
-        dog.forget()  # the worker's end-of-request forget must not cancel the deadline's timer
-        assert signal.getitimer(signal.ITIMER_REAL)[0] > 5
-        assert dog.deadline and not dog.expired
+        assert calls == [], "the reminder ran while a deadline was armed"
+        t0 = time.monotonic()
+        dog.disarm()
+        time.sleep(0.6)
+        assert len(calls) == 1 and 0.08 <= calls[0] - t0 < 0.5, [c - t0 for c in calls]
 
 
 @pytest.mark.timeout(30, method="thread")
-def test_remind_is_ignored_while_a_deadline_is_armed() -> None:
+def test_remind_while_a_deadline_is_armed_waits_for_disarm() -> None:
     calls: list[int] = []
     with installed_watchdog() as dog:
         dog.arm(time.monotonic() + 10)
@@ -111,10 +114,30 @@ def test_remind_is_ignored_while_a_deadline_is_armed() -> None:
         assert signal.getitimer(signal.ITIMER_REAL)[0] > 5, "remind took over the deadline's timer"
         time.sleep(0.3)
         assert calls == []
+        dog.forget()  # forgetting the reminder must not cancel the deadline's timer
+        assert signal.getitimer(signal.ITIMER_REAL)[0] > 5 and dog.deadline and not dog.expired
         dog.disarm()
-        dog.remind(0.05, lambda: calls.append(2))  # no deadline any more: reminders work again
+        time.sleep(0.3)
+        assert calls == [], "a forgotten reminder ran"
+        dog.remind(0.05, lambda: calls.append(2))  # no deadline: reminders run at once again
         time.sleep(0.4)
         assert calls == [2]
+
+
+@pytest.mark.timeout(30, method="thread")
+def test_a_pending_reminder_does_not_stop_the_deadline_from_interrupting() -> None:
+    calls: list[int] = []
+    with installed_watchdog() as dog:
+        dog.remind(0.05, lambda: calls.append(1))
+        t0 = time.monotonic()
+        dog.arm(t0 + 0.2)
+        with pytest.raises(BackgroundTimeout), dog.interruptible():
+            time.sleep(3)
+        assert 0.15 <= time.monotonic() - t0 < 1.5
+        assert calls == []
+        dog.disarm()
+        time.sleep(0.3)
+        assert calls == [1]
 
 
 # --- config --------------------------------------------------------------------------------------------------
