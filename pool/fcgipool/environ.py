@@ -65,32 +65,36 @@ def build_environ(
 ) -> dict[str, Any]:
     """The WSGI environ for one request. Raises :class:`BadRequestParams` on an invalid CONTENT_LENGTH."""
     env: dict[str, Any] = dict(params)
+    get = env.get
     for key, default in _REQUIRED_DEFAULTS.items():
-        if not env.get(key):
+        if not get(key):
             env[key] = default
     # duplicates of CONTENT_TYPE/CONTENT_LENGTH that nginx passes along with the other headers
     env.pop("HTTP_CONTENT_TYPE", None)
     env.pop("HTTP_CONTENT_LENGTH", None)
-    for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-        if key in env and not env[key]:
-            del env[key]
-    if "CONTENT_LENGTH" in env:
-        length = env["CONTENT_LENGTH"].strip()
-        if not length.isdigit():
-            raise BadRequestParams(f"CONTENT_LENGTH is not a non-negative integer: {env['CONTENT_LENGTH']!r}")
-        env["CONTENT_LENGTH"] = length
+    if get("CONTENT_TYPE") == "":
+        del env["CONTENT_TYPE"]
+    length = get("CONTENT_LENGTH")
+    if length is not None:
+        if not length:
+            del env["CONTENT_LENGTH"]
+        else:
+            length = length.strip()
+            if not length.isdigit():
+                raise BadRequestParams(f"CONTENT_LENGTH is not a non-negative integer: {env['CONTENT_LENGTH']!r}")
+            env["CONTENT_LENGTH"] = length
 
-    if not env.get("PATH_INFO"):
+    if not get("PATH_INFO"):
         # No split from the web server: the whole decoded path is PATH_INFO below the configured root.
         path = _request_path(params)
         if root and (path == root or path.startswith(root + "/")):
             env["SCRIPT_NAME"], env["PATH_INFO"] = root, path[len(root) :]
         else:
             env["SCRIPT_NAME"], env["PATH_INFO"] = "", path
-    elif env.get("SCRIPT_NAME") == "/":
+    elif get("SCRIPT_NAME") == "/":
         env["SCRIPT_NAME"] = ""
 
-    https = env.get("HTTPS", "").lower() in ("on", "1") or env.get("REQUEST_SCHEME") == "https"
+    https = get("REQUEST_SCHEME") == "https" or get("HTTPS", "").lower() in ("on", "1")
     env.update(_WSGI_CONSTANTS)
     env["wsgi.url_scheme"] = "https" if https else "http"
     env["wsgi.input"] = wsgi_input

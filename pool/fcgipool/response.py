@@ -19,9 +19,9 @@ ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _STATUS = re.compile(r"[1-9][0-9]{2}(?: [^\x00-\x1f\x7f]*)?\Z")
-# header names that passed _TOKEN (str only): an app sends the same few names with every response
-_GOOD_NAMES: set[str] = set()
-_GOOD_NAMES_MAX = 1024
+# (name, value) headers that passed every check (str only): an app sends the same few with every response
+_GOOD_HEADERS: set[tuple[str, str]] = set()
+_GOOD_HEADERS_MAX = 4096
 
 
 class ResponseError(Exception):
@@ -30,6 +30,23 @@ class ResponseError(Exception):
 
 class ResponseWriter:
     """One request's response. ``send(bytes)`` writes to the socket (blocking, whole buffer)."""
+
+    __slots__ = (
+        "_buffer_size",
+        "_conn",
+        "_head",
+        "_on_late_write",
+        "_pending",
+        "_pending_len",
+        "_rid",
+        "_send",
+        "body_bytes",
+        "finished",
+        "flushed",
+        "headers",
+        "status",
+        "streaming",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -72,18 +89,23 @@ class ResponseWriter:
             raise ResponseError(f"invalid WSGI status {status!r}: expected a str like '200 OK'")
         checked: list[tuple[str, str]] = []
         for item in headers:
+            try:
+                if item in _GOOD_HEADERS:
+                    checked.append(item)
+                    continue
+            except TypeError:  # unhashable (a list, or a tuple holding one): the checks below say what is wrong
+                pass
             if not (isinstance(item, tuple) and len(item) == 2):
                 raise ResponseError(f"response header {item!r} is not a (name, value) tuple")
             name, value = item
-            if type(name) is not str or name not in _GOOD_NAMES:  # type() first: a list is unhashable
-                if not isinstance(name, str) or not _TOKEN.match(name):
-                    raise ResponseError(f"invalid response header name {name!r}")
-                if type(name) is str and len(_GOOD_NAMES) < _GOOD_NAMES_MAX:
-                    _GOOD_NAMES.add(name)
+            if not isinstance(name, str) or not _TOKEN.match(name):
+                raise ResponseError(f"invalid response header name {name!r}")
             if not isinstance(value, str) or _BAD_VALUE.search(value):
                 raise ResponseError(f"invalid value for response header {name}: {value!r}")
-            if name.lower() == "x-accel-buffering" and value.strip().lower() == "no":
-                self.streaming = True
+            if name.lower() == "x-accel-buffering":
+                self.streaming = self.streaming or value.strip().lower() == "no"  # never cached: sets state
+            elif type(name) is str and type(value) is str and len(_GOOD_HEADERS) < _GOOD_HEADERS_MAX:
+                _GOOD_HEADERS.add(item)
             checked.append((name, value))
         self.status = status
         self.headers = checked

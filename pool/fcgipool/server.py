@@ -132,6 +132,9 @@ class FastCGIConnection:
         self._stdin_done = True
         self._after_started = False
         self._input: Any = None
+        self._params: dict[str, str] = {}
+        self._writer: Any = None
+        self._late_warned = False
         if not configured:
             # a socket from accept()/recvmsg is blocking unless socket.setdefaulttimeout() was called: skip the
             # syscall then (gettimeout() reads Python's own flag)
@@ -329,13 +332,14 @@ class FastCGIConnection:
     # --- one request ---------------------------------------------------------------------------------------
     def _serve_request(self, event: RequestStarted) -> bool:
         """Handle one request to the end (response and after-response work). True if the connection may stay."""
-        host, s, log = self.host, self.host.settings, self.host.log
-        host.notify()
-        params = event.params
+        host = self.host
+        s = host.settings
+        params = self._params = event.params
         self._stdin_done = False
         self._after_started = False
         self._input = None
-        uri = request_uri(params)
+        self._late_warned = False
+        uri = params.get("REQUEST_URI") or request_uri(params)
         method = params.get("REQUEST_METHOD", "GET")
         length_text = params.get("CONTENT_LENGTH", "").strip()
         host.recorder.begin(
@@ -345,30 +349,33 @@ class FastCGIConnection:
             None if self._deadline_published else self._hard_deadline(),
         )  # fmt: skip
         self._deadline_published = True
-        late_warned: list[bool] = []
-
-        def late_write() -> None:
-            if not late_warned:
-                late_warned.append(True)
-                log.warning("%s %s: output after finish_request() is dropped", method, uri)
-
-        writer = ResponseWriter(
-            self.conn, event.request_id, self._sendall, buffer_size=s.buffer_size, on_late_write=late_write
+        writer = self._writer = ResponseWriter(
+            self.conn, event.request_id, self._sendall, buffer_size=s.buffer_size, on_late_write=self._late_write
         )
-        tasks = TaskList(uri, on_change=host.recorder.pending, on_finish_request=lambda: self._finish_early(writer))
+        tasks = TaskList(uri, on_change=host.recorder.pending, on_finish_request=self._finish_current)
         try:
             self._input = self._make_input(params, writer)
             if self._input is not None:
                 self._run_app(params, self._input, tasks, writer)
         except BackgroundTimeout as exc:
             # the app's own code after finish_request() used up the after-response budget
-            log.error("%s %s: code after finish_request() interrupted (%s)", method, uri, exc.reason)
+            host.log.error("%s %s: code after finish_request() interrupted (%s)", method, uri, exc.reason)
             self._report_lost([LostTask(f"{method} {uri} (after finish_request)", exc.reason, uri, started=True)])
         host.request_served()
         keep = self._end_response(writer, tasks)
-        if tasks.has_pending or self._after_started:
+        if tasks.done < len(tasks.tasks) or self._after_started:
             self._run_after_response(tasks, writer.status_code)
         return keep
+
+    def _late_write(self) -> None:
+        if not self._late_warned:
+            self._late_warned = True
+            params = self._params
+            self.host.log.warning("%s %s: output after finish_request() is dropped",
+                                  params.get("REQUEST_METHOD", "GET"), request_uri(params))  # fmt: skip
+
+    def _finish_current(self) -> None:
+        self._finish_early(self._writer)
 
     def _make_input(self, params: dict[str, str], writer: ResponseWriter) -> Any:
         """``wsgi.input`` for the request, or None after answering 400/413 without calling the app."""
@@ -444,21 +451,16 @@ class FastCGIConnection:
             if close is not None:
                 close()
 
-    def _keep_after(self) -> bool:
-        return (
-            self.conn.keep_conn
-            and self.host.settings.keep_conn
-            and self.host.alive
-            and not self.broken
-            and not self.give_up
-            and not self.host.should_yield()
-        )
-
     def _end_response(self, writer: ResponseWriter, tasks: TaskList) -> bool:
         """END_REQUEST (unless finish_request() already sent it); close unless the connection can be kept."""
         if self._after_started:
             return False  # finish_request() ended the response and closed the connection
-        keep = self._keep_after() and not tasks.has_pending
+        host = self.host
+        pending = tasks.done < len(tasks.tasks)
+        keep = (
+            self.conn.keep_conn and host.settings.keep_conn and host.alive and not self.broken and not self.give_up
+            and not pending and not host.should_yield()
+        )  # fmt: skip
         if self.broken:
             keep = False  # no END_REQUEST: nginx reports a truncated response as an upstream error
         else:
@@ -466,7 +468,7 @@ class FastCGIConnection:
             # never resets a connection with unread data, and a kept one is at a clean boundary to pass on
             self._drain_stdin()
             writer.finish(NO_REUSE if (self.conn.keep_conn and not keep) else b"")
-        self.host.recorder.end_response(rest=not tasks.has_pending)
+        host.recorder.end_response(rest=not pending)
         if not keep:
             self.close()
         return keep

@@ -42,6 +42,7 @@ class Watchdog:
         self._pending = False
         self._fired = False
         self._reminder: Callable[[], None] | None = None
+        self._open = _Open(self)  # one per watchdog: entered once per request
         self._remind_after = 0.0
 
     def install(self) -> None:
@@ -109,7 +110,7 @@ class Watchdog:
         return _Shield(self)
 
     def interruptible(self) -> _Open:
-        return _Open(self)
+        return self._open
 
     # --- internals -------------------------------------------------------------------------------------
     def _set_timer(self) -> None:

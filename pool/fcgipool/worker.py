@@ -88,6 +88,8 @@ class FastCGIWorker(base.Worker):
         self._handoff_after = 0.0
         self._in_request = False  # inside FastCGIConnection.serve: the held connections are not being touched
         self._handoff_due = False  # handoff_after passed between two requests of a round: pass on before the next
+        self._in_round = False  # serving what one poll reported ready
+        self._round_timed = False  # the handoff_after timer is set
 
     # --- gunicorn hooks ------------------------------------------------------------------------------
     def init_process(self) -> None:
@@ -221,9 +223,8 @@ class FastCGIWorker(base.Worker):
                     self._drain_pipe()
                 # everything ready, in turn: a held connection is served (if another worker has not been given
                 # it meanwhile), a listener or the queue yields one connection per round
-                timed = bool(self.held) and self.handoff is not None and self._handoff_after > 0
-                if timed:  # one timer per round, not per request: see _on_handoff_timer
-                    self.watchdog.remind(self._handoff_after, self._on_handoff_timer)
+                self._in_round = True
+                self._time_round()  # one timer per round, not per request: see _on_handoff_timer
                 try:
                     for fd, _ in events:
                         if not self.alive:
@@ -236,7 +237,9 @@ class FastCGIWorker(base.Worker):
                         elif fd in listeners:
                             self._accept(listeners[fd])
                 finally:
-                    if timed:
+                    self._in_round = False
+                    if self._round_timed:
+                        self._round_timed = False
                         self.watchdog.forget()
                     self._handoff_due = False  # idle again: we watch what we hold ourselves
         finally:
@@ -244,8 +247,14 @@ class FastCGIWorker(base.Worker):
             for conn in list(self.held.values()):
                 self._let_go(conn, serve_waiting=False)
             if queue is not None:
-                self.log.debug("hand-off queue: %d idle connections passed on, %d taken, %d could not be passed on, "
-                               "%d closed past MAX_HELD", queue.given, queue.taken, queue.failed, self.evicted)
+                self.log.debug(
+                    "hand-off queue: %d idle connections passed on, %d taken, %d could not be passed on, "
+                    "%d closed past MAX_HELD",
+                    queue.given,
+                    queue.taken,
+                    queue.failed,
+                    self.evicted,
+                )
 
     def _drain_pipe(self) -> None:
         try:
@@ -265,6 +274,14 @@ class FastCGIWorker(base.Worker):
         fd = conn.fileno()
         self.held[fd] = conn
         self._poll.register(fd, select.POLLIN)
+        if not self._round_timed:
+            self._time_round()
+
+    def _time_round(self) -> None:
+        """Within a round, whenever we hold a connection: make sure the handoff_after timer runs."""
+        if self._in_round and not self._round_timed and self.held and self.handoff is not None and self._handoff_after:
+            self._round_timed = True
+            self.watchdog.remind(self._handoff_after, self._on_handoff_timer)
 
     def _unhold(self, conn: FastCGIConnection) -> None:
         fd = conn.fileno()
@@ -302,9 +319,10 @@ class FastCGIWorker(base.Worker):
 
         Runs from the SIGALRM handler, between two bytecodes. Inside a request the main loop does not touch the
         held connections, so they are passed on at once; between two requests it is left to the next
-        :meth:`_serve`. The timer is set again: a long round hands off what it held on to meanwhile, too.
+        :meth:`_serve`. The timer is not set again here (a long request would get a signal every
+        ``handoff_after``): :meth:`_time_round` sets it when the round holds a connection again.
         """
-        self.watchdog.remind(self._handoff_after, self._on_handoff_timer)
+        self._round_timed = False
         if self._in_request:
             self._let_go_others(None)
         else:
@@ -351,6 +369,8 @@ class FastCGIWorker(base.Worker):
         if keep and self.alive:
             if registered:
                 self.held[fd] = connection  # back in, as the newest
+                if not self._round_timed:
+                    self._time_round()
             else:
                 self._hold(connection)
             return
@@ -362,5 +382,6 @@ class FastCGIWorker(base.Worker):
             connection.close()
 
     def _after_serve(self) -> None:
-        self.notify()
-        self.recorder.idle()  # and no deadline: back to gunicorn's heartbeat
+        # idle, and no deadline: back to gunicorn's heartbeat (sent once per poll round, by the main loop); a
+        # request without after-response work already said so in its last scoreboard write
+        self.recorder.idle()
