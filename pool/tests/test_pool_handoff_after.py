@@ -7,12 +7,17 @@ tests make one worker hold three kept connections, add a second worker (TTIN), k
 connection and send a quick request on another: it is answered by the second worker long before the busy
 one is free -- unless ``handoff_after`` is larger than the busy request, which shows the setting is what
 moves the connection. Timing margins are generous: they show behaviour, not speed.
+
+Two regressions pin the round's timer: it runs also when a connection is kept mid-round (the round began holding
+nothing), and a long request gets one timer signal, not one every ``handoff_after`` (strace counts them).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -298,3 +303,111 @@ def test_after_response_work_passes_the_connections_on_at_once(tmp_path: Path) -
         s.conns[0].close()
         s.conns[0] = s.conns[2]  # the closed one is not checked at the end
         time.sleep(SLOW)  # let the task end before the pool stops
+
+
+# --- regressions: the round's handoff timer (be6f28f) ------------------------------------------------------------
+
+#: seconds the request served after the kept connection, in the same poll round, takes: room for TTIN to boot the
+#: second worker while it runs
+ROUND_SLOW = 3.0
+
+
+def test_a_connection_kept_mid_round_is_passed_on_while_the_round_goes_on(tmp_path: Path) -> None:
+    """The worker holds nothing when a poll round starts (so the round starts no timer), keeps a connection in
+    the round and then serves a long request: the kept connection must still be passed on after handoff_after,
+    not stay with the busy worker till the round ends. Two listeners make one round hold two new connections.
+    Before be6f28f the quick request waited the whole 3 s request out."""
+    env = {"PIDAPP_DIR": str(tmp_path)}
+    pool = PoolProcess("support.pidapp:app", workers=1, app_dir=TESTS, env=env, wait_path=None)
+    other = pool.dir / "other.sock"  # short path: a unix socket path must fit in 108 bytes
+    pool.args += ["--bind", f"unix:{other}"]
+    with pool, ThreadPoolExecutor(3) as ex:
+        wait_for(other.exists, 10, "the second listener")
+        kept = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        long_conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        for sock in (kept, long_conn):
+            sock.settimeout(10)
+        try:
+            # not a keep-conn request: when it ends the worker holds nothing
+            busy = ex.submit(fcgi_request, pool.socket_path, {"PATH_INFO": "/slow", "QUERY_STRING": "s=0.5"})
+            time.sleep(0.1)
+            # while the worker is busy (connected only now: the worker must not have accepted it earlier), a quick
+            # keep-conn request waits on the first listener and a long one on the second: the next poll reports
+            # both, and the round serves the quick one first
+            kept.connect(pool.socket_path)
+            first_answer = ex.submit(timed, lambda: get(pool, kept, "/pid"))
+            time.sleep(0.05)
+            long_conn.connect(str(other))
+            params = {"PATH_INFO": "/slow", "QUERY_STRING": f"s={ROUND_SLOW}"}
+            long_future = ex.submit(timed, lambda: fcgi_request(str(other), params, keep_conn=True, sock=long_conn))
+            worker = int(busy.result(timeout=10).body)
+            first = first_answer.result(timeout=ROUND_SLOW / 2)[0]  # served before the long request
+            assert first.status == 200 and not first.trailing and int(first.body) == worker, first  # kept
+            pool.signal(signal.SIGTTIN)
+            (second,) = wait_for(lambda: booted(tmp_path) - {worker}, 20, "a second worker to load the app")
+            time.sleep(0.3)
+            assert not long_future.done(), "the long request ended before the second worker was up: nothing shown"
+            quick, q0, q1 = timed(lambda: get(pool, kept, "/pid"))
+            long_response, _, long_end = long_future.result(timeout=10)
+            print(f"quick answered in {q1 - q0:.3f} s by {'the idle' if int(quick.body) == second else 'the busy'} "
+                  f"worker; the long request ended {long_end - q1:.3f} s after it")  # fmt: skip
+            assert long_response.status == 200 and int(long_response.body) == worker, long_response
+            assert quick.status == 200 and int(quick.body) == second, (
+                f"the connection kept earlier in the round stayed with the busy worker ({q1 - q0:.3f} s)"
+            )
+            assert q1 - q0 < QUICK_LIMIT and long_end - q1 > 0.5, f"quick took {q1 - q0:.3f} s"
+            assert get(pool, kept, "/pid").status == 200  # and it is still a live kept connection
+            log = pool.log_text()
+            assert "Traceback" not in log and "closing FastCGI connection" not in log, log[-3000:]
+        finally:
+            kept.close()
+            long_conn.close()
+
+
+def strace_attached(tracer: subprocess.Popen[str], timeout: float) -> str:
+    """Wait for strace's "Process N attached" line; return what it said instead if it stopped first."""
+    assert tracer.stderr is not None
+    said = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([tracer.stderr], [], [], deadline - time.monotonic())
+        if not ready:
+            break
+        line = tracer.stderr.readline()
+        if not line:  # strace exited
+            break
+        said.append(line)
+        if "attached" in line:
+            return ""
+    return "".join(said) or "no output"
+
+
+def test_a_long_request_gets_one_handoff_signal_not_one_per_handoff_after(tmp_path: Path) -> None:
+    """With other connections held, a 1 s request gets one handoff timer (SIGALRM) and a few setitimer calls.
+    Before be6f28f the timer re-armed itself from its own handler: one SIGALRM and one setitimer every
+    handoff_after (5 ms), ~200 per second of request. Counted with strace attached to the worker."""
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.skip("strace is not installed (apt-get install strace): it counts the worker's timer signals")
+    with one_worker_holds_three(tmp_path, None) as s:
+        trace = tmp_path / "strace.txt"
+        command = [strace, "-f", "-e", "trace=setitimer", "-e", "signal=SIGALRM", "-o", str(trace), "-p", str(s.first)]
+        tracer = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True)  # fmt: skip
+        try:
+            problem = strace_attached(tracer, 10)
+            if problem:
+                pytest.skip(f"strace cannot attach to the worker (ptrace not permitted here?): {problem.strip()}")
+            slow, t0, t1 = timed(lambda: get(s.pool, s.conns[0], "/slow", "s=1"))
+            assert slow.status == 200 and int(slow.body) == s.first and t1 - t0 >= 0.95, (slow, t1 - t0)
+        finally:
+            tracer.send_signal(signal.SIGINT)  # detaches from the worker, which goes on
+            tracer.communicate(timeout=10)
+        lines = trace.read_text().splitlines()
+        setitimer = sum("setitimer(" in line for line in lines)
+        sigalrm = sum("--- SIGALRM" in line for line in lines)
+        print(f"during a 1 s request with 2 other held connections: {setitimer} setitimer calls, {sigalrm} SIGALRM")
+        assert sigalrm >= 1, f"the handoff timer never fired: is strace seeing the worker?\n{lines[:20]}"
+        assert setitimer <= 20 and sigalrm <= 5, (
+            f"{setitimer} setitimer calls and {sigalrm} SIGALRMs in a 1 s request: the timer re-arms itself"
+        )
