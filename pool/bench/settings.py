@@ -60,7 +60,7 @@ Environment variables (defaults in brackets):
   BENCH_ROUNDS       repeat the whole sequence, interleaved, and report the median and spread [1]
   BENCH_WORKERS      worker processes of every backend [2]
   BENCH_NGINX_WORKERS  nginx worker_processes [1]
-  BENCH_UPSTREAM_KEEPALIVE  nginx upstream `keepalive` (idle kept connections) [8]
+  BENCH_UPSTREAM_KEEPALIVE  nginx upstream `keepalive` (idle kept connections) [= BENCH_CONNECTIONS]
   BENCH_ONLY         comma-separated rows or servers, e.g. "fcgipool,uwsgi" [all default rows]
                      (`minimal`, the Python floor from experiments/, runs only when named)
   BENCH_RESULTS_DIR  where the JSON and markdown go [pool/bench/results]
@@ -90,7 +90,9 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         rounds=_int(env, "BENCH_ROUNDS", 1, 1),
         workers=_int(env, "BENCH_WORKERS", 2, 1),
         nginx_workers=_int(env, "BENCH_NGINX_WORKERS", 1, 1),
-        upstream_keepalive=_int(env, "BENCH_UPSTREAM_KEEPALIVE", 8, 1),
+        # as many idle kept connections as requests in flight: with fewer, nginx closes and reopens
+        # connections under load and a keep-conn row measures connection churn (docs/benchmarks.md)
+        upstream_keepalive=_int(env, "BENCH_UPSTREAM_KEEPALIVE", connections, 1),
         only=only,
         results_dir=Path(env.get("BENCH_RESULTS_DIR") or BENCH_DIR / "results"),
         start_timeout=_int(env, "BENCH_START_TIMEOUT", 30, 1),

@@ -227,6 +227,17 @@ class FastCGIConnection:
             data = b""
         self.conn.receive_data(data)
 
+    def _try_recv(self) -> bool:
+        """Read what has arrived without waiting; False if nothing has."""
+        try:
+            data = self.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
+        except ConnectionResetError:
+            data = b""
+        self.conn.receive_data(data)
+        return True
+
     def _next_event(self, *, block: bool = True) -> Any:
         if self._stashed is not None:
             event, self._stashed = self._stashed, None
@@ -263,9 +274,14 @@ class FastCGIConnection:
         self._deadline = time.monotonic() + s.timeout if s.timeout else 0.0
         self._deadline_published = False
         recvs = 0
-        if not block and self._stashed is None and not self.conn.has_pending_input:
-            self._recv()  # readable and nothing buffered: read first (cannot block), parse once
-            recvs = 1
+        if self._stashed is None and not self.conn.has_pending_input:
+            # nothing buffered: read first, parse once. A readable socket cannot block; a fresh one usually has
+            # its request already (the web server writes right after connecting), else the loop below waits
+            if not block:
+                self._recv()
+                recvs = 1
+            elif self._try_recv():
+                recvs = 1
         while True:
             event = self._next_event(block=False)
             if event is NEED_DATA:

@@ -226,12 +226,16 @@ class FastCGIWorker(base.Worker):
                 self._in_round = True
                 self._time_round()  # one timer per round, not per request: see _on_handoff_timer
                 try:
-                    for fd, _ in events:
+                    for fd, ev in events:
                         if not self.alive:
                             break
                         conn = self.held.get(fd)
                         if conn is not None:
-                            self._serve(conn, fresh=False)
+                            if ev & select.POLLHUP and not _has_data(conn.sock):
+                                self._unhold(conn)  # the web server closed it (unix sockets say so): no serve
+                                conn.close()
+                            else:
+                                self._serve(conn, fresh=False)
                         elif fd == queue_fd:
                             self._take()
                         elif fd in listeners:

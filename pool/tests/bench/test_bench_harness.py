@@ -45,6 +45,10 @@ def test_settings_defaults_and_bad_values():
     cfg = settings.from_env({})
     assert (cfg.duration, cfg.connections, cfg.workers, cfg.rounds) == (10, 32, 2, 1)
     assert settings.from_env({"BENCH_ONLY": "fcgipool, uwsgi"}).only == ("fcgipool", "uwsgi")
+    # nginx keeps as many idle upstream connections as wrk has in flight, unless told otherwise
+    assert (cfg.connections, cfg.upstream_keepalive) == (32, 32)
+    assert settings.from_env({"BENCH_CONNECTIONS": "16"}).upstream_keepalive == 16
+    assert settings.from_env({"BENCH_CONNECTIONS": "16", "BENCH_UPSTREAM_KEEPALIVE": "8"}).upstream_keepalive == 8
     args = settings.from_env({"BENCH_FCGIPOOL_ARGS": "--pythonpath 'a dir' --worker-class x.Y"}).fcgipool_args
     assert args == ("--pythonpath", "a dir", "--worker-class", "x.Y")
     with pytest.raises(settings.SettingsError, match="BENCH_DURATION='ten'"):
