@@ -112,6 +112,7 @@ _REQUESTS_OFF, _REQUESTS = _OFFSETS["requests"]
 _ACCEPTED_OFF, _ACCEPTED = _OFFSETS["accepted"]
 _REQUEST_START_OFF, _D = _OFFSETS["request_start"]
 _DEADLINE_OFF, _ = _OFFSETS["deadline"]
+_IDLE, _READING, _RUNNING = int(State.IDLE), int(State.READING), int(State.RUNNING)  # plain ints: hot paths
 _ENC_CACHE_SIZE = 256  # distinct (method, uri, query, script) kept encoded; cleared when full
 
 
@@ -354,7 +355,8 @@ class Slot:
         mm, base = self._mm, self._base
         seq = self._seq + 1
         _SEQ.pack_into(mm, base, seq)
-        _BEGIN.pack_into(mm, base + _BEGIN_OFF, State.RUNNING, now, *enc, max(0, int(content_length or 0)), now, 0.0)
+        length = content_length if content_length > 0 else 0
+        _BEGIN.pack_into(mm, base + _BEGIN_OFF, _RUNNING, now, *enc, length, now, 0.0)
         if deadline is not None:
             _D.pack_into(mm, base + _DEADLINE_OFF, float(deadline))
         self._seq = seq + 1
@@ -367,7 +369,7 @@ class Slot:
         mm, base = self._mm, self._base
         seq = self._seq + 1
         _SEQ.pack_into(mm, base, seq)
-        _STATE.pack_into(mm, base + _STATE_OFF, State.READING, now)
+        _STATE.pack_into(mm, base + _STATE_OFF, _READING, now)
         _D.pack_into(mm, base + _REQUEST_START_OFF, now)
         _D.pack_into(mm, base + _DEADLINE_OFF, float(deadline))
         self._seq = seq + 1
@@ -379,7 +381,7 @@ class Slot:
         mm, base = self._mm, self._base
         seq = self._seq + 1
         _SEQ.pack_into(mm, base, seq)
-        _STATE.pack_into(mm, base + _STATE_OFF, State.IDLE, time.time())
+        _STATE.pack_into(mm, base + _STATE_OFF, _IDLE, time.time())
         _D.pack_into(mm, base + _DEADLINE_OFF, 0.0)
         self._seq = seq + 1
         _SEQ.pack_into(mm, base, seq + 1)
@@ -425,7 +427,7 @@ class Slot:
         _END.pack_into(mm, base + _END_OFF, now - self._t0 if self._t0 else 0.0, float(cpu_seconds), memory,
                        self._peak, self._rss)  # fmt: skip
         if rest:
-            _STATE.pack_into(mm, base + _STATE_OFF, State.IDLE, time.time())
+            _STATE.pack_into(mm, base + _STATE_OFF, _IDLE, time.time())
             _D.pack_into(mm, base + _DEADLINE_OFF, 0.0)
         self._seq = seq + 1
         _SEQ.pack_into(mm, base, seq + 1)

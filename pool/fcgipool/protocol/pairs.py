@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import TypeVar
 
 from .errors import LocalProtocolError, RemoteProtocolError
@@ -49,7 +49,7 @@ def encode_pairs(pairs: Pairs) -> bytes:
 def decode_pairs(data: bytes) -> list[tuple[bytes, bytes]]:
     """Decode a complete name-value pair stream. Raises :class:`RemoteProtocolError` if it is truncated."""
     pairs: list[tuple[bytes, bytes]] = []
-    _split(data, data, lambda name, value: pairs.append((name, value)))
+    _split(data, data, pairs)
     return pairs
 
 
@@ -58,14 +58,15 @@ def decode_params(data: bytes) -> dict[str, str]:
     # latin-1 maps byte i to code point i, so offsets into the bytes are offsets into the text: one decode
     # call for the whole stream instead of two per pair; pairs go straight into the dict (no tuple list).
     params: dict[str, str] = {}
-    _split(data, data.decode("latin-1"), params.__setitem__)
+    _split(data, data.decode("latin-1"), params)
     return params
 
 
-def _split(data: bytes, src: _S, add: Callable[[_S, _S], object]) -> None:
-    """Cut ``src`` (``data`` itself or its latin-1 text) at the pair boundaries that ``data`` encodes; ``add``
-    gets each name and value."""
+def _split(data: bytes, src: _S, out: list[tuple[_S, _S]] | dict[_S, _S]) -> None:
+    """Cut ``src`` (``data`` itself or its latin-1 text) at the pair boundaries that ``data`` encodes, into
+    ``out``: a list of (name, value) or a dict (the hot path: no call per pair)."""
     unpack_u32 = _U32.unpack_from
+    into_dict = type(out) is dict
     pos = start = 0
     end = len(data)
     try:
@@ -89,7 +90,10 @@ def _split(data: bytes, src: _S, add: Callable[[_S, _S], object]) -> None:
                 raise RemoteProtocolError(
                     f"truncated name-value pair at offset {start}: needs {nlen}+{vlen} bytes, {end - pos} left"
                 )
-            add(src[pos:mid], src[mid:stop])
+            if into_dict:
+                out[src[pos:mid]] = src[mid:stop]  # type: ignore[call-overload]
+            else:
+                out.append((src[pos:mid], src[mid:stop]))  # type: ignore[union-attr]
             pos = stop
     except (IndexError, struct.error):
         raise RemoteProtocolError(_truncated_length(data, start)) from None
