@@ -204,6 +204,10 @@ class OndemandPM(ProcessManager):
             room = self.settings["max_children"] - total
             if room > 0:
                 total += self._spawn(arbiter, min(queue, room, self.settings["max_spawn_rate"]))
+            elif self.monitor is not None:
+                # the same demand that would spawn a worker, and none may be added: a request on a kept
+                # connection in the hand-off queue waits as surely as one in the listen queue
+                self.monitor.note_max_children()
         timeout = self.settings["idle_timeout"]
         for pid in idle:
             s = slots.get(pid)

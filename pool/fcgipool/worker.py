@@ -225,12 +225,17 @@ class FastCGIWorker(base.Worker):
                 # it meanwhile), a listener or the queue yields one connection per round
                 self._in_round = True
                 self._time_round()  # one timer per round, not per request: see _on_handoff_timer
+                # which connection each ready fd was at poll time: serving one request can close a connection or
+                # pass it on, and a connection accepted or taken later in the round may get the same fd number
+                held = self.held
+                ready = [(fd, ev, held.get(fd)) for fd, ev in events]
                 try:
-                    for fd, ev in events:
+                    for fd, ev, conn in ready:
                         if not self.alive:
                             break
-                        conn = self.held.get(fd)
                         if conn is not None:
+                            if held.get(fd) is not conn:
+                                continue  # passed on or closed since the poll
                             if ev & select.POLLHUP and not _has_data(conn.sock):
                                 self._unhold(conn)  # the web server closed it (unix sockets say so): no serve
                                 conn.close()

@@ -271,6 +271,25 @@ def test_max_requests_under_post_traffic_has_no_close_race(outdir: Path) -> None
 
 
 @pytest.mark.slow
+def test_strict_handoff_under_post_traffic_has_no_close_race(outdir: Path) -> None:
+    """--handoff-after 0: every request first passes the worker's other idle connections to the queue, so
+    connections change hands (and fd numbers get reused within a poll round) all the time; not one POST fails."""
+    with (
+        PoolProcess(
+            "bgapp:app", workers=2, args=["--handoff-after", "0"], app_dir=APPS, env={"BGAPP_DIR": str(outdir)}
+        ) as pool,
+        NginxServer(fastcgi_site(pool.bind, keep_conn=True), workers=4) as nginx,
+    ):
+        seen, join = post_traffic(nginx, 4.0)
+        join()
+        race, other = upstream_errors(nginx)
+        print(f"strict hand-off under POST traffic: {dict(seen)}; {race} upstream errors on kept connections")
+        assert set(seen) == {200}, dict(seen)
+        assert sum(seen.values()) > 200, "too little traffic to show anything"
+        assert (race, other) == (0, [])
+
+
+@pytest.mark.slow
 def test_keep_conn_disable_has_no_close_race(outdir: Path) -> None:
     """--keep-conn disable with nginx still asking for keep-conn: every connection ends cleanly."""
     with (
