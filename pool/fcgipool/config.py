@@ -251,13 +251,14 @@ class HandoffAfter(FcgiSetting):
     type = _flag_type(validator)
     default = 0.005
     desc = """\
-        How long one request may keep its worker's other idle kept connections from the rest of the pool.
+        How long a busy worker may keep its idle kept connections from the rest of the pool, in seconds.
 
-        A worker serving a request holds on to its other kept connections, so under load each gets its next
-        request without a hand-over; once the request has run this long (and whenever after-response work
-        starts) they go to the pool's hand-off queue, where any idle worker picks them up. It bounds how long
-        a request sent on one of them can wait while another worker idles. 0 passes them on before every
-        request (strictest, about 30 % fewer requests per second under saturation).
+        A worker serving requests holds on to its other kept connections, so under load each gets its next
+        request without a hand-over; once it has been busy this long without going back to wait (one request
+        or several in a row), and whenever after-response work starts, they go to the pool's hand-off queue,
+        where any idle worker picks them up. It bounds how long a request sent on one of them can wait while
+        another worker idles. 0 passes them on before every
+        request (strictest; in ``make bench`` about half the requests per second: 13k instead of 25k).
         """
 
 
