@@ -1,9 +1,9 @@
 """Lost after-response tasks: the record, and the one place that reports them (log + hook).
 
 A task is *lost* when it did not finish: interrupted by the background timeout, dropped at shutdown,
-killed with its worker, or never started. Every lost task is reported exactly once, by whoever knows it
-is lost: the worker for what it gives up on itself, the arbiter for what a dead worker left pending in
-its scoreboard slot.
+killed with its worker, or never started. Every lost task is reported once (at least once if a worker is
+killed inside its own hook call), by whoever knows it is lost: the worker for what it gives up on itself,
+the arbiter for what a dead worker left pending in its scoreboard slot.
 """
 
 from __future__ import annotations

@@ -75,6 +75,6 @@ class Recorder:
         if self.slot:
             self.slot.task_finished(task.name, ok, seconds)
 
-    def lost(self, n: int) -> None:
+    def lost(self, names: list[str]) -> None:
         if self.slot:
-            self.slot.tasks_lost(n)
+            self.slot.tasks_lost(names)

@@ -460,12 +460,15 @@ class Slot:
             values["tasks_failed"] = self._get("tasks_failed") + 1
         self._write(**values)
 
-    def tasks_lost(self, n: int) -> None:
-        """The worker itself gave up on ``n`` pending tasks (and reported them); they leave the pending list."""
-        if n <= 0:
+    def tasks_lost(self, names: list[str]) -> None:
+        """The worker itself gave up on these tasks and reported them: counted, and off the pending list (a name
+        that is not pending, such as the app's own code after finish_request(), is only counted)."""
+        if not names:
             return
-        del self._pending[:n]
-        self._write(tasks_lost=self._get("tasks_lost") + n, **self._pending_values())
+        for name in names:
+            if name in self._pending:
+                self._pending.remove(name)
+        self._write(tasks_lost=self._get("tasks_lost") + len(names), **self._pending_values())
 
     def slow_request(self) -> None:
         """Count a slow request. Safe from the worker's slowlog thread: it is this field's only writer and

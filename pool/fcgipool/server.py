@@ -537,8 +537,13 @@ class FastCGIConnection:
         host.recorder.idle()  # and no deadline
 
     def _report_lost(self, lost: list[LostTask]) -> None:
-        self.host.recorder.lost(len(lost))
-        report_lost(self.host, lost, self.host.log, self.host.task_lost_hook())
+        host = self.host
+        hook = host.task_lost_hook()
+        for task in lost:
+            # hook first, then off the slot's pending list: a worker killed in between (a slow hook past the
+            # arbiter's deadline) leaves the task pending, and the arbiter reports it (at least once, never none)
+            report_lost(host, [task], host.log, hook)
+            host.recorder.lost([task.name])
 
 
 class _ReadTimeout(Exception):

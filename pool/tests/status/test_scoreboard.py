@@ -116,7 +116,7 @@ def test_pending_names_truncation_is_reported():
     assert s.pending_count == 200 and s.pending_truncated
     assert 0 < len(s.pending_names) < 200 and list(s.pending_names) == names[: len(s.pending_names)]
     assert sum(len(n) + 1 for n in s.pending_names) <= PENDING_BYTES
-    slot.tasks_lost(200)
+    slot.tasks_lost(names)
     s = sb.read(i)
     assert s.pending_count == 0 and s.tasks_lost == 200 and not s.pending_truncated
 
