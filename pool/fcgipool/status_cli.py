@@ -1,6 +1,6 @@
 """``fcgipool status``: print the pool status by asking the arbiter's status listener over FastCGI.
 
-    fcgipool status [--json | --openmetrics | --html] [--full] [--status-listen ADDR] [--status-path PATH]
+    fcgipool status [--json | --xml | --openmetrics | --html] [--full] [--status-listen ADDR] [--status-path PATH]
 
 The address and path default to the ``status_listen``/``status_path`` settings from ``-c CONFIG`` or the
 ``FCGIPOOL_STATUS_LISTEN``/``FCGIPOOL_STATUS_PATH`` environment variables, so it reads exactly what nginx
@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fcgipool status", description="Print the pool's status page.")
     fmt = parser.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="JSON (PHP-FPM's keys)")
+    fmt.add_argument("--xml", action="store_true", help="XML (PHP-FPM's ?xml layout)")
     fmt.add_argument("--openmetrics", action="store_true", help="OpenMetrics / Prometheus exposition")
     fmt.add_argument("--html", action="store_true", help="HTML page")
     parser.add_argument("--full", action="store_true", help="add one entry per worker process")
@@ -118,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             name
             for name, on in (
                 ("json", args.json),
+                ("xml", args.xml),
                 ("openmetrics", args.openmetrics),
                 ("html", args.html),
                 ("full", args.full),

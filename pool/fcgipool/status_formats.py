@@ -1,6 +1,6 @@
-"""Status page formats: PHP-FPM text (default), ``json``, ``html`` (self-refreshing) and ``openmetrics``.
+"""Status page formats: PHP-FPM text (default), ``json``, ``xml``, ``html`` (self-refreshing), ``openmetrics``.
 
-Text and JSON use PHP-FPM's labels and layout (php-src sapi/fpm/fpm/fpm_status.c), so exporters written
+Text, JSON and XML use PHP-FPM's labels and layout (php-src sapi/fpm/fpm/fpm_status.c), so exporters written
 for PHP-FPM read them. OpenMetrics keeps PHP-FPM's metric names but, unlike PHP-FPM, is valid OpenMetrics:
 counter samples end in ``_total`` and high-water marks are gauges (docs/status.md lists the differences).
 """
@@ -13,12 +13,13 @@ import time
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qs
+from xml.sax.saxutils import escape as xml_escape
 
 from .status import PoolStatus
 
 __all__ = ["FORMATS", "parse_query", "render"]
 
-FORMATS = ("text", "json", "html", "openmetrics")
+FORMATS = ("text", "json", "xml", "html", "openmetrics")
 OPENMETRICS_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 _TEXT_TIME = "%d/%b/%Y:%H:%M:%S %z"
 _LABEL_WIDTH = 22  # PHP-FPM pads "max active processes: " to this column
@@ -27,7 +28,7 @@ _LABEL_WIDTH = 22  # PHP-FPM pads "max active processes: " to this column
 def parse_query(query: str) -> tuple[str, bool, dict[str, str]]:
     """Format, full flag and other parameters from a query string such as ``json&full``."""
     params = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
-    fmt = next((f for f in ("json", "html", "openmetrics") if f in params), "text")
+    fmt = next((f for f in ("json", "xml", "html", "openmetrics") if f in params), "text")
     return fmt, "full" in params, params
 
 
@@ -37,6 +38,8 @@ def render(
     """(content type, body) of the status page."""
     if fmt == "json":
         return "application/json", _json(status, full)
+    if fmt == "xml":
+        return "text/xml; charset=utf-8", _xml(status, full)
     if fmt == "html":
         return "text/html; charset=utf-8", _html(status, full, params or {})
     if fmt == "openmetrics":
@@ -79,6 +82,34 @@ def _json(status: PoolStatus, full: bool) -> bytes:
     return json.dumps(status.fields(full), separators=(",", ":"), ensure_ascii=False).encode()
 
 
+# --- xml --------------------------------------------------------------------------------------------------
+def _xml_fields(fields: Mapping[str, Any]) -> str:
+    # PHP-FPM's element names are its labels with dashes; times are Unix timestamps, as in its XML and JSON
+    out = []
+    for key, value in fields.items():
+        tag = key.replace(" ", "-")
+        if value is None:
+            text = ""
+        elif key == "start time":
+            text = str(int(value))
+        else:
+            text = xml_escape(_text_value(key, value))
+        out.append(f"<{tag}>{text}</{tag}>\n")
+    return "".join(out)
+
+
+def _xml(status: PoolStatus, full: bool) -> bytes:
+    fields = status.fields(full)
+    procs = fields.pop("processes", None)
+    out = ['<?xml version="1.0" ?>\n<status>\n', _xml_fields(fields)]
+    if procs is not None:
+        out.append("<processes>\n")
+        out.extend(f"<process>\n{_xml_fields(proc)}</process>\n" for proc in procs)
+        out.append("</processes>\n")
+    out.append("</status>\n")
+    return "".join(out).encode()
+
+
 # --- html -------------------------------------------------------------------------------------------------
 def _html(status: PoolStatus, full: bool, params: Mapping[str, str]) -> bytes:
     try:
@@ -98,6 +129,7 @@ def _html(status: PoolStatus, full: bool, params: Mapping[str, str]) -> bytes:
         "tr.Running,tr.Reading{background:#d1e7dd}</style></head>\n<body>\n",
         f"<h1>fcgipool status: {esc(status.pool)}</h1>\n",
         f'<p>Refreshes every {refresh} s. Other formats: <a href="?json&amp;full">json</a>, '
+        '<a href="?xml&amp;full">xml</a>, '
         '<a href="?openmetrics&amp;full">openmetrics</a>, <a href="?full">text</a>.'
         + ("" if full else ' <a href="?html&amp;full">Show processes</a>.')
         + "</p>\n"

@@ -135,6 +135,27 @@ def test_openmetrics_parses_with_prometheus_client(monitor):
     assert states == {"Running", "Finishing", "Idle"}
 
 
+def test_xml_has_php_fpm_layout_and_the_json_values(monitor):
+    import xml.etree.ElementTree as ET
+
+    status = monitor.sample()
+    ctype, body = render(status, "xml", full=True)
+    assert ctype.startswith("text/xml") and body.startswith(b'<?xml version="1.0" ?>\n<status>\n<pool>')
+    root = ET.fromstring(body)
+    data = json.loads(render(status, "json", full=True)[1])
+    assert root.tag == "status"
+    assert root.findtext("pool") == data["pool"] and root.findtext("process-manager") == data["process manager"]
+    assert root.findtext("start-time") == str(data["start time"])  # a Unix timestamp, as PHP-FPM's XML
+    assert int(root.findtext("listen-queue")) == data["listen queue"] == 2
+    assert int(root.findtext("finishing-processes")) == data["finishing processes"]
+    procs = root.findall("processes/process")
+    assert len(procs) == len(data["processes"])
+    uris = {p.findtext("request-uri") for p in procs}
+    assert '/work?a=1&b="x"' in uris  # escaped in the document, the same string once parsed
+    short = ET.fromstring(render(status, "xml")[1])
+    assert short.find("processes") is None
+
+
 def test_html_refreshes_and_escapes(monitor):
     ctype, body = render(monitor.sample(), "html", full=True, params={"refresh": "5"})
     page = body.decode()
@@ -147,9 +168,10 @@ def test_query_parsing_and_unknown_format():
     assert parse_query("") == ("text", False, {})
     assert parse_query("json&full")[:2] == ("json", True)
     assert parse_query("full&openmetrics")[:2] == ("openmetrics", True)
+    assert parse_query("xml&full")[:2] == ("xml", True)
     assert parse_query("html&refresh=3") == ("html", False, {"html": "", "refresh": "3"})
     with pytest.raises(ValueError, match="unknown status format"):
-        render(None, "xml")  # type: ignore[arg-type]
+        render(None, "yaml")  # type: ignore[arg-type]
 
 
 def test_max_children_episodes_are_logged_once_and_counted(tmp_path, caplog):

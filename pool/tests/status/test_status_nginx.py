@@ -9,6 +9,7 @@ import statistics
 import threading
 import time
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 import requests
@@ -142,6 +143,11 @@ def test_openmetrics_and_text_formats_through_nginx(stack):
     pool_fields, procs = parse_php_fpm_text(r.text)
     assert pool_fields["pool"] == "www" and pool_fields["process manager"] == "static"
     assert int(pool_fields["background tasks run"]) >= 3 and len(procs) == 2
+    xml = requests.get(nginx.url("/pool-status?xml&full"), timeout=5)
+    assert xml.headers["Content-Type"].startswith("text/xml")
+    root = ElementTree.fromstring(xml.content)
+    assert root.findtext("pool") == "www" and len(root.findall("processes/process")) == 2
+    assert int(root.findtext("background-tasks-run")) >= 3
     html = requests.get(nginx.url("/pool-status?html"), timeout=5)
     assert html.headers["Content-Type"].startswith("text/html") and 'http-equiv="refresh"' in html.text
     assert requests.get(nginx.url("/pool-status"), timeout=5, headers={}).text.startswith("pool:")
@@ -252,6 +258,8 @@ def test_fcgipool_status_cli_reads_the_listener(stack, tmp_path):
     assert data["total processes"] == 2 and len(data["processes"]) == 2
     text = subprocess.run(cmd, capture_output=True, text=True, timeout=20, check=True).stdout
     assert text.startswith("pool:                 www\n")
+    xml = subprocess.run([*cmd, "--xml"], capture_output=True, text=True, timeout=20, check=True).stdout
+    assert ElementTree.fromstring(xml).findtext("total-processes") == "2"
 
 
 def test_pending_tasks_of_a_killed_worker_count_as_lost_and_counters_survive(stack):
