@@ -250,3 +250,37 @@ def test_background_timeout_and_response_timeout_are_separate_budgets(tmp_path: 
         r = requests.get(nginx.url("/sleep?s=6"), timeout=10)
         assert r.status_code == 502 and time.monotonic() - t0 < 5.5
         assert "WORKER TIMEOUT" in pool.log_text()
+
+
+def test_worker_killed_inside_its_slow_hook_leaves_the_rest_to_the_arbiter(tmp_path: Path) -> None:
+    """At least once, never zero times: the worker's hook for the timed-out task outlasts --kill-grace, the
+    arbiter kills the worker mid-hook and reports that task and the two after it (still pending) as killed."""
+    args = ["-c", str(APPS / "lost_hook_slow.py"), "--background-timeout", "1", "--kill-grace", "1",
+            "--timeout", "3"]  # fmt: skip
+    env = {"BGAPP_DIR": str(tmp_path), "SLOW_HOOK_SECONDS": "60"}
+    with PoolProcess("bgapp:app", workers=1, args=args, app_dir=APPS, env=env) as pool:
+        (worker,) = pool.worker_pids()
+        assert get(pool, "/tasks?plan=sleep5000,sleep10,sleep10&key=slowhook").status == 200
+        names = ["sleep5000#0", "sleep10#1", "sleep10#2"]
+
+        # the soft timeout (1 s), the worker's deadline (+1 s), SIGABRT, the reap: a few arbiter rounds
+        wait_for(lambda: worker not in pool.worker_pids(), 15, "the arbiter to kill the worker stuck in its hook")
+        # the arbiter reports a dead worker's pending tasks when it reaps it, before it spawns the replacement
+        wait_for(lambda: len(pool.worker_pids()) == 1, 10, "a replacement worker")
+        entries = lost(tmp_path, "slowhook")
+        assert {e["name"] for e in entries} == set(names), f"a task never reached on_task_lost: {summary(entries)}"
+        in_worker = [e for e in entries if e["by"] == "FastCGIWorker"]
+        assert summary(in_worker) == [("sleep5000#0", "timeout", True, "FastCGIWorker")]
+        assert in_worker[0]["process"] == worker and in_worker[0]["pid"] == worker
+        assert not [e for e in entries if e.get("returned")], "the worker's hook was meant to be cut short by the kill"
+        # the task in the slow hook and the ones after it were still pending in the dead worker's slot
+        arbiter = [e for e in entries if e["by"] == "PoolArbiter"]
+        assert [(e["name"], e["reason"], e["by"]) for e in arbiter] == [(n, "killed", "PoolArbiter") for n in names]
+        assert {e["process"] for e in arbiter} == {pool.pid} and {e["pid"] for e in arbiter} == {worker}
+        assert "WORKER TIMEOUT" in pool.log_text()
+        # the pool keeps serving, and a task of a later request runs to the end
+        assert get(pool, "/hello").body == b"hello\n"
+        assert get(pool, "/tasks?plan=sleep10&key=afterkill").status == 200
+        wait_for(lambda: marks(tmp_path, "task_done", "afterkill"), 5, "the next request's task to finish")
+        assert lost(tmp_path, "afterkill") == []
+        assert len(lost(tmp_path, "slowhook")) == len(entries), "reported again later"
