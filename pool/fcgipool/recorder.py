@@ -19,6 +19,7 @@ class Recorder:
     def __init__(self, slot: Slot | None = None) -> None:
         self.slot = slot
         self._resting = False  # the slot says idle with no deadline
+        self._finishing = False  # the slot says after-response work runs
 
     def accepted(self) -> None:
         if self.slot:
@@ -46,6 +47,7 @@ class Recorder:
 
     def finishing(self) -> None:
         self._resting = False
+        self._finishing = True
         if self.slot:
             self.slot.set_state(State.FINISHING)
 
@@ -54,11 +56,16 @@ class Recorder:
         if self._resting:
             return
         self._resting = True
+        self._finishing = False
         if self.slot:
             self.slot.rest()
 
     def ending(self) -> None:
+        """The worker exits. Left at FINISHING if after-response work was cut short (SIGABRT unwinds through
+        here): the arbiter then reports the first pending task as one that had started."""
         self._resting = False
+        if self._finishing:
+            return
         if self.slot:
             self.slot.set_state(State.ENDING)
 

@@ -276,6 +276,8 @@ def test_worker_killed_inside_its_slow_hook_leaves_the_rest_to_the_arbiter(tmp_p
         # the task in the slow hook and the ones after it were still pending in the dead worker's slot
         arbiter = [e for e in entries if e["by"] == "PoolArbiter"]
         assert [(e["name"], e["reason"], e["by"]) for e in arbiter] == [(n, "killed", "PoolArbiter") for n in names]
+        # the first was running when SIGABRT unwound the worker (its slot stays Finishing, not Ending)
+        assert [e["started"] for e in arbiter] == [True, False, False]
         assert {e["process"] for e in arbiter} == {pool.pid} and {e["pid"] for e in arbiter} == {worker}
         assert "WORKER TIMEOUT" in pool.log_text()
         # the pool keeps serving, and a task of a later request runs to the end
