@@ -54,6 +54,9 @@ background_timeout = 30
 kill_grace = 2
 # Reuse nginx's connections (fastcgi_keep_conn on + upstream keepalive): saves a connect/accept per request.
 keep_conn = "allow"
+# A busy worker passes its idle kept connections to an idle worker after this long: under load connections
+# stay put (no hand-over cost), and a request sent on one never waits longer than this behind a busy worker.
+handoff_after = 0.005
 # A request body above nginx's client_max_body_size never reaches us; this is the backstop for other clients.
 max_body_size = "16m"
 # CGI variables and headers; nginx's own header limits keep real requests far below this.
