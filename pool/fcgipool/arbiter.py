@@ -90,6 +90,13 @@ class PoolArbiter(Arbiter):
             self.services.before_reload()  # the pm must not count the old generation as its own workers
         super().reload()
 
+    # pm-reload (owned by fcgipool.status_hooks): gunicorn's reload() calls setup() right after app.reload()
+    # re-read the config, before it spawns the new generation; the pm is rebuilt from the new settings there
+    def setup(self, app: Any) -> None:
+        super().setup(app)
+        if self.services is not None:
+            self.services.reload_pm()
+
     # --- spawning --------------------------------------------------------------------------------------
     def spawn_worker(self) -> Any:
         global _spawning

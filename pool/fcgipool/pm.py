@@ -5,6 +5,10 @@ replace the body of ``Arbiter.manage_workers`` (called from the arbiter's main l
 and at once when the status thread wakes it): they read idle/busy from the scoreboard, spawn with
 ``arbiter.spawn_worker()`` and stop chosen idle workers with SIGTERM (graceful: an idle worker exits at
 once). "Max children reached" is counted by the pool monitor, once per episode, in every mode.
+
+On HUP the pool builds a new process manager from the reloaded settings (:func:`rebuild`): it takes over the
+old one's reload floor, its stopping workers and the monitor, then trims the new generation gunicorn spawned
+to the new pm's rules (``pm_max_children`` at once, spares and idle timeout as usual).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from .handoff import Parking
 from .scoreboard import SlotSnapshot, State
 from .status import PoolMonitor, PoolStatus
 
-__all__ = ["DynamicPM", "OndemandPM", "ProcessManager", "StaticPM", "create"]
+__all__ = ["DynamicPM", "OndemandPM", "ProcessManager", "StaticPM", "create", "rebuild"]
 
 _WAKE_EVERY = 0.05  # seconds between wake-ups of the arbiter from the status thread
 
@@ -50,6 +54,17 @@ class ProcessManager:
 
     def on_sample(self, status: PoolStatus, arbiter: Any) -> None:
         """Status thread, every sample: wake the arbiter when this pm has work to do now."""
+        # after a reload away from ondemand, connections it parked go back to the queue once workers run
+        parking = getattr(arbiter, "parking", None)
+        if parking is not None and status.total and len(parking):
+            parking.release()
+
+    def adopt(self, old: ProcessManager) -> None:
+        """Take over from the pm this one replaces on reload (before it is visible to the status thread)."""
+        self.monitor = old.monitor
+        self._reload_floor = old._reload_floor  # the old generation is not ours to count, only to stop
+        self._stopping = set(old._stopping)
+        self._last_wake = old._last_wake
 
     # --- helpers -------------------------------------------------------------------------------------------
     def _wake(self, arbiter: Any) -> None:
@@ -77,6 +92,16 @@ class ProcessManager:
             if not old:
                 self._reload_floor = 0
         return live
+
+    def _trim_to_cap(self, arbiter: Any, live: dict[int, Any], idle: list[int], slots: dict[int, SlotSnapshot]) -> int:
+        """Stop idle workers above pm_max_children (a reload spawns ``workers``, or lowered the cap); the count left."""
+        total, cap = len(live), int(self.settings["max_children"])
+        for pid in sorted(idle, key=lambda pid: _idle_since(slots.get(pid)))[: max(0, total - cap)]:
+            self._stop(arbiter, pid, f"{total} workers > max children {cap}")
+            idle.remove(pid)
+            live.pop(pid)
+            total -= 1
+        return total
 
     def _spawn(self, arbiter: Any, n: int) -> int:
         done = 0
@@ -135,7 +160,7 @@ class DynamicPM(ProcessManager):
         status = self._sample()
         slots = self._slots(status)
         idle = [pid for pid in live if (s := slots.get(pid)) is None or s.state == State.IDLE]
-        total, max_children = len(live), self.settings["max_children"]
+        total, max_children = self._trim_to_cap(arbiter, live, idle, slots), self.settings["max_children"]
         if len(idle) > self.settings["max_spare"]:
             victim = min(idle, key=lambda pid: _idle_since(slots.get(pid)))
             self._stop(arbiter, victim, f"{len(idle)} idle > max spare {self.settings['max_spare']}")
@@ -171,6 +196,10 @@ class OndemandPM(ProcessManager):
     def max_children(self, arbiter: Any) -> int:
         return int(self.settings["max_children"])
 
+    def adopt(self, old: ProcessManager) -> None:
+        super().adopt(old)
+        self._kept_demand = bool(getattr(old, "_kept_demand", False))  # a request on a parked connection
+
     def on_sample(self, status: PoolStatus, arbiter: Any) -> None:
         # a kept connection in the hand-off queue may carry a request too (nginx reuses it at will); with no
         # worker at all the connections are parked in the arbiter and only one with a request is demand
@@ -196,7 +225,7 @@ class OndemandPM(ProcessManager):
         slots = self._slots(status)
         now = time.time()
         idle = [pid for pid in live if (s := slots.get(pid)) is None or s.state == State.IDLE]
-        total = len(live)
+        total = self._trim_to_cap(arbiter, live, idle, slots)
         kept = self._kept_demand if not live else (status.kept_waiting or 0)
         queue = (status.listen_queue or 0) + int(kept)
         if queue and not idle:
@@ -224,8 +253,23 @@ def _idle_since(s: SlotSnapshot | None) -> float:
     return s.state_since or s.start_time
 
 
-def create(cfg: Any, workers: int, log: Any) -> ProcessManager:
-    """The configured process manager; ValueError with what to change when the settings contradict."""
+def create(cfg: Any, workers: int, log: Any, slots: int | None = None) -> ProcessManager:
+    """The configured process manager; ValueError with what to change when the settings contradict.
+
+    ``slots``: the scoreboard's size, which ``pm_max_children`` must fit (the scoreboard is made once, at start).
+    """
     settings = validate_pm(cfg, workers)
+    if slots is not None and int(settings["max_children"]) > slots:
+        what = "pm_max_children" if settings["pm"] != "static" else "workers"
+        raise ValueError(
+            f"{what} ({settings['max_children']}) is larger than the scoreboard ({slots} slots); raise scoreboard_slots"
+        )
     cls = {"static": StaticPM, "dynamic": DynamicPM, "ondemand": OndemandPM}[str(settings["pm"])]
     return cls(settings, log)
+
+
+def rebuild(old: ProcessManager, cfg: Any, workers: int, log: Any, slots: int | None = None) -> ProcessManager:
+    """The pm for reloaded settings, carrying over what ``old`` knows; ValueError (``old`` stays) when invalid."""
+    new = create(cfg, workers, log, slots)
+    new.adopt(old)
+    return new

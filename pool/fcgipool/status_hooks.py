@@ -1,13 +1,14 @@
 """What the arbiter calls: pool monitor + status listener + process manager, wired together.
 
-The arbiter (``fcgipool.arbiter.PoolArbiter``) makes four calls, so the logic stays here:
+The arbiter (``fcgipool.arbiter.PoolArbiter``) makes these calls, so the logic stays here:
 
 * ``PoolServices(arbiter, scoreboard)`` in ``start()`` (raises ``RuntimeError`` saying what to change when
   the pm settings contradict each other; gunicorn prints it and exits 1),
 * ``services.start()`` before the first ``manage_workers()`` (sets the initial worker count, starts the
   status thread),
 * ``services.manage_workers()`` at the top of ``manage_workers()``: True means it was handled,
-* ``services.before_reload()`` at the top of ``reload()``, and ``services.stop()`` on halt.
+* ``services.before_reload()`` at the top of ``reload()``, ``services.reload_pm()`` once ``reload()`` has
+  re-read the config (before the new generation is spawned), and ``services.stop()`` on halt.
 """
 
 from __future__ import annotations
@@ -26,16 +27,11 @@ class PoolServices:
     def __init__(self, arbiter: Any, scoreboard: Scoreboard) -> None:
         cfg = arbiter.cfg
         self.arbiter = arbiter
+        self.scoreboard = scoreboard
         try:
-            self.pm = pm_mod.create(cfg, arbiter.num_workers, arbiter.log)
+            self.pm = pm_mod.create(cfg, arbiter.num_workers, arbiter.log, scoreboard.size)
         except ValueError as exc:
             raise RuntimeError(f"invalid process manager settings: {exc}") from exc
-        need = self.pm.max_children(arbiter)
-        if need > scoreboard.size:
-            raise RuntimeError(
-                f"pm_max_children ({need}) is larger than the scoreboard ({scoreboard.size} slots); "
-                "raise scoreboard_slots"
-            )
         self.monitor = PoolMonitor(
             scoreboard,
             lambda: arbiter.LISTENERS,
@@ -60,6 +56,27 @@ class PoolServices:
 
     def before_reload(self) -> None:
         self.pm.before_reload(self.arbiter)
+
+    def reload_pm(self) -> bool:
+        """HUP re-read the config: a new pm from its settings, or the old one kept (logged) when they are invalid.
+
+        Same checks as at start. The status thread reads ``self.pm`` at any time, so the new pm is complete
+        (settings, monitor, reload floor) before one assignment swaps it in. Status settings (listener,
+        paths, pool name, scoreboard size) stay as read at start.
+        """
+        arbiter, old = self.arbiter, self.pm
+        try:
+            new = pm_mod.rebuild(old, arbiter.cfg, arbiter.cfg.workers, arbiter.log, self.scoreboard.size)
+        except ValueError as exc:
+            arbiter.log.error("reload: invalid process manager settings: %s; keeping pm %s as it was "
+                              "(fix the config and send HUP again)", exc, old.name)  # fmt: skip
+            return False
+        self.pm = new
+        if (old.name, old.settings) != (new.name, new.settings):
+            changed = {k: v for k, v in new.settings.items() if old.settings.get(k) != v}
+            arbiter.log.info("reload: pm %s -> %s (%s)", old.name, new.name,
+                             ", ".join(f"{k}={v}" for k, v in changed.items()))  # fmt: skip
+        return True
 
     def stop(self) -> None:
         self.server.stop()
