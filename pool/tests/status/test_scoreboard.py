@@ -84,6 +84,8 @@ def test_reader_never_sees_a_half_written_slot():
     seen = 0
     while os.waitpid(pid, os.WNOHANG) == (0, 0):
         s = sb.read(i)
+        if s.torn:  # every retry overlapped a write (a starved reader on a loaded machine): flagged, not silent
+            continue
         if s.uri:
             n = s.query
             assert s.uri == f"/{n}" * 50 and s.content_length == int(n)
