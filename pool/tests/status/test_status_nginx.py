@@ -220,7 +220,9 @@ def test_dynamic_keeps_spares_within_bounds_under_a_step_load(stack):
         "2",
     )
     assert status(nginx)["total processes"] == 2
-    threads = fire(nginx.url("/slow?s=6"), 3)  # step: 3 requests in flight for 6 s
+    # step: 3 requests in flight for 10 s, so the samples below (up to ~8 s after the step began on a slow
+    # machine) never see the step end and the idle workers it leaves
+    threads = fire(nginx.url("/slow?s=10"), 3)
     wait_for(lambda: status(nginx)["active processes"] == 3, 8, "3 busy workers")
     time.sleep(2.5)  # let the pm settle (one round per second)
     samples = []
