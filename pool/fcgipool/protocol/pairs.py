@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .errors import LocalProtocolError, RemoteProtocolError
 
@@ -46,11 +46,18 @@ def encode_pairs(pairs: Pairs) -> bytes:
     return b"".join(out)
 
 
+class _PairList(list[tuple[bytes, bytes]]):
+    """decode_pairs' collector: ``out[name] = value`` appends, so _split has one store for both outputs."""
+
+    def __setitem__(self, name: bytes, value: bytes) -> None:  # type: ignore[override]
+        self.append((name, value))
+
+
 def decode_pairs(data: bytes) -> list[tuple[bytes, bytes]]:
     """Decode a complete name-value pair stream. Raises :class:`RemoteProtocolError` if it is truncated."""
-    pairs: list[tuple[bytes, bytes]] = []
+    pairs = _PairList()
     _split(data, data, pairs)
-    return pairs
+    return list(pairs)
 
 
 def decode_params(data: bytes) -> dict[str, str]:
@@ -62,41 +69,55 @@ def decode_params(data: bytes) -> dict[str, str]:
     return params
 
 
-def _split(data: bytes, src: _S, out: list[tuple[_S, _S]] | dict[_S, _S]) -> None:
-    """Cut ``src`` (``data`` itself or its latin-1 text) at the pair boundaries that ``data`` encodes, into
-    ``out``: a list of (name, value) or a dict (the hot path: no call per pair)."""
-    unpack_u32 = _U32.unpack_from
-    into_dict = type(out) is dict
-    pos = start = 0
+def _split(data: bytes, src: _S, out: Any) -> None:
+    """Cut ``src`` (``data`` itself or its latin-1 text) at the pair boundaries that ``data`` encodes, storing
+    ``out[name] = value`` for each pair."""
+    pos = 0
     end = len(data)
-    try:
-        while pos < end:
-            start = pos
-            nlen = data[pos]
-            if nlen & 0x80:
-                nlen = unpack_u32(data, pos)[0] & _MAX_PAIR_LEN
-                pos += 4
-            else:
-                pos += 1
-            vlen = data[pos]
-            if vlen & 0x80:
-                vlen = unpack_u32(data, pos)[0] & _MAX_PAIR_LEN
-                pos += 4
-            else:
-                pos += 1
-            mid = pos + nlen
+    last = end - 1
+    while pos < last:
+        nlen = data[pos]
+        vlen = data[pos + 1]
+        if nlen < 0x80 and vlen < 0x80:  # the common case: both lengths in one byte each
+            mid = pos + 2 + nlen
             stop = mid + vlen
             if stop > end:
-                raise RemoteProtocolError(
-                    f"truncated name-value pair at offset {start}: needs {nlen}+{vlen} bytes, {end - pos} left"
-                )
-            if into_dict:
-                out[src[pos:mid]] = src[mid:stop]  # type: ignore[call-overload]
-            else:
-                out.append((src[pos:mid], src[mid:stop]))  # type: ignore[union-attr]
+                break
+            out[src[pos + 2 : mid]] = src[mid:stop]
             pos = stop
+            continue
+        pos = _split_long(data, src, out, pos)
+    if pos < end:
+        _split_long(data, src, out, pos)  # raises: a truncated pair
+
+
+def _split_long(data: bytes, src: _S, out: Any, start: int) -> int:
+    """One pair with a 4-byte length (or a truncated one, which raises); returns where the next one starts."""
+    end = len(data)
+    pos = start
+    try:
+        nlen = data[pos]
+        if nlen & 0x80:
+            nlen = _U32.unpack_from(data, pos)[0] & _MAX_PAIR_LEN
+            pos += 4
+        else:
+            pos += 1
+        vlen = data[pos]
+        if vlen & 0x80:
+            vlen = _U32.unpack_from(data, pos)[0] & _MAX_PAIR_LEN
+            pos += 4
+        else:
+            pos += 1
     except (IndexError, struct.error):
         raise RemoteProtocolError(_truncated_length(data, start)) from None
+    mid = pos + nlen
+    stop = mid + vlen
+    if stop > end:
+        raise RemoteProtocolError(
+            f"truncated name-value pair at offset {start}: needs {nlen}+{vlen} bytes, {end - pos} left"
+        )
+    out[src[pos:mid]] = src[mid:stop]
+    return stop
 
 
 def _truncated_length(data: bytes, start: int) -> str:
