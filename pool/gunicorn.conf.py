@@ -26,7 +26,8 @@ umask = int(_env("FCGIPOOL_UMASK", "0o117"), 0)
 # two per core and size from `make loadtest` (docs/loadtest.md, "The sizing model") rather than from CPU count alone.
 workers = int(_env("FCGIPOOL_WORKERS", str(2 * multiprocessing.cpu_count())))
 # The response phase limit (PHP-FPM's request_terminate_timeout): a request still running after this many
-# seconds is aborted and its worker replaced. After-response work has its own budget (background_timeout).
+# seconds is interrupted and answered 504 by its worker (killed kill_grace later only if the app ignores that).
+# After-response work has its own budget (background_timeout).
 timeout = int(_env("FCGIPOOL_TIMEOUT", "30"))
 # Stop/reload: running after-response work gets this long to finish; what cannot is reported lost. Keep it
 # below your supervisor's kill timeout (compose stop_grace_period 45 s, supervisord stopwaitsecs 40).
@@ -52,6 +53,9 @@ control_socket = _env("FCGIPOOL_CONTROL_SOCKET", "/run/fcgipool/gunicorn.ctl")
 background_timeout = 30
 # SIGABRT this long after a missed limit, SIGKILL as long again: enough to unwind, short enough to free the slot.
 kill_grace = 2
+# A fast leak is bounded by size, not only by max_requests: a worker past 512 MiB RSS is recycled gracefully
+# (a healthy worker of the sample app uses 30-40 MiB; set it from your status page's "memory rss").
+max_worker_memory = 512
 # Reuse nginx's connections (fastcgi_keep_conn on + upstream keepalive): saves a connect/accept per request.
 keep_conn = "allow"
 # A busy worker passes its idle kept connections to an idle worker after this long: under load connections

@@ -9,7 +9,8 @@
   judged by that deadline instead of gunicorn's heartbeat: SIGABRT when it passes, SIGKILL ``kill_grace``
   seconds later. Idle workers keep the heartbeat check.
 - On reap, the after-response tasks still pending in the dead worker's slot are reported lost by name
-  (reason ``killed``, or ``shutdown`` while stopping), through the ``on_task_lost`` hook and the error log.
+  (reason ``killed``, or ``shutdown`` while stopping), through the ``on_task_lost`` hook and the error log,
+  and the keeper (:mod:`fcgipool.keeper`) passes the dead worker's idle kept connections to the others.
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ from gunicorn.arbiter import Arbiter
 
 from . import config
 from .handoff import HandoffQueue, Parking
+from .keeper import Keeper
 from .lost import LostTask, report_lost
 from .scoreboard import Scoreboard, SlotSnapshot, State
 from .status_hooks import PoolServices
 
 _spawning: tuple[Scoreboard, int] | None = None
 _handoff: HandoffQueue | None = None
+_keeper: Keeper | None = None
 
 
 def spawn_context() -> tuple[Scoreboard | None, int | None]:
@@ -41,6 +44,11 @@ def spawn_context() -> tuple[Scoreboard | None, int | None]:
 def handoff_queue() -> HandoffQueue | None:
     """The pool's hand-off queue for idle kept connections (fcgipool.handoff); None outside PoolArbiter."""
     return _handoff if _spawning is not None else None
+
+
+def keeper() -> Keeper | None:
+    """The arbiter's keeper of kept connections (fcgipool.keeper); None outside PoolArbiter."""
+    return _keeper if _spawning is not None else None
 
 
 def scoreboard_size(cfg: Any) -> int:
@@ -63,12 +71,18 @@ class PoolArbiter(Arbiter):
         super().__init__(app)
 
     def start(self) -> None:
-        global _handoff
+        global _handoff, _keeper
         if self.scoreboard is None:
             self.scoreboard = Scoreboard(scoreboard_size(self.cfg))
         if _handoff is None:  # before any fork: every worker, of every generation, inherits it
             _handoff = HandoffQueue()
             self.parking = Parking(_handoff)
+        if _keeper is None and _handoff is not None:
+            _keeper = Keeper(self.scoreboard.size, _handoff, self.log)
+            _keeper.live_slots = lambda: list(self.slot_of.values())
+            parking = self.parking
+            _keeper.parked = parking.inodes if parking is not None else set
+            _keeper.start()
         self.services = PoolServices(self, self.scoreboard)  # raises RuntimeError on contradicting pm settings
         super().start()
         self.services.start()  # after gunicorn's start: the listeners exist, the pm sets the first worker count
@@ -112,7 +126,11 @@ class PoolArbiter(Arbiter):
         arbiter_pid = os.getpid()
         _spawning = (self.scoreboard, index)
         try:
-            pid = super().spawn_worker()
+            if _keeper is not None:
+                with _keeper.forking():  # the child closes every copy it inherits: none may be half-received
+                    pid = super().spawn_worker()
+            else:
+                pid = super().spawn_worker()
         except BaseException:
             if os.getpid() == arbiter_pid:  # fork failed; in the child this is the worker exiting
                 _spawning = None
@@ -136,6 +154,8 @@ class PoolArbiter(Arbiter):
 
     def stop(self, graceful: bool = True) -> None:
         self._stopping = True
+        if _keeper is not None:
+            _keeper.stop()  # nobody is left to take a dead worker's connections
         super().stop(graceful)
         # gunicorn's last reap does not wait for the workers it just SIGKILLed: wait briefly, so their
         # pending tasks are reported from the final slot contents
@@ -159,12 +179,15 @@ class PoolArbiter(Arbiter):
                 self._stop_by[pid] = float("inf")  # once; the reap reports its pending tasks
                 continue
             snap = self._read_slot(pid)
+            kill_counter = ""
             if snap is not None and snap.deadline:
                 if now <= snap.deadline:
                     continue
-                why = f"{snap.state.label} {snap.method} {snap.uri} past its deadline".replace("  ", " ")
+                why = f"{snap.state.label} {snap.method} {snap.uri} past its hard deadline".replace("  ", " ")
+                why += " (hard stop: the soft stop did not end it within kill_grace)"
                 if snap.pending_names:
                     why += f"; pending tasks: {', '.join(snap.pending_names)}"
+                kill_counter = "background_kills" if snap.state == State.FINISHING else "request_kills"
             else:
                 if not self.timeout:
                     continue
@@ -176,6 +199,8 @@ class PoolArbiter(Arbiter):
                 why = "no heartbeat"
             if not worker.aborted:
                 self.log.critical("WORKER TIMEOUT (pid:%s) %s", pid, why)
+                if kill_counter and self.scoreboard is not None:
+                    self.scoreboard.count(kill_counter)
                 worker.aborted = True
                 self._aborted_at[pid] = now
                 self.kill_worker(pid, signal.SIGABRT)
@@ -202,6 +227,10 @@ class PoolArbiter(Arbiter):
             if pid in self.WORKERS and not everything:
                 continue
             del self.slot_of[pid]
+            if _keeper is not None:
+                rescued = _keeper.worker_gone(index, pid)
+                if rescued:
+                    self.scoreboard.count("connections_rescued", rescued)
             snap = self.scoreboard.release(index)
             reason = self._lost_reason(pid)
             self._aborted_at.pop(pid, None)

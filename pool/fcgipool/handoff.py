@@ -8,10 +8,12 @@ socket stays open inside the queue, whatever nginx writes waits in its receive b
 takes it out and serves or holds it.
 
 One ``AF_UNIX``/``SOCK_SEQPACKET`` socket pair, created by the arbiter before it forks any worker and
-inherited by all of them (close-on-exec: a re-executed master makes its own). Every message is 8 bytes --
+inherited by all of them (close-on-exec: a re-executed master makes its own). Every message is 24 bytes --
 a note from the giver (the worker passes the I/O timeout it set on the socket, so a taker with the same
-setting need not set it again), the socket's family and type -- plus one descriptor, so the read end's
-``SIOCINQ`` / 8 is the number of connections waiting. Both ends are
+setting need not set it again), the socket's family and type, its inode if the keeper holds a copy of it
+(fcgipool.keeper), and since when it has been idle without ever sending a request (0 for a connection that
+has served one) -- plus one descriptor, so the read end's ``SIOCINQ`` / 24 is the number of connections
+waiting. Both ends are
 non-blocking: ``give`` fails instead of blocking when the queue is full, ``take`` returns None when another
 worker was faster.
 """
@@ -25,10 +27,18 @@ import select
 import socket
 import struct
 import termios
+from typing import NamedTuple
 
-# the giver's note, then the socket's family and type: socket.socket(fileno=...) would ask the kernel
-# (getsockname + 3 getsockopt per connection)
-_MSG = struct.Struct("IHH")
+# the giver's note, then the socket's family and type (socket.socket(fileno=...) would ask the kernel:
+# getsockname + 3 getsockopt per connection), its keeper inode and its fresh-idle time
+_MSG = struct.Struct("IHHQd")
+
+
+class Taken(NamedTuple):
+    sock: socket.socket
+    note: int
+    inode: int  # 0: the keeper has no copy of it
+    idle_since: float  # time.monotonic() since it waits without having sent a request; 0: it has served one
 
 
 class HandoffQueue:
@@ -45,21 +55,22 @@ class HandoffQueue:
         """The read end: readable while a connection waits."""
         return self._rd.fileno()
 
-    def give(self, sock: socket.socket, note: int = 0) -> bool:
+    def give(self, sock: socket.socket, note: int = 0, inode: int = 0, idle_since: float = 0.0) -> bool:
         """Queue ``sock``'s descriptor and ``note`` (0 <= note < 2**32); the caller then closes its own copy.
 
         False if the queue is full (or the descriptor cannot be passed): the caller must deal with it itself.
         """
         try:
-            socket.send_fds(self._wr, [_MSG.pack(note, sock.family, sock.type)], [sock.fileno()])
+            msg = _MSG.pack(note, sock.family, sock.type, inode, idle_since)
+            socket.send_fds(self._wr, [msg], [sock.fileno()])
         except (BlockingIOError, InterruptedError, OSError):
             self.failed += 1
             return False
         self.given += 1
         return True
 
-    def take(self) -> tuple[socket.socket, int] | None:
-        """A waiting connection and its giver's note, or None if there is none (another worker was faster)."""
+    def take(self) -> Taken | None:
+        """A waiting connection and what its giver noted, or None if there is none (another worker was faster)."""
         try:
             msg, fds, _flags, _addr = socket.recv_fds(
                 self._rd, _MSG.size, 1, socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC
@@ -70,9 +81,9 @@ class HandoffQueue:
             return None
         self.taken += 1
         if len(msg) != _MSG.size:  # cannot happen with our own givers; let the kernel tell
-            return socket.socket(fileno=fds[0]), 0
-        note, family, kind = _MSG.unpack(msg)
-        return socket.socket(family, kind, 0, fileno=fds[0]), note
+            return Taken(socket.socket(fileno=fds[0]), 0, 0, 0.0)
+        note, family, kind, inode, idle_since = _MSG.unpack(msg)
+        return Taken(socket.socket(family, kind, 0, fileno=fds[0]), note, inode, idle_since)
 
     def pending(self) -> int:
         """Connections waiting in the queue (bytes queued at the read end / the size of one note)."""
@@ -99,7 +110,7 @@ class Parking:
 
     def __init__(self, queue: HandoffQueue) -> None:
         self.queue = queue
-        self._held: dict[int, tuple[socket.socket, int]] = {}
+        self._held: dict[int, Taken] = {}
         self._poll = select.poll()
 
     def __len__(self) -> int:
@@ -108,34 +119,38 @@ class Parking:
     def check(self) -> bool:
         """Collect what waits in the queue; True if a request arrived on a parked connection."""
         while (taken := self.queue.take()) is not None:
-            sock, note = taken
-            self._held[sock.fileno()] = (sock, note)
-            self._poll.register(sock.fileno(), select.POLLIN)
+            self._held[taken.sock.fileno()] = taken
+            self._poll.register(taken.sock.fileno(), select.POLLIN)
         demand = False
         for fd, _events in self._poll.poll(0):
-            sock, note = self._held.pop(fd)
+            taken = self._held.pop(fd)
             self._poll.unregister(fd)
-            if _readable_bytes(sock) > 0:
+            if readable_bytes(taken.sock) > 0:
                 demand = True
-                if self.queue.give(sock, note):
-                    sock.close()  # our copy; the socket waits in the queue for the worker we spawn
+                if self.queue.give(*taken):
+                    taken.sock.close()  # our copy; the socket waits in the queue for the worker we spawn
                     continue
-            sock.close()  # EOF or an error: nginx closed it (or the queue is full: see docs, close race)
+            taken.sock.close()  # EOF or an error: nginx closed it (or the queue is full: see docs, close race)
         return demand
+
+    def inodes(self) -> set[int]:
+        """The keeper inodes of the parked connections (the keeper must not count them as left by nobody)."""
+        return {t.inode for t in self._held.values() if t.inode}
 
     def release(self) -> None:
         """Workers run again: the queue is theirs."""
-        for fd, (sock, note) in list(self._held.items()):
+        for fd, taken in list(self._held.items()):
             self._poll.unregister(fd)
             del self._held[fd]
-            self.queue.give(sock, note)  # if the queue is full it closes with our copy (docs: the close race)
-            sock.close()
+            self.queue.give(*taken)  # if the queue is full it closes with our copy (docs: the close race)
+            taken.sock.close()
 
 
-def _readable_bytes(sock: socket.socket) -> int:
+def readable_bytes(sock: socket.socket) -> int:
+    """Bytes waiting to be read (FIONREAD: no exception on the common "nothing" answer); -1 on an error."""
     buf = array.array("i", [0])
     try:
         fcntl.ioctl(sock.fileno(), termios.FIONREAD, buf)
     except OSError:
-        return 0
+        return -1
     return int(buf[0])

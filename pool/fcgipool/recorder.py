@@ -21,6 +21,11 @@ class Recorder:
         self._resting = False  # the slot says idle with no deadline
         self._finishing = False  # the slot says after-response work runs
 
+    @property
+    def rss(self) -> int:
+        """The worker's RSS as of its last request (read from /proc at most once a second); 0 without a slot."""
+        return self.slot.rss if self.slot else 0
+
     def accepted(self) -> None:
         if self.slot:
             self.slot.conn_accepted()
@@ -81,6 +86,14 @@ class Recorder:
     def task_done(self, task: Any, ok: bool, seconds: float) -> None:
         if self.slot:
             self.slot.task_finished(task.name, ok, seconds)
+
+    def request_timeout(self) -> None:
+        if self.slot:
+            self.slot.count_timeout("request")
+
+    def background_timeout(self) -> None:
+        if self.slot:
+            self.slot.count_timeout("background")
 
     def lost(self, names: list[str]) -> None:
         if self.slot:

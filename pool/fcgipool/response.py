@@ -7,6 +7,7 @@ convention for streamed responses) switches to writing each block as the applica
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from types import TracebackType
@@ -179,7 +180,7 @@ class ResponseWriter:
     def replace_with_error(self, status: str, body: bytes, headers: list[tuple[str, str]] | None = None) -> None:
         """Drop everything buffered and answer ``status`` instead (only while :attr:`can_replace`)."""
         self._reset()
-        hdrs = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
+        hdrs = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
         self.start_response(status, hdrs + list(headers or []))
         self.write(body)
 
@@ -193,8 +194,11 @@ class ResponseWriter:
         self.streaming = False
 
 
-def error_body(status: str) -> bytes:
-    return f"{status}\n".encode()
+def error_body(status: str, message: str = "") -> bytes:
+    """The pool's own error answers, in the JSON shape nginx's error pages and the sample app use."""
+    code, _, phrase = status.partition(" ")
+    body = {"error": message or phrase, "status": int(code) if code.isdigit() else code}
+    return (json.dumps(body) + "\n").encode()
 
 
 def iter_file_wrapper(wrapper: Any, chunk: int) -> Any:

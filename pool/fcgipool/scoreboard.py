@@ -77,6 +77,8 @@ _FIELDS: list[tuple[str, str]] = [
     ("tasks_failed", "Q"),
     ("tasks_lost", "Q"),
     ("background_seconds", "d"),
+    ("request_timeouts", "Q"),  # soft stops: the app interrupted at timeout, the request answered 504
+    ("background_timeouts", "Q"),  # soft stops of after-response work at background_timeout
     ("finishing_start", "d"),  # wall clock, when the current after-response phase began
     ("deadline", "d"),  # time.monotonic() value; 0 = none
     ("pending_count", "I"),
@@ -166,6 +168,8 @@ class SlotSnapshot:
     background_seconds: float
     finishing_start: float
     deadline: float
+    request_timeouts: int
+    background_timeouts: int
     slow_requests: int
     pending_count: int
     pending_names: tuple[str, ...]
@@ -199,6 +203,12 @@ class PoolTotals:
     background_seconds: float = 0.0
     slow_requests: int = 0
     memory_peak: int = 0
+    request_timeouts: int = 0
+    background_timeouts: int = 0
+    # arbiter-only counters (no slot has them): hard kills past a deadline, connections of dead workers rescued
+    request_kills: int = 0
+    background_kills: int = 0
+    connections_rescued: int = 0
 
     def add(self, s: SlotSnapshot, lost_pending: int = 0) -> None:
         self.accepted += s.accepted
@@ -209,6 +219,8 @@ class PoolTotals:
         self.background_seconds += s.background_seconds
         self.slow_requests += s.slow_requests
         self.memory_peak = max(self.memory_peak, s.memory_peak)
+        self.request_timeouts += s.request_timeouts
+        self.background_timeouts += s.background_timeouts
 
 
 @dataclass(frozen=True)
@@ -269,6 +281,14 @@ class PoolSnapshot:
     def memory_peak(self) -> int:
         return max([self.totals.memory_peak, *(s.memory_peak for s in self.slots)])
 
+    @property
+    def request_timeouts(self) -> int:
+        return int(self._sum("request_timeouts"))
+
+    @property
+    def background_timeouts(self) -> int:
+        return int(self._sum("background_timeouts"))
+
 
 class Slot:
     """Writer side of one slot. Only the worker that owns the slot may hold one (single writer)."""
@@ -309,6 +329,10 @@ class Slot:
         self._rss = 0
         self._rss_at = -_RSS_EVERY
         self._write(pid=os.getpid() if pid is None else pid)
+
+    @property
+    def rss(self) -> int:
+        return self._rss
 
     def _write(self, **values: object) -> None:
         mm, base = self._mm, self._base
@@ -470,6 +494,11 @@ class Slot:
                 self._pending.remove(name)
         self._write(tasks_lost=self._get("tasks_lost") + len(names), **self._pending_values())
 
+    def count_timeout(self, phase: str) -> None:
+        """One more soft stop (``phase`` "request" or "background")."""
+        name = f"{phase}_timeouts"
+        self._write(**{name: self._get(name) + 1})
+
     def slow_request(self) -> None:
         """Count a slow request. Safe from the worker's slowlog thread: it is this field's only writer and
         the store is one aligned 8-byte write, so it stays outside the seqlock the request thread uses."""
@@ -527,6 +556,11 @@ class Scoreboard:
             self.totals.add(snap, lost_pending=snap.pending_count)
             self._owner[index] = None
         return snap
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Bump one of the arbiter's own counters in :class:`PoolTotals` (hard kills, rescued connections)."""
+        with self._lock:
+            setattr(self.totals, name, getattr(self.totals, name) + n)
 
     def slot(self, index: int) -> Slot:
         """Writer for ``index``; call it in the worker process after fork."""
@@ -592,6 +626,8 @@ class Scoreboard:
             background_seconds=v["background_seconds"],
             finishing_start=v["finishing_start"],
             deadline=v["deadline"],
+            request_timeouts=v["request_timeouts"],
+            background_timeouts=v["background_timeouts"],
             slow_requests=v["slow_requests"],
             pending_count=v["pending_count"],
             pending_names=_parse_pending(v["pending_names"], v["pending_count"]),

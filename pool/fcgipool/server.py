@@ -47,7 +47,7 @@ from .protocol.connection import State as ProtoState
 from .recorder import Recorder
 from .response import ResponseError, ResponseWriter, error_body, iter_file_wrapper
 from .streams import InputStream
-from .watchdog import BackgroundTimeout, Watchdog
+from .watchdog import BackgroundTimeout, RequestTimeout, Watchdog, calls_user_code
 
 #: An empty FCGI_GET_VALUES_RESULT management record: harmless to any FastCGI client, and bytes after
 #: END_REQUEST make nginx drop the connection instead of caching it (see module docstring).
@@ -129,6 +129,8 @@ class FastCGIConnection:
         s = host.settings
         self.conn = Connection(max_params_size=s.max_params_size, values=s.values)
         self.closed = False
+        self.inode = 0  # the keeper holds a copy of this socket (fcgipool.keeper): shut it down on close
+        self.idle_since = 0.0  # accepted, no request yet: since when (time.monotonic()); 0 once one came
         self.give_up = False  # end the connection cleanly (no-reuse marker) after the current request
         self.broken = False  # a send failed: the web server is gone; the request still completes locally
         self._stashed: Any = None  # an event parsed ahead (a request already waiting in our buffer)
@@ -168,14 +170,18 @@ class FastCGIConnection:
     def serve(self, *, fresh: bool) -> bool:
         """Serve requests; True when the connection stays open and idle (a kept connection).
 
-        ``fresh``: just accepted, wait (up to ``timeout``) for the first request. Otherwise the socket was
-        reported readable, or a request is already buffered.
+        ``fresh``: just accepted; if its first request has not arrived yet it is idle (True, with
+        :attr:`idle_since` set) rather than waited on: a client that connects and sends nothing must not
+        occupy a worker. Otherwise the socket was reported readable, or a request is already buffered.
         """
         log = self.host.log
+        if fresh and not self._try_recv():
+            self.idle_since = time.monotonic()
+            return True
+        self.idle_since = 0.0
         try:
             while not self.closed:
-                event = self._read_request(block=fresh)
-                fresh = False
+                event = self._read_request()
                 if event is None:
                     return not self.closed
                 if not self._serve_request(event):
@@ -191,6 +197,7 @@ class FastCGIConnection:
             log.warning("closing FastCGI connection from %s: %s", self.peer, exc)
         except LocalProtocolError:
             log.exception("internal FastCGI error on the connection from %s", self.peer)
+        self.host.watchdog.disarm()
         self.close()
         return False
 
@@ -207,11 +214,23 @@ class FastCGIConnection:
         return self.conn.at_rest
 
     def close(self) -> None:
+        """Close the connection for good. One the keeper holds a copy of is shut down first, so the web
+        server sees the end now, not when the keeper notices."""
         if self.closed:
             return
         self.closed = True
+        if self.inode:
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             self.sock.close()
+
+    def release(self) -> None:
+        """Close this process's descriptor only: the connection lives on elsewhere (passed on)."""
+        if not self.closed:
+            self.closed = True
+            with contextlib.suppress(OSError):
+                self.sock.close()
 
     # --- socket I/O ----------------------------------------------------------------------------------------
     def _sendall(self, data: bytes) -> None:
@@ -269,29 +288,24 @@ class FastCGIConnection:
             self._stashed = event
 
     # --- reading a request -------------------------------------------------------------------------------
-    def _read_request(self, *, block: bool) -> RequestStarted | None:
+    def _read_request(self) -> RequestStarted | None:
         """The next request, or None when the connection is idle at a request boundary or closed.
 
-        ``block``: wait for a request. Otherwise read only what the readable socket has, unless a request
-        has begun (then its PARAMS/STDIN are waited for).
+        Reads only what the readable socket has (or what is buffered), unless a request has begun: then its
+        PARAMS/STDIN are waited for (up to ``timeout`` of silence).
         """
         s = self.host.settings
         self._deadline = time.monotonic() + s.timeout if s.timeout else 0.0
         self._deadline_published = False
         recvs = 0
         if self._stashed is None and not self.conn.has_pending_input:
-            # nothing buffered: read first, parse once. A readable socket cannot block; a fresh one usually has
-            # its request already (the web server writes right after connecting), else the loop below waits
-            if not block:
-                self._recv()
-                recvs = 1
-            elif self._try_recv():
-                recvs = 1
+            self._recv()  # nothing buffered: read first, parse once (a readable socket cannot block)
+            recvs = 1
         while True:
             event = self._next_event(block=False)
             if event is NEED_DATA:
                 mid = self.conn.their_state in (ProtoState.PARAMS, ProtoState.STDIN)
-                if not (block or mid or recvs == 0):
+                if not (mid or recvs == 0):
                     return None
                 if not self._deadline_published:  # this read may wait: the arbiter must know the deadline
                     self.host.recorder.reading(self._hard_deadline())
@@ -370,6 +384,7 @@ class FastCGIConnection:
             None if self._deadline_published else self._hard_deadline(),
         )  # fmt: skip
         self._deadline_published = True
+        host.watchdog.arm_response(self._deadline)  # soft stop: the app gets RequestTimeout (504); 0 = none
         writer = self._writer = ResponseWriter(
             self.conn, event.request_id, self._sendall, buffer_size=s.buffer_size, on_late_write=self._late_write
         )
@@ -381,6 +396,8 @@ class FastCGIConnection:
         except BackgroundTimeout as exc:
             # the app's own code after finish_request() used up the after-response budget
             host.log.error("%s %s: code after finish_request() interrupted (%s)", method, uri, exc.reason)
+            if exc.reason == "timeout":
+                host.recorder.background_timeout()
             self._report_lost([LostTask(f"{method} {uri} (after finish_request)", exc.reason, uri, started=True)])
         host.request_served()
         keep = self._end_response(writer, tasks)
@@ -433,7 +450,7 @@ class FastCGIConnection:
     def _reject(self, writer: ResponseWriter, status: str, reason: str) -> None:
         self.host.log.warning("refusing request from %s: %s (%s)", self.peer, status, reason)
         self._drain_stdin()
-        writer.replace_with_error(status, error_body(status))
+        writer.replace_with_error(status, error_body(status, reason))
 
     def _run_app(self, params: dict[str, str], wsgi_input: Any, tasks: TaskList, writer: ResponseWriter) -> None:
         host, log = self.host, self.host.log
@@ -445,18 +462,45 @@ class FastCGIConnection:
         environ[background.ENVIRON_KEY] = tasks
         token = background.activate(tasks)
         try:
-            with host.watchdog.interruptible():  # armed only once the app called finish_request()
+            with host.watchdog.interruptible():  # by the response deadline, or the budget after finish_request()
                 self._call_app(environ, writer)
+        except RequestTimeout:
+            self._timed_out(writer, tasks)
         except Exception:
             log.exception("Error handling request %s %s", environ.get("REQUEST_METHOD"), request_uri(params))
             if writer.can_replace and not self.broken:
-                writer.replace_with_error("500 Internal Server Error", error_body("500 Internal Server Error"))
+                status = "500 Internal Server Error"
+                writer.replace_with_error(status, error_body(status, "the application raised an exception"))
             elif not writer.finished:
                 # part of the response is out: never let a truncated body pass as complete
                 self.broken = True
         finally:
             background.deactivate(token)
 
+    def _timed_out(self, writer: ResponseWriter, tasks: TaskList) -> None:
+        """The app outlived ``timeout`` and was interrupted (its finally blocks ran): answer 504 on this
+        connection, so the web server has an answer and never resends the request; its tasks do not run."""
+        host, params = self.host, self._params
+        method, uri = params.get("REQUEST_METHOD", "GET"), request_uri(params)
+        host.recorder.request_timeout()
+        self.give_up = True  # the app was cut off mid-way: start the next request on a fresh connection
+        limit = f"{host.settings.timeout:g} s"
+        if writer.can_replace and not self.broken:
+            status = "504 Gateway Timeout"
+            body = error_body(status, f"the request ran longer than the pool's timeout ({limit})")
+            writer.replace_with_error(status, body)
+            outcome = "answered 504"
+        else:
+            self.broken = True  # part of the response is out: end without END_REQUEST, nginx reports it
+            outcome = "part of the response was already sent, so the connection is closed without END_REQUEST"
+        pending = tasks.tasks[tasks.done :]
+        host.log.error("%s %s: still running after timeout (%s): interrupted, %s%s", method, uri, limit, outcome,
+                       f"; {len(pending)} after-response task(s) not run" if pending else "")  # fmt: skip
+        if pending:
+            tasks.done = len(tasks.tasks)
+            self._report_lost([LostTask(t.name, "timeout", uri) for t in pending])
+
+    @calls_user_code
     def _call_app(self, environ: dict[str, Any], writer: ResponseWriter) -> None:
         result = self.host.wsgi(environ, writer.start_response)
         try:
@@ -477,6 +521,7 @@ class FastCGIConnection:
         if self._after_started:
             return False  # finish_request() ended the response and closed the connection
         host = self.host
+        host.watchdog.disarm()  # the app has returned: the response-phase deadline is done with
         pending = tasks.done < len(tasks.tasks)
         keep = (
             self.conn.keep_conn and host.settings.keep_conn and host.alive and not self.broken and not self.give_up
@@ -527,7 +572,7 @@ class FastCGIConnection:
         if skip:
             host.log.info("%s: response status %s, after-response tasks skipped", tasks.request_uri, status)
         try:
-            run_tasks(
+            result = run_tasks(
                 tasks,
                 logger=host.log,
                 stop_on_error=s.stop_on_error,
@@ -538,6 +583,8 @@ class FastCGIConnection:
             )
         finally:
             host.watchdog.disarm()
+        if any(t.reason == "timeout" for t in result.lost):
+            host.recorder.background_timeout()
         host.notify()
         host.recorder.idle()  # and no deadline
 

@@ -85,6 +85,11 @@ class PoolStatus:
             "background tasks lost": snap.tasks_lost,
             "background seconds": round(snap.background_seconds, 6),
             "kept connections waiting": self.kept_waiting,
+            "request timeouts": snap.request_timeouts,
+            "request timeout kills": snap.totals.request_kills,
+            "background timeouts": snap.background_timeouts,
+            "background timeout kills": snap.totals.background_kills,
+            "connections rescued": snap.totals.connections_rescued,
         }
         if full:
             out["processes"] = [process_fields(s, self.now) for s in snap.slots]

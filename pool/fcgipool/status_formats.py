@@ -204,6 +204,36 @@ _POOL_METRICS = [
         "gauge",
         "Idle kept connections passed on by a worker that no worker has taken yet (the hand-off queue).",
     ),
+    (
+        "request timeouts",
+        "fcgipool_request_timeouts",
+        "counter",
+        "Requests whose app was interrupted at timeout and answered 504 by the worker (soft stop).",
+    ),
+    (
+        "request timeout kills",
+        "fcgipool_request_timeout_kills",
+        "counter",
+        "Workers killed because a request outlived timeout + kill_grace (the soft stop did not end it).",
+    ),
+    (
+        "background timeouts",
+        "fcgipool_background_timeouts",
+        "counter",
+        "After-response runs interrupted at background_timeout (soft stop).",
+    ),
+    (
+        "background timeout kills",
+        "fcgipool_background_timeout_kills",
+        "counter",
+        "Workers killed because after-response work outlived background_timeout + kill_grace.",
+    ),
+    (
+        "connections rescued",
+        "fcgipool_connections_rescued",
+        "counter",
+        "Idle kept connections of a worker that died, passed to the other workers instead of closed with it.",
+    ),
 ]
 _PROC_METRICS = [
     ("requests", "fcgipool_process_requests", "counter", "Requests served by the process."),

@@ -17,12 +17,9 @@ a request that is already waiting on it.
 
 from __future__ import annotations
 
-import array
-import fcntl
 import os
 import select
 import socket
-import termios
 import time
 from typing import Any
 
@@ -30,9 +27,11 @@ from gunicorn.http.wsgi import WSGIErrorsWrapper
 from gunicorn.workers import base
 
 from . import config, slowlog
-from .handoff import HandoffQueue
+from .handoff import HandoffQueue, readable_bytes
+from .keeper import KeptConns
 from .protocol import FCGI_MAX_CONNS, FCGI_MAX_REQS
 from .recorder import Recorder
+from .scoreboard import rss_bytes
 from .server import FastCGIConnection, ServerSettings
 from .watchdog import Watchdog
 
@@ -45,19 +44,14 @@ YIELD_WAIT = 0.02
 MAX_HELD = 64
 #: seconds between heartbeat updates (gunicorn's timeout check needs one at least every --timeout seconds)
 HEARTBEAT_EVERY = 1.0
+#: a connection that sends no request for this long after connecting is closed (with --timeout 0; else timeout)
+FRESH_IDLE_LIMIT = 30.0
 
 
 def _has_data(sock: socket.socket) -> bool:
-    """A request is waiting on an idle connection (FIONREAD: no exception on the common "no" answer).
-
-    EOF or a reset reads as "no": the connection stays watched and poll() reports it right away.
-    """
-    buf = array.array("i", [0])
-    try:
-        fcntl.ioctl(sock.fileno(), termios.FIONREAD, buf)
-    except OSError:
-        return True  # serving it will notice what is wrong and close it
-    return buf[0] > 0
+    """A request is waiting on an idle connection. EOF or a reset reads as "no": poll() reports those at once;
+    an error as "yes": serving it will notice what is wrong and close it."""
+    return readable_bytes(sock) != 0
 
 
 class FastCGIWorker(base.Worker):
@@ -68,10 +62,12 @@ class FastCGIWorker(base.Worker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # runs in the arbiter before fork: remember our scoreboard slot and the pool's queue, nothing else
         super().__init__(*args, **kwargs)
-        from .arbiter import handoff_queue, spawn_context
+        from .arbiter import handoff_queue, keeper, spawn_context
 
         self.scoreboard, self.slot_index = spawn_context()
         self.handoff: HandoffQueue | None = handoff_queue()
+        self._keeper = keeper()
+        self.kept: KeptConns | None = None  # our row of the keeper's table (set after fork)
         self.held: dict[int, FastCGIConnection] = {}  # fd -> idle kept connection, oldest first
         self.evicted = 0  # idle connections closed because MAX_HELD was reached
         self.recorder = Recorder()
@@ -86,6 +82,8 @@ class FastCGIWorker(base.Worker):
         self._queue_seen = 0.0
         self._queue_streak = 0
         self._handoff_after = 0.0
+        self._max_memory = 0  # bytes; 0 = no limit (max_worker_memory, set in init_process)
+        self._idle_limit = FRESH_IDLE_LIMIT
         self._in_request = False  # inside FastCGIConnection.serve: the held connections are not being touched
         self._handoff_due = False  # handoff_after passed between two requests of a round: pass on before the next
         self._in_round = False  # serving what one poll reported ready
@@ -94,6 +92,8 @@ class FastCGIWorker(base.Worker):
     # --- gunicorn hooks ------------------------------------------------------------------------------
     def init_process(self) -> None:
         cfg = self.cfg
+        if self._keeper is not None and self.slot_index is not None:
+            self.kept = self._keeper.in_worker(self.slot_index)  # first: close the arbiter's copies we inherited
         if self.scoreboard is not None and self.slot_index is not None:
             self.recorder = Recorder(self.scoreboard.slot(self.slot_index))
             slowlog.start_for_worker(self)  # a thread, started after fork: no ptrace needed to read our stack
@@ -113,6 +113,8 @@ class FastCGIWorker(base.Worker):
             values={FCGI_MAX_CONNS: workers, FCGI_MAX_REQS: workers},
         )
         self._handoff_after = config.get(cfg, "handoff_after")
+        self._max_memory = config.get(cfg, "max_worker_memory") * 1024 * 1024
+        self._idle_limit = self.settings.timeout or FRESH_IDLE_LIMIT
         self.errors = WSGIErrorsWrapper(cfg)
         if self.scoreboard is None and cfg.timeout and self.settings.background_timeout > cfg.timeout:
             self.log.warning(
@@ -191,7 +193,9 @@ class FastCGIWorker(base.Worker):
         return True
 
     def run(self) -> None:
-        timeout_ms = int(1000 * (self.timeout or 0.5))
+        # an idle worker wakes at least this often (the heartbeat); once a second with a memory limit, so one
+        # that went idle above it (its RSS is read at most once a second) is recycled without new traffic
+        timeout_ms = int(1000 * min(self.timeout or 0.5, 1.0 if self._max_memory else float("inf")))
         queue = self.handoff
         for s in self.sockets:
             s.setblocking(False)
@@ -212,6 +216,7 @@ class FastCGIWorker(base.Worker):
                     self._next_parent_check = now + self._notify_every
                     if not self.is_parent_alive():
                         break
+                    self._housekeeping(now)
                 try:
                     events = self._poll.poll(timeout_ms)
                 except InterruptedError:
@@ -265,6 +270,24 @@ class FastCGIWorker(base.Worker):
                     self.evicted,
                 )
 
+    def _housekeeping(self, now: float) -> None:
+        """Once a second: close connections that never sent a request; recycle a worker over its memory limit."""
+        for conn in [c for c in self.held.values() if c.idle_since and now - c.idle_since > self._idle_limit]:
+            self.log.warning("closing a connection from %s that sent no request for %.0f s", conn.peer,
+                             now - conn.idle_since)  # fmt: skip
+            self._unhold(conn)
+            conn.close()
+        if self._max_memory:
+            self._check_memory(rss_bytes())
+
+    def _check_memory(self, rss: int) -> None:
+        if rss > self._max_memory and self.alive:
+            self.log.warning(
+                "worker RSS %.0f MiB is over max_worker_memory (%.0f MiB): recycling it, like max_requests",
+                rss / 2**20, self._max_memory / 2**20,
+            )  # fmt: skip
+            self.alive = False
+
     def _drain_pipe(self) -> None:
         try:
             while os.read(self.PIPE[0], 64):
@@ -280,11 +303,22 @@ class FastCGIWorker(base.Worker):
             oldest.close()  # idle longest: the one nginx is least likely to pick (its cache is LIFO)
             self.evicted += 1
             self.log.debug("holding %d idle connections: closed the oldest", MAX_HELD)
+        self._list(conn)
         fd = conn.fileno()
         self.held[fd] = conn
         self._poll.register(fd, select.POLLIN)
         if not self._round_timed:
             self._time_round()
+
+    def _list(self, conn: FastCGIConnection) -> None:
+        """Idle in our hands: in our keeper row (a first-time kept connection gets its keeper copy now)."""
+        kept = self.kept
+        if kept is None or conn.idle_since:
+            return  # no keeper, or a connection that never sent a request: nginx does not wait on it
+        if not conn.inode:
+            conn.inode = kept.copy(conn.sock, conn.io_timeout_ms)
+        else:
+            kept.hold(conn.inode, rescuable=conn.reusable)
 
     def _time_round(self) -> None:
         """Within a round, whenever we hold a connection: make sure the handoff_after timer runs."""
@@ -300,13 +334,16 @@ class FastCGIWorker(base.Worker):
                 return
         del self.held[fd]
         self._poll.unregister(fd)
+        if conn.inode and self.kept is not None:
+            self.kept.unhold(conn.inode)
 
     def _let_go(self, conn: FastCGIConnection, *, serve_waiting: bool = True) -> None:
         """Pass an idle connection to another worker; close it only when that cannot be done."""
         self._unhold(conn)
         queue = self.handoff
-        if queue is not None and conn.reusable and queue.give(conn.sock, conn.io_timeout_ms):
-            conn.close()  # our copy only: the socket stays open in the queue
+        if queue is not None and conn.reusable and queue.give(conn.sock, conn.io_timeout_ms, conn.inode,
+                                                              conn.idle_since):  # fmt: skip
+            conn.release()  # our descriptor only: the socket stays open in the queue
             return
         if queue is not None:
             self.log.debug("could not pass on an idle connection (queue full or not at a request boundary)")
@@ -343,8 +380,9 @@ class FastCGIWorker(base.Worker):
         taken = self.handoff.take()
         if taken is None:
             return False  # another worker was faster
-        sock, timeout_ms = taken
+        sock, timeout_ms, inode, idle_since = taken
         conn = FastCGIConnection(sock, None, self, configured=timeout_ms == int(self.settings.timeout * 1000))
+        conn.inode, conn.idle_since = inode, idle_since
         if _has_data(sock):
             self._serve(conn, fresh=False)
         else:
@@ -363,7 +401,11 @@ class FastCGIWorker(base.Worker):
 
     def _serve(self, connection: FastCGIConnection, *, fresh: bool) -> None:
         fd = connection.fileno()
+        kept, inode = self.kept, connection.inode
         registered = self.held.get(fd) is connection  # stays registered with poll while it is served
+        if kept is not None and inode:
+            kept.serving(inode)  # current before it leaves the held list: if we die it is never passed on
+            kept.unhold(inode)
         if registered:
             del self.held[fd]
         if self.held and (self._handoff_due or self.handoff is None or not self._handoff_after):
@@ -377,14 +419,19 @@ class FastCGIWorker(base.Worker):
         self._after_serve()
         if keep and self.alive:
             if registered:
+                self._list(connection)
                 self.held[fd] = connection  # back in, as the newest
                 if not self._round_timed:
                     self._time_round()
             else:
                 self._hold(connection)
+            if kept is not None and inode:
+                kept.serving(0)
             return
         if registered:
             self._poll.unregister(fd)
+        if kept is not None and inode:
+            kept.serving(0)  # unlisted before it is passed on (or closed: shut down, so nginx sees the end)
         if keep:
             self._let_go(connection, serve_waiting=False)
         else:
@@ -394,3 +441,5 @@ class FastCGIWorker(base.Worker):
         # idle, and no deadline: back to gunicorn's heartbeat (sent once per poll round, by the main loop); a
         # request without after-response work already said so in its last scoreboard write
         self.recorder.idle()
+        if self._max_memory:
+            self._check_memory(self.recorder.rss)  # the scoreboard's reading: at most a second old, no syscall

@@ -109,6 +109,7 @@ def test_watchdog_interrupt_is_not_swallowed_by_except_exception() -> None:
         assert time.monotonic() - t0 < 1
     finally:
         dog.disarm()
+        dog.close()
         signal.signal(signal.SIGALRM, previous)
     assert issubclass(BackgroundTimeout, BaseException) and not issubclass(BackgroundTimeout, Exception)
     assert [(t.name, t.reason, t.started) for t in lost] == [
@@ -131,6 +132,7 @@ def test_shutdown_cap_shortens_the_budget_and_names_the_reason() -> None:
         run_tasks(tasks, watchdog=dog, on_lost=lost.extend)
     finally:
         dog.disarm()
+        dog.close()
         signal.signal(signal.SIGALRM, previous)
     assert [(t.name, t.reason) for t in lost] == [("sleepy", "shutdown")]
 
@@ -252,4 +254,25 @@ def test_watchdog_never_interrupts_code_outside_interruptible_regions() -> None:
             pass
     finally:
         dog.disarm()
+        dog.close()
         signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_failing_task_logs_its_traceback_once_per_interval(caplog: pytest.LogCaptureFixture) -> None:
+    """A task failing for every request (its mail server is down) gets one traceback per TRACEBACK_EVERY and a
+    line for each other failure, so the log stays readable; every failure is still counted."""
+    from fcgipool import background as bg
+
+    bg._tracebacks.clear()
+    logger = logging.getLogger("test.tracebacks")
+    results = []
+    with caplog.at_level(logging.ERROR, logger="test.tracebacks"):
+        for _ in range(5):
+            tasks = TaskList("/signup")
+            tasks.add(lambda: 1 / 0, name="welcome_mail")
+            results.append(run_tasks(tasks, logger=logger))
+    assert [r.failed for r in results] == [1] * 5
+    with_traceback = [r for r in caplog.records if r.exc_info]
+    assert len(with_traceback) == 1 and "welcome_mail failed" in with_traceback[0].getMessage()
+    lines = [r.getMessage() for r in caplog.records if not r.exc_info]
+    assert len(lines) == 4 and all("ZeroDivisionError" in m for m in lines), lines

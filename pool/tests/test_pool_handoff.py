@@ -38,14 +38,14 @@ def test_queue_passes_a_socket_with_its_unread_data() -> None:
     a, b = socket.socketpair()
     try:
         assert q.take() is None and q.pending() == 0
-        assert q.give(a, 30000)
+        assert q.give(a, 30000, inode=77, idle_since=12.5)
         a.close()  # the giver's copy: the socket lives on in the queue
         b.sendall(b"request")  # written while nobody holds it
         assert q.pending() == 1
         got = q.take()
         assert got is not None and q.pending() == 0 and q.take() is None
-        taken, note = got
-        assert note == 30000
+        taken, note, inode, idle_since = got
+        assert (note, inode, idle_since) == (30000, 77, 12.5)
         with taken:
             assert taken.recv(100) == b"request"
             taken.sendall(b"answer")

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-import select
-import shutil
 import signal
 import socket
 import subprocess
@@ -33,6 +31,7 @@ import pytest
 from fcgipool.watchdog import BackgroundTimeout, Watchdog
 from support import FastCGIResponse, PoolProcess, fcgi_request, wait_for
 from support.pidapp import booted
+from support.strace import traced
 
 TESTS = Path(__file__).parent  # the app directory: the pool imports support.pidapp from here
 SLOW = 0.6  # seconds the busy request takes
@@ -53,6 +52,7 @@ def installed_watchdog() -> Iterator[Watchdog]:
         yield dog
     finally:
         dog.disarm()
+        dog.close()
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
 
@@ -94,43 +94,38 @@ def test_forget_cancels_the_reminder() -> None:
 
 
 @pytest.mark.timeout(30, method="thread")
-def test_an_armed_deadline_takes_the_timer_and_disarm_restarts_the_reminder() -> None:
-    """The timer is shared: after-response work (a deadline) holds a reminder back; it runs, with its full
-    delay, once the deadline is disarmed."""
+def test_a_reminder_runs_while_a_deadline_is_armed_and_deadlines_take_no_timer() -> None:
+    """Every request now carries a response deadline, so the keep-conn reminder must not wait for it: deadlines
+    are watched by the clock thread (no ITIMER_REAL, no syscall per request), reminders own the timer."""
     calls: list[float] = []
     with installed_watchdog() as dog:
-        dog.remind(0.1, lambda: calls.append(time.monotonic()))
-        dog.arm(time.monotonic() + 10)
-        assert signal.getitimer(signal.ITIMER_REAL)[0] > 5, "the deadline does not own the timer"
-        time.sleep(0.4)
-        assert calls == [], "the reminder ran while a deadline was armed"
+        dog.arm_response(time.monotonic() + 10)
+        assert signal.getitimer(signal.ITIMER_REAL)[0] == 0, "arming a deadline set the timer"
         t0 = time.monotonic()
+        dog.remind(0.1, lambda: calls.append(time.monotonic()))
+        time.sleep(0.5)
+        assert len(calls) == 1 and 0.08 <= calls[0] - t0 < 0.45, [c - t0 for c in calls]
+        assert dog.deadline and not dog.expired and not dog.fired, "the reminder disturbed the deadline"
         dog.disarm()
-        time.sleep(0.6)
-        assert len(calls) == 1 and 0.08 <= calls[0] - t0 < 0.5, [c - t0 for c in calls]
+        assert signal.getitimer(signal.ITIMER_REAL)[0] == 0
 
 
 @pytest.mark.timeout(30, method="thread")
-def test_remind_while_a_deadline_is_armed_waits_for_disarm() -> None:
+def test_forget_leaves_an_armed_deadline_alone() -> None:
     calls: list[int] = []
     with installed_watchdog() as dog:
-        dog.arm(time.monotonic() + 10)
+        dog.arm(time.monotonic() + 0.3)
         dog.remind(0.05, lambda: calls.append(1))
-        assert signal.getitimer(signal.ITIMER_REAL)[0] > 5, "remind took over the deadline's timer"
-        time.sleep(0.3)
-        assert calls == []
-        dog.forget()  # forgetting the reminder must not cancel the deadline's timer
-        assert signal.getitimer(signal.ITIMER_REAL)[0] > 5 and dog.deadline and not dog.expired
-        dog.disarm()
-        time.sleep(0.3)
+        dog.forget()
+        assert signal.getitimer(signal.ITIMER_REAL)[0] == 0
+        time.sleep(0.2)
         assert calls == [], "a forgotten reminder ran"
-        dog.remind(0.05, lambda: calls.append(2))  # no deadline: reminders run at once again
-        time.sleep(0.4)
-        assert calls == [2]
+        with pytest.raises(BackgroundTimeout), dog.interruptible():
+            time.sleep(2)  # the deadline still fires (clock thread), 0.1 s from here
 
 
 @pytest.mark.timeout(30, method="thread")
-def test_a_pending_reminder_does_not_stop_the_deadline_from_interrupting() -> None:
+def test_a_reminder_does_not_stop_the_deadline_from_interrupting() -> None:
     calls: list[int] = []
     with installed_watchdog() as dog:
         dog.remind(0.05, lambda: calls.append(1))
@@ -139,10 +134,7 @@ def test_a_pending_reminder_does_not_stop_the_deadline_from_interrupting() -> No
         with pytest.raises(BackgroundTimeout), dog.interruptible():
             time.sleep(3)
         assert 0.15 <= time.monotonic() - t0 < 1.5
-        assert calls == []
-        dog.disarm()
-        time.sleep(0.3)
-        assert calls == [1]
+        assert calls == [1], "the reminder did not run during the deadline"
 
 
 # --- config --------------------------------------------------------------------------------------------------
@@ -364,46 +356,15 @@ def test_a_connection_kept_mid_round_is_passed_on_while_the_round_goes_on(tmp_pa
             long_conn.close()
 
 
-def strace_attached(tracer: subprocess.Popen[str], timeout: float) -> str:
-    """Wait for strace's "Process N attached" line; return what it said instead if it stopped first."""
-    assert tracer.stderr is not None
-    said = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([tracer.stderr], [], [], deadline - time.monotonic())
-        if not ready:
-            break
-        line = tracer.stderr.readline()
-        if not line:  # strace exited
-            break
-        said.append(line)
-        if "attached" in line:
-            return ""
-    return "".join(said) or "no output"
-
-
 def test_a_long_request_gets_one_handoff_signal_not_one_per_handoff_after(tmp_path: Path) -> None:
     """With other connections held, a 1 s request gets one handoff timer (SIGALRM) and a few setitimer calls.
     Before be6f28f the timer re-armed itself from its own handler: one SIGALRM and one setitimer every
     handoff_after (5 ms), ~200 per second of request. Counted with strace attached to the worker."""
-    strace = shutil.which("strace")
-    if strace is None:
-        pytest.skip("strace is not installed (apt-get install strace): it counts the worker's timer signals")
     with one_worker_holds_three(tmp_path, None) as s:
-        trace = tmp_path / "strace.txt"
-        command = [strace, "-f", "-e", "trace=setitimer", "-e", "signal=SIGALRM", "-o", str(trace), "-p", str(s.first)]
-        tracer = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, text=True)  # fmt: skip
-        try:
-            problem = strace_attached(tracer, 10)
-            if problem:
-                pytest.skip(f"strace cannot attach to the worker (ptrace not permitted here?): {problem.strip()}")
+        expr = ("-e", "trace=setitimer", "-e", "signal=SIGALRM")
+        with traced(s.first, tmp_path / "strace.txt", *expr) as lines:
             slow, t0, t1 = timed(lambda: get(s.pool, s.conns[0], "/slow", "s=1"))
             assert slow.status == 200 and int(slow.body) == s.first and t1 - t0 >= 0.95, (slow, t1 - t0)
-        finally:
-            tracer.send_signal(signal.SIGINT)  # detaches from the worker, which goes on
-            tracer.communicate(timeout=10)
-        lines = trace.read_text().splitlines()
         setitimer = sum("setitimer(" in line for line in lines)
         sigalrm = sum("--- SIGALRM" in line for line in lines)
         print(f"during a 1 s request with 2 other held connections: {setitimer} setitimer calls, {sigalrm} SIGALRM")

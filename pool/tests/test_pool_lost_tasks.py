@@ -57,7 +57,7 @@ def outdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def pool(outdir: Path) -> Iterator[PoolProcess]:
     args = ["-c", HOOK, "--background-timeout", "1", "--kill-grace", "1", "--timeout", "3",
             "--background-stop-on-error"]  # fmt: skip
-    with PoolProcess("bgapp:app", workers=2, args=args, app_dir=APPS, env={"BGAPP_DIR": str(outdir)}) as p:
+    with PoolProcess("bgapp:app", workers=2, args=args, app_dir=APPS, env={"BGAPP_DIR": str(outdir)}, status=True) as p:
         yield p
 
 
@@ -125,24 +125,62 @@ def test_tasks_after_a_failed_task_are_reported_not_started(pool: PoolProcess, o
     assert "RuntimeError: task stop:0 failed on purpose" in pool.log_text()
 
 
-def test_tasks_of_a_request_killed_by_the_response_timeout_are_reported(pool: PoolProcess, outdir: Path) -> None:
+def _raw_request(pool: PoolProcess, uri: str) -> tuple[bytes, float]:
+    """Send one request on a fresh connection; everything that comes back until the pool closes it, and when."""
     import socket
 
     from fcgipool.protocol import encode_request
 
-    # the app adds a task, then sleeps past --timeout (3 s): the arbiter aborts the worker mid-response
-    uri = "/tasks?plan=sleep10&sleep=30&key=resptimeout"
     params = {"REQUEST_METHOD": "GET", "PATH_INFO": "/tasks", "QUERY_STRING": uri.split("?")[1], "REQUEST_URI": uri}
+    data = b""
     with socket.socket(socket.AF_UNIX) as sock:
         sock.settimeout(15)
         sock.connect(pool.socket_path)
         t0 = time.monotonic()
         sock.sendall(encode_request(1, params))
-        assert sock.recv(65536) == b"", "the worker should die without answering"
-        assert 2.5 < time.monotonic() - t0 < 8
-    entries = wait_for(lambda: lost(outdir, "resptimeout"), 5, "the report")
+        while chunk := sock.recv(65536):
+            data += chunk
+        return data, time.monotonic() - t0
+
+
+def test_a_request_past_the_response_timeout_is_answered_504_and_its_tasks_reported(
+    pool: PoolProcess, outdir: Path
+) -> None:
+    """The soft stop: the app is interrupted at --timeout (3 s), its finally blocks run, the worker answers 504
+    through END_REQUEST on the request's own connection and keeps serving; the tasks it added never run."""
+    import socket
+
+    from support.fcgi_client import read_response
+
+    pids = set(pool.worker_pids())
+    data, elapsed = _raw_request(pool, "/tasks?plan=sleep10&sleep=30&key=respsoft")
+    assert 2.5 < elapsed < 3.9, f"answered after {elapsed:.2f} s with --timeout 3 (the hard kill comes at 4+ s)"
+    a, b = socket.socketpair()
+    with a, b:
+        a.sendall(data)
+        a.shutdown(socket.SHUT_WR)
+        r = read_response(b)
+    assert r.status == 504 and r.header("Content-Type") == "application/json", r
+    assert json.loads(r.body) == {"error": "the request ran longer than the pool's timeout (3 s)", "status": 504}
+    assert marks(outdir, "response_finally", "respsoft"), "the app's finally block did not run"
+    entries = wait_for(lambda: lost(outdir, "respsoft"), 5, "the report")
+    assert summary(entries) == [("sleep10#0", "timeout", False, "FastCGIWorker")]
+    assert set(pool.worker_pids()) == pids, "a soft stop must not cost the worker"
+    assert "still running after timeout (3 s): interrupted, answered 504" in pool.log_text()
+    status = pool.status()
+    assert status["request timeouts"] >= 1 and status["request timeout kills"] == 0, status
+
+
+def test_an_app_that_ignores_the_soft_stop_is_killed_and_its_tasks_reported(pool: PoolProcess, outdir: Path) -> None:
+    """The hard stop: the app swallows RequestTimeout; kill_grace (1 s) later the arbiter kills the worker."""
+    data, elapsed = _raw_request(pool, "/tasks?plan=sleep10&sleep=30&stubborn=1&key=resphard")
+    assert data == b"", "the worker should die without answering"
+    assert 3.5 < elapsed < 9
+    entries = wait_for(lambda: lost(outdir, "resphard"), 5, "the report")
     assert summary(entries) == [("sleep10#0", "killed", False, "PoolArbiter")]
     wait_for(lambda: len(pool.worker_pids()) == 2, 10, "a replacement worker")
+    assert "hard stop: the soft stop did not end it within kill_grace" in pool.log_text()
+    assert pool.status()["request timeout kills"] >= 1
 
 
 @pytest.mark.parametrize("plan, by", [("sleep8000,sleep10", "FastCGIWorker"), ("busy,sleep10", "PoolArbiter")])
@@ -245,11 +283,13 @@ def test_background_timeout_and_response_timeout_are_separate_budgets(tmp_path: 
         assert pool.worker_pids() == [pid], "the worker was replaced although its task was within budget"
         assert lost(tmp_path, "budget") == []
         assert "WORKER TIMEOUT" not in pool.log_text()
-        # the response phase is still held to --timeout: the worker is killed and nginx answers 502
+        # the response phase is still held to --timeout: the app is stopped and the pool itself answers 504
         t0 = time.monotonic()
         r = requests.get(nginx.url("/sleep?s=6"), timeout=10)
-        assert r.status_code == 502 and time.monotonic() - t0 < 5.5
-        assert "WORKER TIMEOUT" in pool.log_text()
+        assert r.status_code == 504 and time.monotonic() - t0 < 2.5, (r.status_code, time.monotonic() - t0)
+        assert r.json()["error"] == "the request ran longer than the pool's timeout (1 s)"
+        assert pool.worker_pids() == [pid], "a soft stop must not cost the worker"
+        assert "WORKER TIMEOUT" not in pool.log_text()
 
 
 def test_worker_killed_inside_its_slow_hook_leaves_the_rest_to_the_arbiter(tmp_path: Path) -> None:

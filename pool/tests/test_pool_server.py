@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import select
 import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 from wsgiref.validate import validator
@@ -16,6 +19,7 @@ from fcgipool import background
 from fcgipool.protocol import (
     RecordType,
     encode_begin_request,
+    encode_end_request,
     encode_params,
     encode_record,
     encode_request,
@@ -99,8 +103,11 @@ class Exchange:
         previous = signal.getsignal(signal.SIGALRM)
         self.host.watchdog.install()
         try:
+            # like the worker: a fresh connection is served once it is readable (serve() does not wait for it)
+            select.select([self.server_sock], [], [], 10)
             kept = self.connection.serve(fresh=True)
         finally:
+            self.host.watchdog.close()
             signal.signal(signal.SIGALRM, previous)
         if kept:
             t.join(10)
@@ -410,3 +417,48 @@ def test_abort_before_the_params_end_is_answered_without_calling_the_app() -> No
     assert [(r.type, r.request_id) for r in records] == [(RecordType.STDOUT, 1), (RecordType.END_REQUEST, 1)]
     assert records[0].content == b""  # only the end of the (empty) STDOUT stream
     assert not called
+
+
+# --- the response-phase soft stop (--timeout) ----------------------------------------------------------------
+
+
+def test_an_app_past_the_timeout_is_stopped_and_answered_504() -> None:
+    """The soft stop: the app gets RequestTimeout at --timeout, its finally block runs, the request is answered
+    504 with END_REQUEST, and the tasks it added are reported lost (reason timeout) without running."""
+    ran: list[str] = []
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        background.add(ran.append, "task", name="never")
+        try:
+            time.sleep(5)
+        except Exception:
+            ran.append("swallowed by except Exception")
+        finally:
+            ran.append("finally")
+        start_response("200 OK", [])
+        return [b"too late"]
+
+    ex = Exchange(app, encode_request(1, PARAMS), read_until_end=False, timeout=0.3)
+    t0 = time.monotonic()
+    ex.run()
+    assert time.monotonic() - t0 < 2
+    assert ex.response is not None and ex.response.status == 504, ex.response
+    assert json.loads(ex.response.body)["status"] == 504
+    assert ran == ["finally"]
+    assert [(t.name, t.reason, t.started) for t in ex.host.lost] == [("never", "timeout", False)]
+
+
+def test_a_timeout_after_part_of_the_response_is_out_ends_the_connection_without_end_request() -> None:
+    """A streamed response that already sent its head cannot become a 504: the connection is closed without
+    END_REQUEST, so the web server reports a truncated response instead of passing it on as complete."""
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        start_response("200 OK", [("X-Accel-Buffering", "no")])
+        yield b"first block"
+        time.sleep(5)
+        yield b"never"
+
+    ex = Exchange(app, encode_request(1, PARAMS), timeout=0.3)
+    assert ex.run() is False
+    assert b"first block" in ex.received
+    assert encode_end_request(1) not in ex.received

@@ -14,6 +14,7 @@ from urllib.parse import parse_qs
 from fcgipool import background
 
 OUT = Path(os.environ.get("BGAPP_DIR", "/tmp"))
+_LEAKED: list[bytes] = []  # /leak keeps memory here for good: a worker that leaks
 
 
 def mark(name: str, **data: object) -> None:
@@ -50,6 +51,17 @@ def busy_c_task(key: str) -> None:
     sum(range(10**12))
 
 
+def respond_slowly(seconds: float, *, stubborn: bool) -> None:
+    """Sleep in the response phase; ``stubborn`` ignores the pool's soft stop (RequestTimeout) as well."""
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        try:
+            time.sleep(min(left, 0.05) if stubborn else left)
+        except BaseException:
+            if not stubborn:
+                raise
+
+
 def chain_task(key: str, depth: int) -> None:
     mark("chain", key=key, depth=depth)
     if depth > 0:
@@ -84,7 +96,10 @@ def app(environ, start_response):  # type: ignore[no-untyped-def]
         if q.get("status"):
             status = q["status"]
         if q.get("sleep"):  # response phase outlasting --timeout: the tasks above never start
-            time.sleep(float(q["sleep"]))
+            try:
+                respond_slowly(float(q["sleep"]), stubborn=q.get("stubborn") == "1")
+            finally:
+                mark("response_finally", key=key)
     elif path == "/finish":
         start_response("200 OK", [("Content-Type", "text/plain")])
         background.finish_request()
@@ -116,6 +131,9 @@ def app(environ, start_response):  # type: ignore[no-untyped-def]
     elif path == "/sleep":
         time.sleep(float(q.get("s", "1")))
     elif path == "/pid":
+        body = str(os.getpid()).encode()
+    elif path == "/leak":  # keep ``kb`` KiB for the rest of this worker's life (touched, so it is resident)
+        _LEAKED.append(b"x" * (1024 * int(q.get("kb", "1024"))))
         body = str(os.getpid()).encode()
     start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]

@@ -80,6 +80,11 @@ def monitor(tmp_path):
     slots[1].set_state(State.FINISHING)
     slots[1].task_finished("send_mail", ok=False, seconds=0.5)
     slots[2].slow_request()
+    slots[0].count_timeout("request")
+    slots[2].count_timeout("background")
+    slots[2].count_timeout("background")
+    sb.count("request_kills")
+    sb.count("connections_rescued", 3)
     clients = [socket.socket(socket.AF_UNIX) for _ in range(2)]
     for c in clients:
         c.connect(lsock.getsockname())
@@ -115,6 +120,7 @@ def test_json_format_has_php_fpm_keys_and_ours(monitor):
     assert list(data)[: len(PHP_FPM_POOL_KEYS)] == PHP_FPM_POOL_KEYS
     assert data["finishing processes"] == 1 and data["background tasks run"] == 1
     assert data["max children reached"] == 0  # one process is idle
+    assert (data["request timeouts"], data["request timeout kills"], data["background timeouts"]) == (1, 1, 2)
     proc = data["processes"][1]
     assert list(proc)[: len(PHP_FPM_PROC_KEYS)] == PHP_FPM_PROC_KEYS
     assert proc["pending tasks"] == ['write "ledger"'] and proc["last request memory"] == 50_000_000
@@ -133,6 +139,13 @@ def test_openmetrics_parses_with_prometheus_client(monitor):
     assert families["fcgipool_finishing_processes"].samples[0].value == 1
     states = {s.labels["state"] for s in families["fcgipool_process_state"].samples}
     assert states == {"Running", "Finishing", "Idle"}
+    # soft and hard stops are separate counters
+    samples = {f.name: (f.type, f.samples[0].value) for f in families.values() if f.samples}
+    assert samples["fcgipool_request_timeouts"] == ("counter", 1)
+    assert samples["fcgipool_request_timeout_kills"] == ("counter", 1)
+    assert samples["fcgipool_background_timeouts"] == ("counter", 2)
+    assert samples["fcgipool_background_timeout_kills"] == ("counter", 0)
+    assert samples["fcgipool_connections_rescued"] == ("counter", 3)
 
 
 def test_xml_has_php_fpm_layout_and_the_json_values(monitor):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -11,6 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from .fcgi_client import fcgi_request
 from .net import wait_for
@@ -37,6 +39,7 @@ class PoolProcess:
         app_dir: str | Path | None = None,
         wait_path: str | None = "/",
         start_timeout: float = 20.0,
+        status: bool = False,
     ) -> None:
         self.app = app
         self.workers = workers
@@ -48,6 +51,7 @@ class PoolProcess:
         self.dir = Path(tempfile.mkdtemp(prefix="fcgipool-pool-"))
         os.chmod(self.dir, 0o755)  # nginx workers may run as another user
         self.socket_path = str(self.dir / "pool.sock")
+        self.status_socket = str(self.dir / "status.sock") if status else None  # --status-listen
         self.log_path = self.dir / "pool.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -67,6 +71,7 @@ class PoolProcess:
             "--workers", str(self.workers),
             "--umask", "0",
             "--control-socket", str(self.dir / "gunicorn.ctl"),
+            *(["--status-listen", f"unix:{self.status_socket}"] if self.status_socket else []),
             *self.args,
             self.app,
         ]  # fmt: skip
@@ -126,6 +131,15 @@ class PoolProcess:
             if int(fields[1]) == self.proc.pid and fields[0] != "Z":
                 pids.append(int(entry))
         return sorted(pids)
+
+    def status(self) -> dict[str, Any]:
+        """The status page as JSON (start the pool with ``status=True``)."""
+        from fcgipool import status_cli
+
+        assert self.status_socket, "PoolProcess(status=True) runs the status listener"
+        code, _, body = status_cli.fetch(f"unix:{self.status_socket}", query="json")
+        assert code == 200, body
+        return dict(json.loads(body))
 
     def log_count(self, pattern: str) -> int:
         return len(re.findall(pattern, self.log_text()))

@@ -1,0 +1,6 @@
+"""Pool config for the fault tests: the keeper switched off (each worker forgets it right after fork), to show
+what a killed worker costs without it. Never a production setting."""
+
+
+def post_fork(server, worker):  # type: ignore[no-untyped-def]
+    worker._keeper = None
