@@ -13,7 +13,7 @@ STAMP     := $(VENV)/.installed
 # MODE, PORT, MAIL_PORT, SMTP_PORT, FCGIPOOL_*: read by the scripts from the environment; `make up PORT=9090`
 # works too, since make exports command-line variables to its recipes.
 
-.PHONY: help install install-system up down restart status logs test lint bench bench-deps loadtest sizing clean
+.PHONY: help install install-system up down restart status logs test lint bench bench-deps loadtest faults faults-phpfpm sizing clean
 
 help: ## Show this help
 	@printf 'Usage: make <target> [VAR=value]\n\n'
@@ -29,12 +29,12 @@ $(STAMP): requirements.txt requirements-dev.txt pool/pyproject.toml
 
 install: $(STAMP) ## Create .venv with the pinned requirements and the pool (pip install -e pool)
 
-install-system: ## Install the system packages native mode and the tests use (apt; run as root or with sudo)
+install-system: ## Install the system packages native mode, the tests and the PHP-FPM comparisons use (apt; root or sudo)
 	$(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-	    nginx-light libfcgi-bin wrk gettext-base python3-venv curl || { \
+	    nginx-light libfcgi-bin wrk gettext-base python3-venv curl strace php8.2-fpm || { \
 	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update && \
 	  $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-	    nginx-light libfcgi-bin wrk gettext-base python3-venv curl; }
+	    nginx-light libfcgi-bin wrk gettext-base python3-venv curl strace php8.2-fpm; }
 
 up: $(STAMP) ## Start the stack (docker if an engine answers, else native; MODE= forces one); returns when healthy
 	$(PY) pool/stackctl.py up
@@ -68,6 +68,12 @@ loadtest: $(STAMP) ## Load scenarios against the running stack + report (DURATIO
 	$(PY) -m loadtest run $(if $(DURATION),--duration $(DURATION)) $(if $(RATE),--rate $(RATE)) \
 	    $(if $(SCENARIOS),--scenarios $(SCENARIOS)) $(if $(P99_MS),--p99-ms $(P99_MS)) \
 	    $(if $(MEMORY_MB),--memory-mb $(MEMORY_MB)) $(LOADTEST_ARGS)
+
+faults: $(STAMP) ## Faults under load against the running stack, table in loadtest/reports/ (FAULTS_ARGS=--short, ONLY=a,b)
+	$(PY) -m loadtest.faults run $(if $(ONLY),--only $(ONLY)) $(FAULTS_ARGS)
+
+faults-phpfpm: $(STAMP) ## The same faults against nginx + PHP-FPM 8.2, for comparison (needs php8.2-fpm; FAULTS_ARGS=--short)
+	$(PY) -m loadtest.faults.phpfpm $(FAULTS_ARGS)
 
 sizing: $(STAMP) ## Sweep worker counts and rates, compare the model with measurements (TARGET_RPS= P99_MS= MEMORY_MB=)
 	$(PY) -m loadtest sizing $(if $(TARGET_RPS),--target-rps $(TARGET_RPS)) $(if $(P99_MS),--p99-ms $(P99_MS)) \

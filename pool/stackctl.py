@@ -109,6 +109,9 @@ def urls(cfg: Config) -> dict[str, Any]:
         "mail_url": cfg.mail_url,
         "status_url": f"{cfg.base_url}/pool-status",
         "background_timeout": background_timeout(),
+        "timeout": response_timeout(),
+        # What `up` ran with, so `make faults` can restart the same stack (down + up) after its `make down` row.
+        "up_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("FCGIPOOL_") or k in UP_ENV_KEYS},
     }
 
 
@@ -121,6 +124,20 @@ def background_timeout() -> float | None:
         import runpy
 
         value = runpy.run_path(str(ROOT / "pool" / "gunicorn.conf.py")).get("background_timeout")
+        return float(value) if value is not None else None
+    except (OSError, ValueError, TypeError, SyntaxError):
+        return None
+
+
+UP_ENV_KEYS = ("PORT", "MAIL_PORT", "SMTP_PORT", "STACK_VAR", "COMPOSE", "COMPOSE_PROJECT_NAME", "BASE_IMAGE")
+
+
+def response_timeout() -> float | None:
+    """The pool's response-phase --timeout: FCGIPOOL_TIMEOUT as pool/gunicorn.conf.py reads it (default 30)."""
+    try:
+        import runpy
+
+        value = runpy.run_path(str(ROOT / "pool" / "gunicorn.conf.py")).get("timeout")
         return float(value) if value is not None else None
     except (OSError, ValueError, TypeError, SyntaxError):
         return None
@@ -338,7 +355,7 @@ def native_up(cfg: Config) -> None:
     wait_native_healthy(cfg)
     cfg.write_state({
         "mode": "native", **urls(cfg), "access_log": str(cfg.var / "log" / "nginx-access.log"),
-        "pool_pidfile": str(cfg.var / "run" / "pool.pid"),
+        "pool_pidfile": str(cfg.var / "run" / "pool.pid"), "fastcgi_socket": str(cfg.var / "run" / "pool.sock"),
     })
     print_urls(cfg, "native")
 

@@ -13,11 +13,11 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from sampleapp import params
-from sampleapp.ledger import Ledger
+from sampleapp.ledger import Ledger, LedgerUnavailable
 from sampleapp.locks import LockTimeout, UserLock
 from sampleapp.mail import send_welcome
 from sampleapp.settings import Settings
-from sampleapp.work import spend
+from sampleapp.work import leak, spend
 
 
 def error(status: int, message: str, **extra: Any) -> Response:
@@ -40,11 +40,20 @@ def create_app(settings: Settings | None = None) -> Flask:
     def bad_param(exc: params.BadParam) -> Response:
         return error(400, exc.message, field=exc.field)
 
+    @app.errorhandler(LedgerUnavailable)
+    def ledger_unavailable(exc: LedgerUnavailable) -> Response:
+        # A full disk is the operator's to fix; say so instead of a 500 with a traceback.
+        app.logger.error("%s", exc)
+        response = error(503, str(exc))
+        response.headers["Retry-After"] = "30"
+        return response
+
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
         return error(exc.code or 500, exc.description or exc.name)
 
-    @app.get("/")
+    # POST too: a baseline for POST load (a POST is never resent by nginx, so its failures are all visible)
+    @app.route("/", methods=["GET", "POST"])
     def hello() -> Response:
         return jsonify({"hello": "fcgipool", "pid": os.getpid()})
 
@@ -76,15 +85,18 @@ def create_app(settings: Settings | None = None) -> Flask:
         background_ms = params.BACKGROUND_MS.parse(args, "background_ms")
         tasks = params.TASKS.parse(args, "tasks")
         cpu = params.CPU.parse(args, "cpu") == 1
+        leak_kb = params.LEAK_KB.parse(args, "leak_kb")
         if background_ms * tasks > params.MAX_BACKGROUND_TOTAL_MS:
             raise params.BadParam(
                 "tasks", f"tasks * background_ms must be at most {params.MAX_BACKGROUND_TOTAL_MS} ms"
             )
         spend(respond_ms, cpu=False)
+        leaked_kb = leak(leak_kb)
         for _ in range(tasks):
             background.add(ledger.tracked("work", spend), background_ms, cpu=cpu, name="work")
         return jsonify({
             "respond_ms": respond_ms, "background_ms": background_ms, "tasks": tasks, "cpu": cpu, "pid": os.getpid(),
+            **({"leaked_kb": leaked_kb} if leak_kb else {}),
         })
 
     @app.post("/cart/<user>")
@@ -123,7 +135,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     def ledger_view() -> Response:
         summary = ledger.summary()
         if request.args.get("lost") is not None:
-            summary["lost_tasks"] = ledger.lost_tasks()
+            # ?lost: the last 50 lost tasks; ?lost=N: the last N (the fault suite matches them to its requests).
+            summary["lost_tasks"] = ledger.lost_tasks(limit=params.LOST_LIMIT.parse(request.args, "lost"))
         return jsonify(summary)
 
     return app

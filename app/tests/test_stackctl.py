@@ -76,3 +76,18 @@ def test_stack_json_urls_follow_the_ports(monkeypatch, tmp_path):
     assert u["base_url"] == "http://127.0.0.1:9090"
     assert u["mail_url"] == "http://127.0.0.1:9025/messages"
     assert u["status_url"] == "http://127.0.0.1:9090/pool-status"
+
+
+def test_stack_json_records_the_timeout_and_the_environment_it_was_started_with(monkeypatch, tmp_path):
+    # make faults restarts the same stack after its `make down` row, and needs the pool's --timeout.
+    monkeypatch.setenv("STACK_VAR", str(tmp_path))
+    monkeypatch.setenv("FCGIPOOL_TIMEOUT", "7")
+    monkeypatch.setenv("FCGIPOOL_MAX_WORKER_MEMORY", "120")
+    monkeypatch.setenv("PORT", "9090")
+    monkeypatch.setenv("UNRELATED_SECRET", "x")
+    u = stackctl.urls(stackctl.Config())
+    assert u["timeout"] == 7.0
+    assert u["up_env"]["FCGIPOOL_MAX_WORKER_MEMORY"] == "120" and u["up_env"]["PORT"] == "9090"
+    assert "UNRELATED_SECRET" not in u["up_env"]
+    monkeypatch.delenv("FCGIPOOL_TIMEOUT")
+    assert stackctl.urls(stackctl.Config())["timeout"] == 30.0
