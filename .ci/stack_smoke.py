@@ -79,6 +79,19 @@ def main() -> None:
     access_log = Path(state["access_log"])
     check(access_log.exists() and '"upstream_header_time"' in access_log.read_text(), f"JSON access log {access_log}")
 
+    # the pool's request log: the signup's line, with its two tasks, written within about a second
+    log = Path(state.get("request_log") or "")
+    check(bool(state.get("request_log")), "stack.json names the pool's request log")
+    deadline = time.monotonic() + 10
+    line: dict = {}
+    while not line and time.monotonic() < deadline:
+        lines = [json.loads(x) for x in log.read_text().splitlines() if x] if log.exists() else []
+        line = next((x for x in lines if x["route"] == "/signup" and x["tasks"]), {})
+        time.sleep(0.2)
+    outcomes = [(t["name"], t["outcome"]) for t in line.get("tasks", [])]
+    check(("welcome_mail", "ok") in outcomes and line.get("after_ms", 0) > 0,
+          f"request log {log}: signup {line.get('answer_ms')} ms + {line.get('after_ms')} ms after, {outcomes}")
+
 
 if __name__ == "__main__":
     main()

@@ -213,7 +213,10 @@ def docker_up(cfg: Config) -> None:
         subprocess.run([*argv, "logs", "--tail=30"], cwd=ROOT, env=env)
         raise StackError("`up` failed (an unhealthy dependency?); the logs above say why, then run `make down`")
     wait_docker_healthy(argv, env)
-    cfg.write_state({"mode": "docker", **urls(cfg), "access_log": str(log_dir / "access.log"), "compose": argv})
+    # the pool writes its request log into the same host folder (docker-compose.yml), unless told otherwise
+    requests = "" if os.environ.get("FCGIPOOL_REQUEST_LOG") is not None else str(log_dir / "requests.log")
+    cfg.write_state({"mode": "docker", **urls(cfg), "access_log": str(log_dir / "access.log"), "compose": argv,
+                     "request_log": requests})
     print_urls(cfg, "docker")
 
 
@@ -280,9 +283,15 @@ def ensure_nginx() -> str:
     )
 
 
+def request_log(default: Path) -> str:
+    """The pool's request log (fcgipool --request-log): on in the stack unless FCGIPOOL_REQUEST_LOG says otherwise."""
+    return os.environ.get("FCGIPOOL_REQUEST_LOG", str(default))
+
+
 def native_env(cfg: Config, nginx: str) -> dict[str, str]:
     return {
         **os.environ,
+        "FCGIPOOL_REQUEST_LOG": request_log(cfg.var / "log" / "requests.log"),
         "STACK_ROOT": str(ROOT),
         "STACK_VAR": str(cfg.var),
         "STACK_VENV": str(venv_dir()),
@@ -356,6 +365,7 @@ def native_up(cfg: Config) -> None:
     cfg.write_state({
         "mode": "native", **urls(cfg), "access_log": str(cfg.var / "log" / "nginx-access.log"),
         "pool_pidfile": str(cfg.var / "run" / "pool.pid"), "fastcgi_socket": str(cfg.var / "run" / "pool.sock"),
+        "request_log": env["FCGIPOOL_REQUEST_LOG"],
     })
     print_urls(cfg, "native")
 

@@ -36,6 +36,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["sampleapp.ledger"] = ledger
     app.extensions["sampleapp.settings"] = settings
 
+    @app.before_request
+    def name_the_route() -> None:
+        # the pool's request log groups by route ("/cart/<user>"), not by URI (fcgipool.server.ROUTE_KEY)
+        rule = request.url_rule
+        request.environ["fcgipool.route"] = rule.rule if rule is not None else "(no route)"
+
     @app.errorhandler(params.BadParam)
     def bad_param(exc: params.BadParam) -> Response:
         return error(400, exc.message, field=exc.field)

@@ -145,6 +145,7 @@ class RunResult:
     failed: int = 0
     lost: list[LostTask] = field(default_factory=list)
     seconds: float = 0.0
+    outcomes: list[tuple[str, str]] = field(default_factory=list)  # (task name, "ok" | "failed" | "lost:<reason>")
 
 
 @calls_user_code
@@ -194,6 +195,7 @@ def run_tasks(
                 tasks.done += 1
                 result.ran += 1
                 result.failed += not ok
+                result.outcomes.append((task.name, "ok" if ok else "failed"))
                 if on_done is not None:
                     on_done(task, ok, time.monotonic() - t0)
             if not ok and stop_on_error:
@@ -211,6 +213,7 @@ def run_tasks(
         ]
         tasks.done = len(tasks.tasks)
         result.lost = lost
+        result.outcomes.extend((t.name, f"lost:{t.reason}") for t in lost)
         if on_lost is not None:
             on_lost(lost)
     result.seconds = time.monotonic() - t_run

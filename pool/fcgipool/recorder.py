@@ -21,6 +21,15 @@ class Recorder:
         self._resting = False  # the slot says idle with no deadline
         self._finishing = False  # the slot says after-response work runs
 
+    def facts(self) -> tuple[float, float, float, int]:
+        """(start as time.time(), answer seconds, CPU seconds, RSS bytes) of the last request, for the request
+        log; zeros without a slot."""
+        slot = self.slot
+        if not slot:
+            return 0.0, 0.0, 0.0, 0
+        answer, cpu = slot.last
+        return slot.wall0, answer, cpu, slot.rss
+
     @property
     def rss(self) -> int:
         """The worker's RSS as of its last request (read from /proc at most once a second); 0 without a slot."""

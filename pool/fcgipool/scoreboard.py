@@ -307,6 +307,8 @@ class Slot:
         "_seq",
         "_t0",
         "index",
+        "last",
+        "wall0",
     )
 
     def __init__(self, mm: mmap.mmap, index: int, *, pid: int | None = None) -> None:
@@ -328,6 +330,8 @@ class Slot:
         self._peak = self._get("memory_peak")
         self._rss = 0
         self._rss_at = -_RSS_EVERY
+        self.wall0 = 0.0  # time.time() when the current request began (the request log's "time")
+        self.last = (0.0, 0.0)  # the last response phase: (seconds, CPU seconds)
         self._write(pid=os.getpid() if pid is None else pid)
 
     @property
@@ -363,7 +367,7 @@ class Slot:
     ) -> None:
         """The response phase starts; ``deadline`` (if given) is written in the same seqlock write."""
         self._t0 = time.monotonic()
-        now = time.time()
+        now = self.wall0 = time.time()
         key = (method, uri, query, script)
         enc = self._enc_cache.get(key)
         if enc is None:
@@ -448,8 +452,8 @@ class Slot:
         seq = self._seq + 1
         _SEQ.pack_into(mm, base, seq)
         _REQUESTS.pack_into(mm, base + _REQUESTS_OFF, self._requests)
-        _END.pack_into(mm, base + _END_OFF, now - self._t0 if self._t0 else 0.0, float(cpu_seconds), memory,
-                       self._peak, self._rss)  # fmt: skip
+        self.last = (now - self._t0 if self._t0 else 0.0, float(cpu_seconds))
+        _END.pack_into(mm, base + _END_OFF, *self.last, memory, self._peak, self._rss)
         if rest:
             _STATE.pack_into(mm, base + _STATE_OFF, _IDLE, time.time())
             _D.pack_into(mm, base + _DEADLINE_OFF, 0.0)

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from gunicorn.http.wsgi import FileWrapper
 
 from . import background
-from .background import TaskList, run_tasks
+from .background import RunResult, TaskList, run_tasks
 from .environ import BadRequestParams, build_environ, request_uri, script_root
 from .lost import LostTask, report_lost
 from .peer import describe_peer
@@ -45,6 +45,7 @@ from .protocol import (
 )
 from .protocol.connection import State as ProtoState
 from .recorder import Recorder
+from .requestlog import RequestLog, path_only
 from .response import ResponseError, ResponseWriter, error_body, iter_file_wrapper
 from .streams import InputStream
 from .watchdog import BackgroundTimeout, RequestTimeout, Watchdog, calls_user_code
@@ -58,6 +59,8 @@ RECV_SIZE = 64 * 1024
 # per million requests (glibc heap fragmentation; `make bench` with BENCH_DURATION=120)
 _RECV_BUF = bytearray(RECV_SIZE)
 _RECV_VIEW = memoryview(_RECV_BUF)
+#: environ key an app may set to name the route a request matched (``/cart/<user>``): the request log groups by it
+ROUTE_KEY = "fcgipool.route"
 NO_LIMIT = 10 * 365 * 86400.0  # "no deadline" as a deadline: the arbiter never kills for it
 SPOOL_MEMORY = 1024 * 1024
 
@@ -75,6 +78,7 @@ class ServerSettings:
     only_on_success: bool = False
     values: dict[str, str] = field(default_factory=dict)
     root: str = field(default_factory=script_root)
+    log_query: bool = False  # the request log keeps the query string
 
 
 class Host(Protocol):
@@ -87,6 +91,7 @@ class Host(Protocol):
     settings: ServerSettings
     alive: bool
     errors: Any
+    request_log: RequestLog | None
 
     def notify(self) -> None: ...
 
@@ -141,6 +146,8 @@ class FastCGIConnection:
         self._input: Any = None
         self._params: dict[str, str] = {}
         self._writer: Any = None
+        self._environ: dict[str, Any] | None = None
+        self._lost_early: list[tuple[str, str]] | None = None
         self._late_warned = False
         if not configured:
             # a socket from accept()/recvmsg is blocking unless socket.setdefaulttimeout() was called: skip the
@@ -374,6 +381,7 @@ class FastCGIConnection:
         self._after_started = False
         self._input = None
         self._late_warned = False
+        self._lost_early = None  # tasks that never got to run (for the request log)
         uri = params.get("REQUEST_URI") or request_uri(params)
         method = params.get("REQUEST_METHOD", "GET")
         length_text = params.get("CONTENT_LENGTH", "").strip()
@@ -401,8 +409,17 @@ class FastCGIConnection:
             self._report_lost([LostTask(f"{method} {uri} (after finish_request)", exc.reason, uri, started=True)])
         host.request_served()
         keep = self._end_response(writer, tasks)
+        after, outcomes = 0.0, self._lost_early
         if tasks.done < len(tasks.tasks) or self._after_started:
-            self._run_after_response(tasks, writer.status_code)
+            result = self._run_after_response(tasks, writer.status_code)
+            after, outcomes = result.seconds, (outcomes or []) + result.outcomes
+        log = host.request_log
+        if log is not None:  # one tuple; formatted and written in bulk by the worker (fcgipool.requestlog)
+            start, answer, cpu, rss = host.recorder.facts()
+            route = self._environ.get(ROUTE_KEY) if self._environ is not None else None
+            shown = uri if s.log_query else path_only(uri)
+            log.rows.append((start, method, shown, route or shown, writer.status_code, answer, after, outcomes, cpu,
+                             rss))  # fmt: skip
         return keep
 
     def _late_write(self) -> None:
@@ -460,6 +477,7 @@ class FastCGIConnection:
             self._reject(writer, "400 Bad Request", str(exc))
             return
         environ[background.ENVIRON_KEY] = tasks
+        self._environ = environ
         token = background.activate(tasks)
         try:
             with host.watchdog.interruptible():  # by the response deadline, or the budget after finish_request()
@@ -499,6 +517,7 @@ class FastCGIConnection:
         if pending:
             tasks.done = len(tasks.tasks)
             self._report_lost([LostTask(t.name, "timeout", uri) for t in pending])
+            self._lost_early = [(t.name, "lost:timeout") for t in pending]
 
     @calls_user_code
     def _call_app(self, environ: dict[str, Any], writer: ResponseWriter) -> None:
@@ -565,7 +584,7 @@ class FastCGIConnection:
         # no budget: a deadline far away, so the arbiter does not fall back to the (silent) heartbeat
         rec.deadline(soft + s.kill_grace if soft else time.monotonic() + NO_LIMIT)
 
-    def _run_after_response(self, tasks: TaskList, status: int) -> None:
+    def _run_after_response(self, tasks: TaskList, status: int) -> RunResult:
         host, s = self.host, self.host.settings
         self._start_after_response()
         skip = "not_started" if (s.only_on_success and status >= 400) else None
@@ -587,6 +606,7 @@ class FastCGIConnection:
             host.recorder.background_timeout()
         host.notify()
         host.recorder.idle()  # and no deadline
+        return result
 
     def _report_lost(self, lost: list[LostTask]) -> None:
         host = self.host

@@ -31,8 +31,9 @@ from .handoff import HandoffQueue, readable_bytes
 from .keeper import KeptConns
 from .protocol import FCGI_MAX_CONNS, FCGI_MAX_REQS
 from .recorder import Recorder
-from .scoreboard import rss_bytes
+from .requestlog import RequestLog
 from .server import FastCGIConnection, ServerSettings
+from .upkeep import Upkeep
 from .watchdog import Watchdog
 
 #: keep-conn fairness without a hand-off queue (see FastCGIWorker.should_yield): requests served on a kept
@@ -44,8 +45,6 @@ YIELD_WAIT = 0.02
 MAX_HELD = 64
 #: seconds between heartbeat updates (gunicorn's timeout check needs one at least every --timeout seconds)
 HEARTBEAT_EVERY = 1.0
-#: a connection that sends no request for this long after connecting is closed (with --timeout 0; else timeout)
-FRESH_IDLE_LIMIT = 30.0
 
 
 def _has_data(sock: socket.socket) -> bool:
@@ -71,6 +70,7 @@ class FastCGIWorker(base.Worker):
         self.held: dict[int, FastCGIConnection] = {}  # fd -> idle kept connection, oldest first
         self.evicted = 0  # idle connections closed because MAX_HELD was reached
         self.recorder = Recorder()
+        self.request_log: RequestLog | None = None
         self.watchdog = Watchdog()
         self.settings = ServerSettings()
         self.errors: Any = None
@@ -82,8 +82,7 @@ class FastCGIWorker(base.Worker):
         self._queue_seen = 0.0
         self._queue_streak = 0
         self._handoff_after = 0.0
-        self._max_memory = 0  # bytes; 0 = no limit (max_worker_memory, set in init_process)
-        self._idle_limit = FRESH_IDLE_LIMIT
+        self.upkeep = Upkeep(None)  # memory limit, silent connections, request log (set in init_process)
         self._in_request = False  # inside FastCGIConnection.serve: the held connections are not being touched
         self._handoff_due = False  # handoff_after passed between two requests of a round: pass on before the next
         self._in_round = False  # serving what one poll reported ready
@@ -111,10 +110,13 @@ class FastCGIWorker(base.Worker):
             stop_on_error=config.get(cfg, "background_stop_on_error"),
             only_on_success=config.get(cfg, "background_only_on_success"),
             values={FCGI_MAX_CONNS: workers, FCGI_MAX_REQS: workers},
+            log_query=config.get(cfg, "request_log_query"),
         )
+        path = config.get(cfg, "request_log")
+        self.request_log = RequestLog(path, log=self.log) if path else None
+        self.upkeep = Upkeep(self.log, max_memory_mib=config.get(cfg, "max_worker_memory"),
+                             idle_limit=self.settings.timeout, request_log=self.request_log)  # fmt: skip
         self._handoff_after = config.get(cfg, "handoff_after")
-        self._max_memory = config.get(cfg, "max_worker_memory") * 1024 * 1024
-        self._idle_limit = self.settings.timeout or FRESH_IDLE_LIMIT
         self.errors = WSGIErrorsWrapper(cfg)
         if self.scoreboard is None and cfg.timeout and self.settings.background_timeout > cfg.timeout:
             self.log.warning(
@@ -127,6 +129,12 @@ class FastCGIWorker(base.Worker):
     def init_signals(self) -> None:
         super().init_signals()
         self.watchdog.install()
+
+    def handle_usr1(self, sig: int, frame: Any) -> None:
+        """Reopen the logs (logrotate moved them): gunicorn's, and the request log at its next write."""
+        super().handle_usr1(sig, frame)
+        if self.request_log is not None:
+            self.request_log.reopen()
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         """SIGTERM (graceful stop, reload): finish, but end after-response work before graceful_timeout."""
@@ -193,9 +201,7 @@ class FastCGIWorker(base.Worker):
         return True
 
     def run(self) -> None:
-        # an idle worker wakes at least this often (the heartbeat); once a second with a memory limit, so one
-        # that went idle above it (its RSS is read at most once a second) is recycled without new traffic
-        timeout_ms = int(1000 * min(self.timeout or 0.5, 1.0 if self._max_memory else float("inf")))
+        timeout_ms = int(1000 * (self.timeout or 0.5))  # an idle worker's heartbeat (or its upkeep, below)
         queue = self.handoff
         for s in self.sockets:
             s.setblocking(False)
@@ -216,9 +222,14 @@ class FastCGIWorker(base.Worker):
                     self._next_parent_check = now + self._notify_every
                     if not self.is_parent_alive():
                         break
-                    self._housekeeping(now)
+                    silent, recycle = self.upkeep.every_second(now, self.held.values())
+                    for conn in silent:
+                        self._unhold(conn)
+                        conn.close()
+                    if recycle:
+                        self.alive = False
                 try:
-                    events = self._poll.poll(timeout_ms)
+                    events = self._poll.poll(self.upkeep.poll_ms(timeout_ms))
                 except InterruptedError:
                     continue
                 if not events:
@@ -258,6 +269,7 @@ class FastCGIWorker(base.Worker):
                     self._handoff_due = False  # idle again: we watch what we hold ourselves
         finally:
             self.recorder.ending()
+            self.upkeep.close()
             for conn in list(self.held.values()):
                 self._let_go(conn, serve_waiting=False)
             if queue is not None:
@@ -269,24 +281,6 @@ class FastCGIWorker(base.Worker):
                     queue.failed,
                     self.evicted,
                 )
-
-    def _housekeeping(self, now: float) -> None:
-        """Once a second: close connections that never sent a request; recycle a worker over its memory limit."""
-        for conn in [c for c in self.held.values() if c.idle_since and now - c.idle_since > self._idle_limit]:
-            self.log.warning("closing a connection from %s that sent no request for %.0f s", conn.peer,
-                             now - conn.idle_since)  # fmt: skip
-            self._unhold(conn)
-            conn.close()
-        if self._max_memory:
-            self._check_memory(rss_bytes())
-
-    def _check_memory(self, rss: int) -> None:
-        if rss > self._max_memory and self.alive:
-            self.log.warning(
-                "worker RSS %.0f MiB is over max_worker_memory (%.0f MiB): recycling it, like max_requests",
-                rss / 2**20, self._max_memory / 2**20,
-            )  # fmt: skip
-            self.alive = False
 
     def _drain_pipe(self) -> None:
         try:
@@ -441,5 +435,5 @@ class FastCGIWorker(base.Worker):
         # idle, and no deadline: back to gunicorn's heartbeat (sent once per poll round, by the main loop); a
         # request without after-response work already said so in its last scoreboard write
         self.recorder.idle()
-        if self._max_memory:
-            self._check_memory(self.recorder.rss)  # the scoreboard's reading: at most a second old, no syscall
+        if self.upkeep.after_request(self.recorder.rss) and self.alive:
+            self.alive = False

@@ -56,6 +56,7 @@ class FakeHost:
         self.errors = sys.stderr
         self.served = 0
         self.lost: list[Any] = []
+        self.request_log: Any = None
 
     def notify(self) -> None:
         pass

@@ -130,6 +130,9 @@ def app(environ, start_response):  # type: ignore[no-untyped-def]
         raise RuntimeError("application error on purpose")
     elif path == "/sleep":
         time.sleep(float(q.get("s", "1")))
+    elif path.startswith("/user/"):  # a route with a parameter, named for the request log
+        environ["fcgipool.route"] = "/user/<name>"
+        body = path[6:].encode()
     elif path == "/pid":
         body = str(os.getpid()).encode()
     elif path == "/leak":  # keep ``kb`` KiB for the rest of this worker's life (touched, so it is resident)

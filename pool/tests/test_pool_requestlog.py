@@ -1,0 +1,129 @@
+"""The request log: one JSON line per request with its after-response work, written in bulk, reopened on USR1.
+Unit level (the writer) and through a real pool and nginx."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from fcgipool.requestlog import RequestLog, path_only
+from support import NginxServer, PoolProcess, fastcgi_site, fcgi_request, wait_for
+
+APPS = Path(__file__).parent / "apps"
+
+
+def lines(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def own(path: Path) -> list[dict[str, Any]]:
+    """The lines of the test's own requests (not PoolProcess's readiness probe, GET /)."""
+    return [x for x in lines(path) if x["uri"] != "/"]
+
+
+def test_rows_are_written_as_json_lines_in_one_write(tmp_path: Path) -> None:
+    log = RequestLog(str(tmp_path / "r.log"))
+    log.rows.append((1795700000.5, "GET", "/work", "/work", 200, 0.0123, 0.0, None, 0.0011, 31_000_000))
+    log.rows.append((1795700001.0, "POST", "/cart/ada", "/cart/<user>", 202, 0.004, 0.3,
+                     [("cart", "ok"), ("mail \"x\"", "lost:timeout")], 0.002, 32_000_000))  # fmt: skip
+    assert not (tmp_path / "r.log").exists(), "nothing is written before a flush"
+    log.flush()
+    first, second = lines(tmp_path / "r.log")
+    assert first == {"time": 1795700000.5, "method": "GET", "uri": "/work", "route": "/work", "status": 200,
+                     "answer_ms": 12.3, "after_ms": 0.0, "tasks": [], "pid": os.getpid(), "cpu_ms": 1.1,
+                     "rss": 31_000_000}  # fmt: skip
+    assert second["route"] == "/cart/<user>" and second["after_ms"] == 300.0
+    assert second["tasks"] == [{"name": "cart", "outcome": "ok"}, {"name": 'mail "x"', "outcome": "lost:timeout"}]
+    assert log.written == 2 and log.rows == []
+
+
+def test_reopen_follows_a_rotated_file(tmp_path: Path) -> None:
+    path = tmp_path / "r.log"
+    log = RequestLog(str(path))
+    log.rows.append((1.0, "GET", "/a", "/a", 200, 0.0, 0.0, None, 0.0, 0))
+    log.flush()
+    path.rename(tmp_path / "r.log.1")  # logrotate
+    log.rows.append((2.0, "GET", "/b", "/b", 200, 0.0, 0.0, None, 0.0, 0))
+    log.flush()
+    assert [x["uri"] for x in lines(tmp_path / "r.log.1")] == ["/a", "/b"], "before USR1 the old file is written"
+    log.reopen()
+    log.rows.append((3.0, "GET", "/c", "/c", 200, 0.0, 0.0, None, 0.0, 0))
+    log.flush()
+    assert [x["uri"] for x in lines(path)] == ["/c"]
+
+
+def test_a_log_that_cannot_be_written_says_so_once_and_the_worker_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = RequestLog(str(tmp_path / "missing-dir" / "r.log"), log=logging.getLogger("test.rl"))
+    with caplog.at_level(logging.ERROR, logger="test.rl"):
+        for _ in range(3):
+            log.rows.append((1.0, "GET", "/a", "/a", 200, 0.0, 0.0, None, 0.0, 0))
+            log.flush()
+    errors = [r.getMessage() for r in caplog.records]
+    assert len(errors) == 1 and "cannot write the request log" in errors[0] and "free space" in errors[0]
+    assert log.dropped == 3
+
+
+def test_path_only_drops_the_query() -> None:
+    assert path_only("/work?token=secret&x=1") == "/work"
+    assert path_only("/plain") == "/plain"
+
+
+# --- through a real pool -----------------------------------------------------------------------------------------
+
+
+def test_the_pool_logs_each_request_with_its_after_response_work(tmp_path: Path) -> None:
+    """A request, one with tasks (one fails), one whose task outlives --background-timeout: each gets its line
+    once its work is done, with the route the app named, the query dropped, and the outcome of every task."""
+    log_path = tmp_path / "requests.log"
+    args = ["--request-log", str(log_path), "--background-timeout", "1", "--kill-grace", "1"]
+    with PoolProcess("bgapp:app", workers=1, app_dir=APPS, env={"BGAPP_DIR": str(tmp_path)}, args=args) as pool:
+        (pid,) = pool.worker_pids()
+        fcgi_request(pool.socket_path, {"PATH_INFO": "/hello", "REQUEST_URI": "/hello?secret=1",
+                                        "QUERY_STRING": "secret=1"})  # fmt: skip
+        fcgi_request(pool.socket_path, {"PATH_INFO": "/tasks", "QUERY_STRING": "plan=sleep200,fail&key=rl1"})
+        fcgi_request(pool.socket_path, {"PATH_INFO": "/tasks", "QUERY_STRING": "plan=sleep3000,sleep10&key=rl2"})
+        entries = wait_for(lambda: own(log_path) if len(own(log_path)) >= 3 else None, 10, "three lines")
+    hello, mixed, late = entries
+    assert hello["uri"] == "/hello" and hello["route"] == "/hello" and hello["status"] == 200
+    assert hello["tasks"] == [] and hello["after_ms"] == 0 and hello["pid"] == pid
+    assert hello["answer_ms"] > 0 and hello["rss"] > 10_000_000 and abs(hello["time"] - time.time()) < 60
+    assert [(t["name"], t["outcome"]) for t in mixed["tasks"]] == [("sleep200#0", "ok"), ("fail#1", "failed")]
+    assert 150 <= mixed["after_ms"] < 2000, mixed
+    assert [(t["name"], t["outcome"]) for t in late["tasks"]] == [
+        ("sleep3000#0", "lost:timeout"), ("sleep10#1", "lost:timeout")]
+    assert 900 <= late["after_ms"] < 2500, late
+
+
+@pytest.mark.nginx
+def test_through_nginx_with_routes_and_rotation_on_usr1(tmp_path: Path) -> None:
+    """The app names the route (environ["fcgipool.route"]); SIGUSR1 to the arbiter makes every worker reopen."""
+    log_path = tmp_path / "requests.log"
+    args = ["--request-log", str(log_path)]
+    env = {"BGAPP_DIR": str(tmp_path)}
+    with (
+        PoolProcess("bgapp:app", workers=2, app_dir=APPS, env=env, args=args) as pool,
+        NginxServer(fastcgi_site(pool.bind, keep_conn=True), workers=1) as nginx,
+        requests.Session() as web,
+    ):
+        for user in ("ada", "bob"):
+            assert web.get(nginx.url(f"/user/{user}?x=1"), timeout=5).status_code == 200
+        wait_for(lambda: len(own(log_path)) >= 2, 5, "the lines")
+        log_path.rename(tmp_path / "requests.log.1")
+        pool.signal(signal.SIGUSR1)
+        time.sleep(0.5)
+        assert web.get(nginx.url("/user/cy"), timeout=5).status_code == 200
+        fresh = wait_for(lambda: lines(log_path) or None, 5, "a line in the reopened file")
+    rotated = own(tmp_path / "requests.log.1")
+    assert [(x["uri"], x["route"]) for x in rotated] == [("/user/ada", "/user/<name>"), ("/user/bob", "/user/<name>")]
+    assert [(x["uri"], x["route"]) for x in fresh] == [("/user/cy", "/user/<name>")]
