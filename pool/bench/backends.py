@@ -126,6 +126,13 @@ def _fcgipool(exe: str, sock: Path, workers: int, run_dir: Path) -> Launch:
     return Launch([exe, "--bind", f"unix:{sock}", "--workers", str(workers), *_GUNICORN_COMMON, "hello:app"])
 
 
+def _fcgipool_request_log(exe: str, sock: Path, workers: int, run_dir: Path) -> Launch:
+    """fcgipool with its request log on (docs/request-log.md): what one JSON line per request costs."""
+    launch = _fcgipool(exe, sock, workers, run_dir)
+    launch.argv[1:1] = ["--request-log", str(run_dir / "requests.log")]
+    return launch
+
+
 def _gunicorn(protocol: str) -> Callable[[str, Path, int, Path], Launch]:
     def launch(exe: str, sock: Path, workers: int, run_dir: Path) -> Launch:
         argv = [exe, "--bind", f"unix:{sock}", "--workers", str(workers), "--worker-class", "sync", *_GUNICORN_COMMON]
@@ -195,6 +202,19 @@ def all_backends() -> list[Backend]:
             "the fcgipool command is missing: `make install` (pip install -e pool)",
             _fcgipool,
             _dist_version("fcgipool"),
+        ),
+        # fcgipool with its request log: BENCH_ONLY=fcgipool-keepconn,fcgipool-requestlog compares the two
+        Backend(
+            "fcgipool-requestlog",
+            "fcgipool",
+            "fcgipool (FastCGI), keep-conn on, request log on",
+            "fastcgi",
+            True,
+            _venv_or_path("fcgipool"),
+            "the fcgipool command is missing: `make install`",
+            _fcgipool_request_log,
+            _dist_version("fcgipool"),
+            default=False,
         ),
         *_fcgi_rows(
             "uwsgi",

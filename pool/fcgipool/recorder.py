@@ -21,14 +21,13 @@ class Recorder:
         self._resting = False  # the slot says idle with no deadline
         self._finishing = False  # the slot says after-response work runs
 
-    def facts(self) -> tuple[float, float, float, int]:
-        """(start as time.time(), answer seconds, CPU seconds, RSS bytes) of the last request, for the request
-        log; zeros without a slot."""
+    def facts(self) -> tuple[float, tuple[float, float], int]:
+        """(start as time.time(), (answer s, CPU s), RSS bytes) of the last request, for the request log; zeros
+        without a slot."""
         slot = self.slot
-        if not slot:
-            return 0.0, 0.0, 0.0, 0
-        answer, cpu = slot.last
-        return slot.wall0, answer, cpu, slot.rss
+        if slot is None:
+            return 0.0, (0.0, 0.0), 0
+        return slot.wall0, slot.last, slot.rss
 
     @property
     def rss(self) -> int:

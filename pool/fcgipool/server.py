@@ -45,7 +45,7 @@ from .protocol import (
 )
 from .protocol.connection import State as ProtoState
 from .recorder import Recorder
-from .requestlog import RequestLog, path_only
+from .requestlog import RequestLog
 from .response import ResponseError, ResponseWriter, error_body, iter_file_wrapper
 from .streams import InputStream
 from .watchdog import BackgroundTimeout, RequestTimeout, Watchdog, calls_user_code
@@ -78,7 +78,6 @@ class ServerSettings:
     only_on_success: bool = False
     values: dict[str, str] = field(default_factory=dict)
     root: str = field(default_factory=script_root)
-    log_query: bool = False  # the request log keeps the query string
 
 
 class Host(Protocol):
@@ -415,11 +414,9 @@ class FastCGIConnection:
             after, outcomes = result.seconds, (outcomes or []) + result.outcomes
         log = host.request_log
         if log is not None:  # one tuple; formatted and written in bulk by the worker (fcgipool.requestlog)
-            start, answer, cpu, rss = host.recorder.facts()
-            route = self._environ.get(ROUTE_KEY) if self._environ is not None else None
-            shown = uri if s.log_query else path_only(uri)
-            log.rows.append((start, method, shown, route or shown, writer.status_code, answer, after, outcomes, cpu,
-                             rss))  # fmt: skip
+            env = self._environ
+            log.rows.append((method, uri, env.get(ROUTE_KEY) if env is not None else None, writer.status, after,
+                             outcomes, *host.recorder.facts()))  # fmt: skip
         return keep
 
     def _late_write(self) -> None:

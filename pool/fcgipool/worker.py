@@ -110,10 +110,10 @@ class FastCGIWorker(base.Worker):
             stop_on_error=config.get(cfg, "background_stop_on_error"),
             only_on_success=config.get(cfg, "background_only_on_success"),
             values={FCGI_MAX_CONNS: workers, FCGI_MAX_REQS: workers},
-            log_query=config.get(cfg, "request_log_query"),
         )
         path = config.get(cfg, "request_log")
-        self.request_log = RequestLog(path, log=self.log) if path else None
+        keep_query = config.get(cfg, "request_log_query")
+        self.request_log = RequestLog(path, keep_query=keep_query, log=self.log) if path else None
         self.upkeep = Upkeep(self.log, max_memory_mib=config.get(cfg, "max_worker_memory"),
                              idle_limit=self.settings.timeout, request_log=self.request_log)  # fmt: skip
         self._handoff_after = config.get(cfg, "handoff_after")

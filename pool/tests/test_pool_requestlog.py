@@ -32,16 +32,16 @@ def own(path: Path) -> list[dict[str, Any]]:
 
 def test_rows_are_written_as_json_lines_in_one_write(tmp_path: Path) -> None:
     log = RequestLog(str(tmp_path / "r.log"))
-    log.rows.append((1795700000.5, "GET", "/work", "/work", 200, 0.0123, 0.0, None, 0.0011, 31_000_000))
-    log.rows.append((1795700001.0, "POST", "/cart/ada", "/cart/<user>", 202, 0.004, 0.3,
-                     [("cart", "ok"), ("mail \"x\"", "lost:timeout")], 0.002, 32_000_000))  # fmt: skip
+    log.rows.append(("GET", "/work?token=1", None, "200 OK", 0.0, None, 1795700000.5, (0.0123, 0.0011), 31_000_000))
+    log.rows.append(("POST", "/cart/ada", "/cart/<user>", "202 Accepted", 0.3,
+                     [("cart", "ok"), ("mail \"x\"", "lost:timeout")], 1795700001.0, (0.004, 0.002), 32_000_000))
     assert not (tmp_path / "r.log").exists(), "nothing is written before a flush"
     log.flush()
     first, second = lines(tmp_path / "r.log")
     assert first == {"time": 1795700000.5, "method": "GET", "uri": "/work", "route": "/work", "status": 200,
                      "answer_ms": 12.3, "after_ms": 0.0, "tasks": [], "pid": os.getpid(), "cpu_ms": 1.1,
                      "rss": 31_000_000}  # fmt: skip
-    assert second["route"] == "/cart/<user>" and second["after_ms"] == 300.0
+    assert second["route"] == "/cart/<user>" and second["after_ms"] == 300.0 and second["status"] == 202
     assert second["tasks"] == [{"name": "cart", "outcome": "ok"}, {"name": 'mail "x"', "outcome": "lost:timeout"}]
     assert log.written == 2 and log.rows == []
 
@@ -49,14 +49,14 @@ def test_rows_are_written_as_json_lines_in_one_write(tmp_path: Path) -> None:
 def test_reopen_follows_a_rotated_file(tmp_path: Path) -> None:
     path = tmp_path / "r.log"
     log = RequestLog(str(path))
-    log.rows.append((1.0, "GET", "/a", "/a", 200, 0.0, 0.0, None, 0.0, 0))
+    log.rows.append(("GET", "/a", None, "200 OK", 0.0, None, 1.0, (0.0, 0.0), 0))
     log.flush()
     path.rename(tmp_path / "r.log.1")  # logrotate
-    log.rows.append((2.0, "GET", "/b", "/b", 200, 0.0, 0.0, None, 0.0, 0))
+    log.rows.append(("GET", "/b", None, "200 OK", 0.0, None, 2.0, (0.0, 0.0), 0))
     log.flush()
     assert [x["uri"] for x in lines(tmp_path / "r.log.1")] == ["/a", "/b"], "before USR1 the old file is written"
     log.reopen()
-    log.rows.append((3.0, "GET", "/c", "/c", 200, 0.0, 0.0, None, 0.0, 0))
+    log.rows.append(("GET", "/c", None, "200 OK", 0.0, None, 3.0, (0.0, 0.0), 0))
     log.flush()
     assert [x["uri"] for x in lines(path)] == ["/c"]
 
@@ -67,16 +67,20 @@ def test_a_log_that_cannot_be_written_says_so_once_and_the_worker_goes_on(
     log = RequestLog(str(tmp_path / "missing-dir" / "r.log"), log=logging.getLogger("test.rl"))
     with caplog.at_level(logging.ERROR, logger="test.rl"):
         for _ in range(3):
-            log.rows.append((1.0, "GET", "/a", "/a", 200, 0.0, 0.0, None, 0.0, 0))
+            log.rows.append(("GET", "/a", None, "200 OK", 0.0, None, 1.0, (0.0, 0.0), 0))
             log.flush()
     errors = [r.getMessage() for r in caplog.records]
     assert len(errors) == 1 and "cannot write the request log" in errors[0] and "free space" in errors[0]
     assert log.dropped == 3
 
 
-def test_path_only_drops_the_query() -> None:
+def test_path_only_drops_the_query_unless_asked_to_keep_it(tmp_path: Path) -> None:
     assert path_only("/work?token=secret&x=1") == "/work"
     assert path_only("/plain") == "/plain"
+    log = RequestLog(str(tmp_path / "r.log"), keep_query=True)
+    log.rows.append(("GET", "/w?a=1", None, None, 0.0, None, 1.0, (0.0, 0.0), 0))
+    log.flush()
+    assert lines(tmp_path / "r.log")[0]["uri"] == "/w?a=1" and lines(tmp_path / "r.log")[0]["status"] == 500
 
 
 # --- through a real pool -----------------------------------------------------------------------------------------
