@@ -79,6 +79,11 @@ def main() -> None:
     access_log = Path(state["access_log"])
     check(access_log.exists() and '"upstream_header_time"' in access_log.read_text(), f"JSON access log {access_log}")
 
+    # spill: the arbiter reaches the queue (Redis + RQ), which the stack runs with the pool (docs/spill.md)
+    status, body, _ = request(f"{state['status_url']}?json")
+    check(body.get("spill queue depth") is not None and body.get("spill queue outages") == 0,
+          f"spill queue answers: depth {body.get('spill queue depth')}, outages {body.get('spill queue outages')}")
+
     # the pool's request log: the signup's line, with its two tasks, written within about a second
     log = Path(state.get("request_log") or "")
     check(bool(state.get("request_log")), "stack.json names the pool's request log")

@@ -12,4 +12,4 @@ _base = os.environ.get("FCGIPOOL_BASE_CONFIG") or os.path.join(
 )
 globals().update({k: v for k, v in runpy.run_path(_base).items() if not k.startswith("__")})
 
-from sampleapp.hooks import on_task_lost  # noqa: E402,F401  (the pool reads this setting by name)
+from sampleapp.hooks import on_task_lost, on_task_spilled  # noqa: E402,F401  (the pool reads these by name)

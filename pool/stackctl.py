@@ -45,6 +45,7 @@ class Config:
         self.port = self._port("PORT", 8080)
         self.mail_port = self._port("MAIL_PORT", 8025)
         self.smtp_port = self._port("SMTP_PORT", 2525)
+        self.redis_port = self._port("REDIS_PORT", 6379)  # native mode (docker keeps Redis on its network)
         self.stack_json = self.var / "stack.json"
 
     @staticmethod
@@ -129,7 +130,8 @@ def background_timeout() -> float | None:
         return None
 
 
-UP_ENV_KEYS = ("PORT", "MAIL_PORT", "SMTP_PORT", "STACK_VAR", "COMPOSE", "COMPOSE_PROJECT_NAME", "BASE_IMAGE")
+UP_ENV_KEYS = ("PORT", "MAIL_PORT", "SMTP_PORT", "REDIS_PORT", "RQ_WORKERS", "STACK_VAR", "COMPOSE",
+               "COMPOSE_PROJECT_NAME", "BASE_IMAGE")
 
 
 def response_timeout() -> float | None:
@@ -206,7 +208,7 @@ def docker_up(cfg: Config) -> None:
         check_ports(cfg, {"PORT": cfg.port, "MAIL_PORT": cfg.mail_port})
     say(f"mode docker ({' '.join(base)}): building images (first time: a few minutes)")
     subprocess.run([*argv, "build"], cwd=ROOT, env=env, check=True)
-    up = [*argv, "up", "-d", "--remove-orphans"]
+    up = [*argv, "up", "-d", "--remove-orphans", "--scale", f"rq-worker={os.environ.get('RQ_WORKERS') or 4}"]
     if base[:2] == ["docker", "compose"]:
         up.append("--wait")  # v2 waits for healthchecks itself; v1 is polled below
     if subprocess.run(up, cwd=ROOT, env=env).returncode:
@@ -259,28 +261,33 @@ def venv_dir() -> Path:
     return candidate if (candidate / "bin" / "python").exists() else Path(sys.prefix)
 
 
-def find_nginx() -> str | None:
-    return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None)
+def find_program(name: str, *paths: str) -> str | None:
+    return shutil.which(name) or next((p for p in paths if os.access(p, os.X_OK)), None)
+
+
+def ensure_debian(program: str, package: str, *paths: str) -> str:
+    """``program`` from Debian's ``package``: found, or installed with apt-get when we are root."""
+    found = find_program(program, *paths)
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        say(f"{program} not found: installing Debian's {package} (apt-get)")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = ["apt-get", "install", "-y", "--no-install-recommends", package]
+        if subprocess.run(install, env=env).returncode:
+            subprocess.run(["apt-get", "update"], env=env, check=True)
+            subprocess.run(install, env=env, check=True)
+        found = find_program(program, *paths)
+        if found:
+            return found
+    raise StackError(
+        f"native mode needs {program} and it is not installed. Install it with `sudo apt-get install {package}` "
+        "(or `sudo make install-system`), or install Docker and use `make up`."
+    )
 
 
 def ensure_nginx() -> str:
-    nginx = find_nginx()
-    if nginx:
-        return nginx
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        say("nginx not found: installing Debian's nginx-light (apt-get)")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        if subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "nginx-light"], env=env).returncode:
-            subprocess.run(["apt-get", "update"], env=env, check=True)
-            subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "nginx-light"], env=env,
-                           check=True)
-        nginx = find_nginx()
-        if nginx:
-            return nginx
-    raise StackError(
-        "native mode needs nginx and it is not installed. Install it with "
-        "`sudo apt-get install nginx-light` (or `sudo make install-system`), or install Docker and use `make up`."
-    )
+    return ensure_debian("nginx", "nginx-light", "/usr/sbin/nginx")
 
 
 def request_log(default: Path) -> str:
@@ -288,10 +295,17 @@ def request_log(default: Path) -> str:
     return os.environ.get("FCGIPOOL_REQUEST_LOG", str(default))
 
 
-def native_env(cfg: Config, nginx: str) -> dict[str, str]:
+def native_env(cfg: Config, nginx: str, redis: str) -> dict[str, str]:
+    redis_url = f"redis://127.0.0.1:{cfg.redis_port}/0"
     return {
         **os.environ,
         "FCGIPOOL_REQUEST_LOG": request_log(cfg.var / "log" / "requests.log"),
+        # after-response work spills to Redis + RQ (docs/spill.md) unless FCGIPOOL_SPILL_TO says otherwise
+        "FCGIPOOL_SPILL_TO": os.environ.get("FCGIPOOL_SPILL_TO", redis_url),
+        "REDIS_URL": redis_url,
+        "REDIS_PORT": str(cfg.redis_port),
+        "REDIS_BIN": redis,
+        "RQ_WORKERS": os.environ.get("RQ_WORKERS") or "4",
         "STACK_ROOT": str(ROOT),
         "STACK_VAR": str(cfg.var),
         "STACK_VENV": str(venv_dir()),
@@ -343,12 +357,13 @@ def native_up(cfg: Config) -> None:
     if not supervisord.exists():
         raise StackError(f"{supervisord} not found: run `make install` first")
     nginx = ensure_nginx()
-    env = native_env(cfg, nginx)
+    env = native_env(cfg, nginx, ensure_debian("redis-server", "redis-server", "/usr/bin/redis-server"))
     if pid_alive(cfg.var / "run" / "supervisord.pid"):
         say("native stack already running; checking health")
     else:
-        check_ports(cfg, {"PORT": cfg.port, "MAIL_PORT": cfg.mail_port, "SMTP_PORT": cfg.smtp_port})
-        for sub in ("run", "log", "data/mail"):
+        check_ports(cfg, {"PORT": cfg.port, "MAIL_PORT": cfg.mail_port, "SMTP_PORT": cfg.smtp_port,
+                          "REDIS_PORT": cfg.redis_port})  # fmt: skip
+        for sub in ("run", "log", "data/mail", "data/redis"):
             (cfg.var / sub).mkdir(parents=True, exist_ok=True)
         (cfg.var / "run").chmod(0o750)
         for stale in ("pool.sock", "status.sock"):
@@ -365,20 +380,20 @@ def native_up(cfg: Config) -> None:
     cfg.write_state({
         "mode": "native", **urls(cfg), "access_log": str(cfg.var / "log" / "nginx-access.log"),
         "pool_pidfile": str(cfg.var / "run" / "pool.pid"), "fastcgi_socket": str(cfg.var / "run" / "pool.sock"),
-        "request_log": env["FCGIPOOL_REQUEST_LOG"],
+        "request_log": env["FCGIPOOL_REQUEST_LOG"], "spill_to": env["FCGIPOOL_SPILL_TO"], "redis_url": env["REDIS_URL"],
     })
     print_urls(cfg, "native")
 
 
 def wait_native_healthy(cfg: Config) -> None:
     checks = {"nginx + pool": f"{cfg.base_url}/", "status listener": f"{cfg.base_url}/pool-ping",
-              "mail sink": f"http://127.0.0.1:{cfg.mail_port}/health"}
+              "mail sink": f"http://127.0.0.1:{cfg.mail_port}/health", "redis": f"redis:{cfg.redis_port}"}
     deadline = time.monotonic() + min(HEALTH_TIMEOUT_S, 90)
     pending = dict(checks)
     while pending and time.monotonic() < deadline:
         for name, url in list(pending.items()):
             try:
-                if http_get(url, timeout=2)[0] == 200:
+                if (redis_answers(cfg.redis_port) if url.startswith("redis:") else http_get(url, timeout=2)[0] == 200):
                     del pending[name]
             except OSError:
                 pass
@@ -391,6 +406,12 @@ def wait_native_healthy(cfg: Config) -> None:
         native_down(cfg)
         raise StackError(f"not healthy: {', '.join(pending)}; the log tails above say why (full logs: {cfg.var}/log)")
     say("all services healthy: " + ", ".join(checks))
+
+
+def redis_answers(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+        conn.sendall(b"PING\r\n")
+        return conn.recv(16).startswith(b"+PONG")
 
 
 def gave_up(cfg: Config) -> bool:

@@ -12,10 +12,9 @@ from fcgipool import background
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from sampleapp import params
+from sampleapp import params, tasks
 from sampleapp.ledger import Ledger, LedgerUnavailable
 from sampleapp.locks import LockTimeout, UserLock
-from sampleapp.mail import send_welcome
 from sampleapp.settings import Settings
 from sampleapp.work import leak, spend
 
@@ -33,6 +32,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
     app.json.sort_keys = False  # type: ignore[attr-defined]
     ledger = Ledger(settings.ledger_path)
+    ledger_path = str(settings.ledger_path)  # what the tasks get: the spill queue's worker opens the same file
     app.extensions["sampleapp.ledger"] = ledger
     app.extensions["sampleapp.settings"] = settings
 
@@ -75,13 +75,13 @@ def create_app(settings: Settings | None = None) -> Flask:
         email = params.parse_email(raw)
         signup_id = uuid.uuid4().hex
         requested_at = time.time()
-        background.add(ledger.tracked("record_signup", ledger.record_signup), signup_id, email, name="record_signup")
+        background.add(tasks.record_signup, ledger_path, signup_id, email, name="record_signup")
         background.add(
-            ledger.tracked("welcome_mail", send_welcome),
+            tasks.welcome_mail, ledger_path,
             settings.smtp_host, settings.smtp_port, settings.smtp_timeout_s, settings.mail_from,
             email, signup_id, requested_at,
             name="welcome_mail",
-        )
+        )  # fmt: skip
         return jsonify({"status": "accepted", "email": email, "signup_id": signup_id}), 202
 
     @app.get("/work")
@@ -89,19 +89,19 @@ def create_app(settings: Settings | None = None) -> Flask:
         args = request.args
         respond_ms = params.RESPOND_MS.parse(args, "respond_ms")
         background_ms = params.BACKGROUND_MS.parse(args, "background_ms")
-        tasks = params.TASKS.parse(args, "tasks")
+        n_tasks = params.TASKS.parse(args, "tasks")
         cpu = params.CPU.parse(args, "cpu") == 1
         leak_kb = params.LEAK_KB.parse(args, "leak_kb")
-        if background_ms * tasks > params.MAX_BACKGROUND_TOTAL_MS:
+        if background_ms * n_tasks > params.MAX_BACKGROUND_TOTAL_MS:
             raise params.BadParam(
                 "tasks", f"tasks * background_ms must be at most {params.MAX_BACKGROUND_TOTAL_MS} ms"
             )
         spend(respond_ms, cpu=False)
         leaked_kb = leak(leak_kb)
-        for _ in range(tasks):
-            background.add(ledger.tracked("work", spend), background_ms, cpu=cpu, name="work")
+        for _ in range(n_tasks):
+            background.add(tasks.work, ledger_path, background_ms, cpu, name="work")
         return jsonify({
-            "respond_ms": respond_ms, "background_ms": background_ms, "tasks": tasks, "cpu": cpu, "pid": os.getpid(),
+            "respond_ms": respond_ms, "background_ms": background_ms, "tasks": n_tasks, "cpu": cpu, "pid": os.getpid(),
             **({"leaked_kb": leaked_kb} if leak_kb else {}),
         })
 
@@ -127,10 +127,11 @@ def create_app(settings: Settings | None = None) -> Flask:
         if release == "early":
             # The session_write_close() fix: the lock is gone before the client has its answer.
             lock.release()
-            background.add(ledger.tracked("cart", spend), hold_ms, name="cart")
+            background.add(tasks.cart, ledger_path, hold_ms, name="cart")
         else:
             # Like PHP sessions left open: the after-response work keeps the user's lock for hold_ms.
-            background.add(ledger.tracked("cart", _hold_then_release), lock, hold_ms, name="cart")
+            # the lock object lives in this worker: this task never goes to the spill queue
+            background.add(ledger.tracked("cart", _hold_then_release), lock, hold_ms, name="cart", spill=False)
         response = jsonify({
             "user": user, "items": items, "release": release, "hold_ms": hold_ms, "lock_wait_ms": round(waited_ms, 1),
         })

@@ -24,3 +24,13 @@ def on_task_lost(server: Any, task: Any) -> None:
             log.exception("could not record lost task %r (%s) in the ledger", task.name, task.reason)
         else:
             raise
+
+
+def on_task_spilled(server: Any, task: Any) -> None:
+    """An after-response task handed to the spill queue (its own code counts where it then runs). Never raises."""
+    try:
+        Ledger(data_dir_from_env() / "ledger.sqlite3", busy_timeout_s=5).record(task.name, "spilled")
+    except Exception:
+        log = getattr(server, "log", None)
+        if log is not None:
+            log.exception("could not record spilled task %r in the ledger", task.name)

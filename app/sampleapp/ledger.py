@@ -1,4 +1,5 @@
-"""The ledger: exact per-kind counts of after-response tasks (started, finished, failed, lost) in SQLite (WAL).
+"""The ledger: exact per-kind counts of after-response tasks in SQLite (WAL): started, finished, failed, lost, and
+with spill on, spilled (handed to the queue) and ran_in_queue (started by the queue's worker).
 
 Every write is a single UPSERT statement in autocommit mode, so SQLite's writer lock makes concurrent
 increments from many worker processes exact. Connections are opened per call: the ledger is used from
@@ -16,7 +17,7 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
-EVENTS = ("started", "finished", "failed", "lost")
+EVENTS = ("started", "finished", "failed", "lost", "spilled", "ran_in_queue")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS task_counts (

@@ -89,3 +89,6 @@ def make_app(settings: Settings):
     # As sampleapp.wsgi does: outside fcgipool, after-response tasks run when the response is closed.
     flask_app.wsgi_app = background.wsgi(flask_app.wsgi_app)  # type: ignore[method-assign]
     return flask_app
+
+#: a ledger kind's counts for a task that never went to the spill queue
+NO_SPILL = {"spilled": 0, "ran_in_queue": 0}

@@ -8,7 +8,7 @@ import time
 import pytest
 from sampleapp.ledger import Ledger
 from sampleapp.settings import Settings
-from stack_testing import free_port, make_app
+from stack_testing import NO_SPILL, free_port, make_app
 
 
 def ledger_kinds(client) -> dict:
@@ -34,8 +34,8 @@ def test_signup_form_accepts_sends_mail_and_records(client, mailsink):
     assert messages[0]["headers"]["X-Signup-Id"] == body["signup_id"]
     assert messages[0]["subject"].startswith("Welcome")
     kinds = ledger_kinds(client)
-    assert kinds["welcome_mail"] == {"started": 1, "finished": 1, "failed": 0, "lost": 0}
-    assert kinds["record_signup"] == {"started": 1, "finished": 1, "failed": 0, "lost": 0}
+    assert kinds["welcome_mail"] == {"started": 1, "finished": 1, "failed": 0, "lost": 0, **NO_SPILL}
+    assert kinds["record_signup"] == {"started": 1, "finished": 1, "failed": 0, "lost": 0, **NO_SPILL}
     assert client.get("/ledger").get_json()["signups"] == 1
 
 
@@ -50,7 +50,7 @@ def test_signup_mail_failure_is_counted_as_failed(tmp_path):
     c = make_app(dead_smtp).test_client()
     assert c.post("/signup", data={"email": "nobody@example.com"}).status_code == 202
     kinds = c.get("/ledger").get_json()["kinds"]
-    assert kinds["welcome_mail"] == {"started": 1, "finished": 0, "failed": 1, "lost": 0}
+    assert kinds["welcome_mail"] == {"started": 1, "finished": 0, "failed": 1, "lost": 0, **NO_SPILL}
     assert kinds["record_signup"]["finished"] == 1
 
 
@@ -103,7 +103,7 @@ def test_work_runs_its_tasks_after_the_response(client):
     response = client.get("/work?respond_ms=5&background_ms=10&tasks=3")
     assert response.status_code == 200
     assert response.get_json()["tasks"] == 3
-    assert ledger_kinds(client)["work"] == {"started": 3, "finished": 3, "failed": 0, "lost": 0}
+    assert ledger_kinds(client)["work"] == {"started": 3, "finished": 3, "failed": 0, "lost": 0, **NO_SPILL}
 
 
 def test_work_cpu_burns_for_the_requested_time(client):
@@ -194,7 +194,7 @@ def test_tracked_failure_is_reraised_and_counted(tmp_path):
 
     with pytest.raises(RuntimeError):
         ledger.tracked("mail", boom)()
-    assert ledger.summary()["kinds"]["mail"] == {"started": 1, "finished": 0, "failed": 1, "lost": 0}
+    assert ledger.summary()["kinds"]["mail"] == {"started": 1, "finished": 0, "failed": 1, "lost": 0, **NO_SPILL}
 
 
 def test_tracked_interruption_is_left_to_the_lost_hook(tmp_path):
@@ -208,4 +208,4 @@ def test_tracked_interruption_is_left_to_the_lost_hook(tmp_path):
     with pytest.raises(BackgroundTimeout):
         ledger.tracked("work", interrupted)()
     # started, not failed: the pool reports it lost and the hook counts it once.
-    assert ledger.summary()["kinds"]["work"] == {"started": 1, "finished": 0, "failed": 0, "lost": 0}
+    assert ledger.summary()["kinds"]["work"] == {"started": 1, "finished": 0, "failed": 0, "lost": 0, **NO_SPILL}

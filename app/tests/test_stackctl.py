@@ -18,11 +18,15 @@ stackctl = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(stackctl)
 
 
-def test_missing_nginx_says_how_to_install(monkeypatch):
-    monkeypatch.setattr(stackctl, "find_nginx", lambda: None)
+@pytest.mark.parametrize("ensure, package", [
+    (lambda: stackctl.ensure_nginx(), "nginx-light"),
+    (lambda: stackctl.ensure_debian("redis-server", "redis-server"), "redis-server"),
+])
+def test_a_missing_program_says_how_to_install(monkeypatch, ensure, package):
+    monkeypatch.setattr(stackctl, "find_program", lambda name, *paths: None)
     monkeypatch.setattr(stackctl.os, "geteuid", lambda: 1000)
-    with pytest.raises(stackctl.StackError, match="apt-get install nginx-light"):
-        stackctl.ensure_nginx()
+    with pytest.raises(stackctl.StackError, match=f"apt-get install {package}"):
+        ensure()
 
 
 def test_taken_port_is_named_with_a_way_out(tmp_path):

@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 from loadtest.faults.load import Result
 
 EVENTS = ("finished", "failed", "lost")  # the ways a started task ends in the ledger
+WHERE = ("spilled", "ran_in_queue")
 OWED_KINDS = ("record_signup", "welcome_mail", "work")
 SIGNUP_KINDS = ("record_signup", "welcome_mail")
 
@@ -62,7 +63,8 @@ def ledger_delta(before: Mapping[str, Mapping[str, int]], after: Mapping[str, Ma
     out: dict[str, dict[str, int]] = {}
     for kind in set(before) | set(after):
         b, a = before.get(kind, {}), after.get(kind, {})
-        out[kind] = {ev: int(a.get(ev, 0)) - int(b.get(ev, 0)) for ev in ("started", *EVENTS)}
+        # spilled / ran_in_queue: where the tasks went (docs/spill.md); they end as finished, failed or lost too
+        out[kind] = {ev: int(a.get(ev, 0)) - int(b.get(ev, 0)) for ev in ("started", *EVENTS, *WHERE)}
     return out
 
 

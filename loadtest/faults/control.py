@@ -87,12 +87,14 @@ class Control:
         return None
 
     def wait_idle(self, timeout: float) -> bool:
-        """No worker answering or finishing and nothing queued; tolerates a pool that is restarting."""
+        """No worker answering or finishing, nothing queued -- in the listen queue or the spill queue (a pool with
+        spill whose queue does not answer is not idle: its tasks are still to run); tolerates a restarting pool."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 st = self.status()
-                if int(st.get("active processes", 0)) == 0 and int(st.get("listen queue", 0)) == 0:
+                queued = st.get("spill queue depth", 0)
+                if int(st.get("active processes", 0)) == 0 and int(st.get("listen queue", 0)) == 0 and queued == 0:
                     return True
             except StackError:
                 pass
@@ -106,7 +108,7 @@ class Control:
             raise StackError(f"the pool did not become idle within {timeout:.0f} s")
         last = self.ledger_kinds()
         for _ in range(20):
-            time.sleep(0.5)
+            time.sleep(1.0)  # longer than a queued task takes: the spill queue's last jobs end in between
             now = self.ledger_kinds()
             if now == last:
                 return now
@@ -145,26 +147,37 @@ class Control:
     def pool_python(self, code: str) -> None:
         self.compose("exec", "-T", "pool", "python3", "-c", code)
 
-    # --- mail server -----------------------------------------------------------------------------------------
+    # --- services beside the pool ------------------------------------------------------------------------------
+    #: name -> (supervisord program, compose service)
+    SERVICES = {"mail": ("mailsink", "mail"), "redis": ("redis", "redis")}
+
     def mail(self, action: str) -> None:
         """Stop or start the mail server (supervisord's ``mailsink`` natively, compose's ``mail``)."""
+        self.service("mail", action)
+
+    def service(self, name: str, action: str) -> None:
+        """Stop or start a service of the stack (``mail``, ``redis``)."""
+        program, service = self.SERVICES[name]
         if self.mode == "docker":
-            self.compose(action, "mail")
+            self.compose(action, service)
             return
         ctl = Path(sys.prefix) / "bin" / "supervisorctl"
         ctl = ctl if ctl.exists() else REPO / ".venv" / "bin" / "supervisorctl"
-        out = subprocess.run([str(ctl), "-c", str(REPO / "pool" / "supervisord.conf"), action, "mailsink"],
+        out = subprocess.run([str(ctl), "-c", str(REPO / "pool" / "supervisord.conf"), action, program],
                              env=self.supervisor_env(), capture_output=True, text=True, timeout=60)
         if out.returncode != 0 or "ERROR" in out.stdout:
-            raise StackError(f"supervisorctl {action} mailsink failed: {out.stdout.strip()} {out.stderr.strip()}")
+            raise StackError(f"supervisorctl {action} {program} failed: {out.stdout.strip()} {out.stderr.strip()}")
 
     def supervisor_env(self) -> dict[str, str]:
         env, _ = self.stack_env()
         venv = REPO / ".venv" if (REPO / ".venv" / "bin" / "python").exists() else Path(sys.prefix)
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        redis_port = env.get("REDIS_PORT") or "6379"
         return {**env, "STACK_ROOT": str(REPO), "STACK_VAR": str(self.var_dir), "STACK_VENV": str(venv),
                 "NGINX_BIN": nginx, "MAIL_PORT": env.get("MAIL_PORT") or str(urlsplit(self.stack.mail_url).port),
-                "SMTP_PORT": env.get("SMTP_PORT") or "2525"}
+                "SMTP_PORT": env.get("SMTP_PORT") or "2525",
+                "REDIS_BIN": shutil.which("redis-server") or "redis-server", "REDIS_PORT": redis_port, "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+                "RQ_WORKERS": env.get("RQ_WORKERS") or "4"}  # fmt: skip
 
     # --- make down / make up --------------------------------------------------------------------------------
     def stack_env(self) -> tuple[dict[str, str], str]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from loadtest.faults import rows_process as proc
 from loadtest.faults import rows_resource as res
+from loadtest.faults import rows_spill as spill
 from loadtest.faults import table
 from loadtest.faults.base import SERVER, Ctx, Profile
 from loadtest.faults.control import Control
@@ -28,7 +29,9 @@ ROWS: dict[str, Callable[[Ctx], FaultRow]] = {
     "timeout": proc.timeout,
     "term": proc.term,
     "downup": proc.downup,
+    "downspill": spill.downspill,
     "mail": res.mail,
+    "redis": spill.redis,
     "disk": res.disk,
     "idleconns": res.idleconns,
     "leak": res.leak,

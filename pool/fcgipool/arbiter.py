@@ -27,11 +27,13 @@ from .handoff import HandoffQueue, Parking
 from .keeper import Keeper
 from .lost import LostTask, report_lost
 from .scoreboard import Scoreboard, SlotSnapshot, State
+from .spill.flags import PoolFlags
 from .status_hooks import PoolServices
 
 _spawning: tuple[Scoreboard, int] | None = None
 _handoff: HandoffQueue | None = None
 _keeper: Keeper | None = None
+_flags: PoolFlags | None = None
 
 
 def spawn_context() -> tuple[Scoreboard | None, int | None]:
@@ -49,6 +51,11 @@ def handoff_queue() -> HandoffQueue | None:
 def keeper() -> Keeper | None:
     """The arbiter's keeper of kept connections (fcgipool.keeper); None outside PoolArbiter."""
     return _keeper if _spawning is not None else None
+
+
+def pool_flags() -> PoolFlags | None:
+    """Pool-wide flags the arbiter sets for its workers (fcgipool.spill.flags); None outside PoolArbiter."""
+    return _flags if _spawning is not None else None
 
 
 def scoreboard_size(cfg: Any) -> int:
@@ -71,7 +78,9 @@ class PoolArbiter(Arbiter):
         super().__init__(app)
 
     def start(self) -> None:
-        global _handoff, _keeper
+        global _handoff, _keeper, _flags
+        if _flags is None:
+            _flags = PoolFlags()
         if self.scoreboard is None:
             self.scoreboard = Scoreboard(scoreboard_size(self.cfg))
         if _handoff is None:  # before any fork: every worker, of every generation, inherits it
@@ -83,7 +92,8 @@ class PoolArbiter(Arbiter):
             parking = self.parking
             _keeper.parked = parking.inodes if parking is not None else set
             _keeper.start()
-        self.services = PoolServices(self, self.scoreboard)  # raises RuntimeError on contradicting pm settings
+        # raises RuntimeError on contradicting pm settings, or spill_to without RQ installed
+        self.services = PoolServices(self, self.scoreboard, _flags)
         super().start()
         self.services.start()  # after gunicorn's start: the listeners exist, the pm sets the first worker count
 

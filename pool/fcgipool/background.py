@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from .lost import LostTask
 from .watchdog import BackgroundTimeout, Watchdog, calls_user_code
@@ -53,6 +53,20 @@ class Task:
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
     name: str = ""
+    spill_path: str | None = None  # the import path the spill queue runs it by; None: it stays in the pool
+
+
+class Spill(Protocol):
+    """What running tasks needs of spill (fcgipool.spill.Spiller)."""
+
+    def check(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str: ...
+
+    def offload(self, task: Task, request_uri: str, forced: str | None = None) -> str | None:
+        """Hand ``task`` to the queue if it should not run here (``forced``: for that reason); the reason, or
+        None when it runs in the pool."""
+        ...
+
+    def ran(self, name: str, seconds: float) -> None: ...
 
 
 class TaskList:
@@ -64,6 +78,7 @@ class TaskList:
         *,
         on_change: Callable[[list[str]], None] | None = None,
         on_finish_request: Callable[[], None] | None = None,
+        spill: Spill | None = None,
     ) -> None:
         self.request_uri = request_uri
         self.tasks: list[Task] = []
@@ -71,12 +86,17 @@ class TaskList:
         self.finish_requested = False
         self._on_change = on_change
         self._on_finish_request = on_finish_request
+        self._spill = spill
 
-    def add(self, fn: Callable[..., Any], *args: Any, name: str | None = None, **kwargs: Any) -> None:
+    def add(self, fn: Callable[..., Any], *args: Any, name: str | None = None, spill: bool = True,
+            **kwargs: Any) -> None:  # fmt: skip
+        """``spill=False``: never hand this task to the spill queue (it holds a lock, a socket, ...)."""
         if not callable(fn):
             raise TypeError(f"background.add() needs a callable, got {fn!r}")
         task_name = name or getattr(fn, "__qualname__", None) or repr(fn)
-        self.tasks.append(Task(fn, args, kwargs, task_name))
+        # with spill on, what the queue could never run is refused now, not lost later (SpillRefused)
+        path = self._spill.check(fn, args, kwargs) if spill and self._spill is not None else None
+        self.tasks.append(Task(fn, args, kwargs, task_name, path))
         if self._on_change is not None:
             self._on_change(self.pending_names())
 
@@ -117,9 +137,13 @@ def current() -> TaskList:
     return tasks
 
 
-def add(fn: Callable[..., Any], *args: Any, name: str | None = None, **kwargs: Any) -> None:
-    """Run ``fn(*args, **kwargs)`` after the response has been sent. ``name`` defaults to ``fn.__qualname__``."""
-    current().add(fn, *args, name=name, **kwargs)
+def add(fn: Callable[..., Any], *args: Any, name: str | None = None, spill: bool = True, **kwargs: Any) -> None:
+    """Run ``fn(*args, **kwargs)`` after the response has been sent. ``name`` defaults to ``fn.__qualname__``.
+
+    With spill on (``--spill-to``) the task may run in the spill queue's worker instead: it must then be a
+    module-level function with picklable arguments (else SpillRefused, now); ``spill=False`` keeps it here.
+    """
+    current().add(fn, *args, name=name, spill=spill, **kwargs)
 
 
 def finish_request() -> None:
@@ -143,9 +167,11 @@ def deactivate(token: contextvars.Token[TaskList | None]) -> None:
 class RunResult:
     ran: int = 0
     failed: int = 0
+    spilled: int = 0
     lost: list[LostTask] = field(default_factory=list)
     seconds: float = 0.0
-    outcomes: list[tuple[str, str]] = field(default_factory=list)  # (task name, "ok" | "failed" | "lost:<reason>")
+    # (task name, "ok" | "failed" | "spilled:<reason>" | "lost:<reason>")
+    outcomes: list[tuple[str, str]] = field(default_factory=list)
 
 
 @calls_user_code
@@ -158,6 +184,8 @@ def run_tasks(
     on_done: Callable[[Task, bool, float], None] | None = None,
     on_lost: Callable[[list[LostTask]], None] | None = None,
     skip_reason: str | None = None,
+    spill: Spill | None = None,
+    on_spilled: Callable[[Task, str], None] | None = None,
 ) -> RunResult:
     """Run the pending tasks in order, in this thread; tasks may append more while it runs.
 
@@ -166,7 +194,8 @@ def run_tasks(
     the ones never started are lost. ``skip_reason`` reports every pending task lost without running any.
     ``on_done``/``on_lost`` are called inside the watchdog's shield so bookkeeping is never cut in half.
     ``SystemExit``/``KeyboardInterrupt`` propagate untouched: the process is going away and whatever is
-    still pending is reported by whoever reaps it.
+    still pending is reported by whoever reaps it. With ``spill``, a task may go to the spill queue instead of
+    running (``on_spilled``), and a stop that cuts the run short hands the tasks not started to it.
     """
     result = RunResult()
     shield = watchdog.shield if watchdog is not None else _no_shield
@@ -181,6 +210,12 @@ def run_tasks(
                 reason = watchdog.reason
                 break
             task = tasks.tasks[tasks.done]
+            if spill is not None and task.spill_path is not None:
+                why = spill.offload(task, tasks.request_uri)
+                if why is not None:
+                    with shield():
+                        _spilled(tasks, task, why, result, on_spilled)
+                    continue
             t0 = time.monotonic()
             started = True
             try:
@@ -198,12 +233,16 @@ def run_tasks(
                 result.outcomes.append((task.name, "ok" if ok else "failed"))
                 if on_done is not None:
                     on_done(task, ok, time.monotonic() - t0)
+            if spill is not None:
+                spill.ran(task.name, time.monotonic() - t0)
             if not ok and stop_on_error:
                 reason = "not_started"
     except BackgroundTimeout as exc:
         reason = exc.reason
     finally:
         _current.reset(token)
+    if reason == "shutdown" and spill is not None and tasks.has_pending:
+        _spill_unstarted(tasks, spill, result, on_spilled, interrupted=started)
     if reason is not None and tasks.has_pending:
         if watchdog is not None:
             watchdog.disarm()
@@ -218,6 +257,32 @@ def run_tasks(
             on_lost(lost)
     result.seconds = time.monotonic() - t_run
     return result
+
+
+def _spilled(tasks: TaskList, task: Task, why: str, result: RunResult,
+             on_spilled: Callable[[Task, str], None] | None) -> None:  # fmt: skip
+    tasks.done += 1
+    result.spilled += 1
+    result.outcomes.append((task.name, f"spilled:{why}"))
+    if on_spilled is not None:
+        on_spilled(task, why)
+
+
+def _spill_unstarted(tasks: TaskList, spill: Spill, result: RunResult,
+                     on_spilled: Callable[[Task, str], None] | None, *, interrupted: bool) -> None:  # fmt: skip
+    """A stop cut the run short: the tasks that never started go to the queue (the interrupted one is lost)."""
+    first = tasks.done + (1 if interrupted else 0)
+    keep = tasks.tasks[: first]
+    for task in tasks.tasks[first:]:
+        why = spill.offload(task, tasks.request_uri, "shutdown") if task.spill_path is not None else None
+        if why is None:
+            keep.append(task)
+        else:
+            result.spilled += 1
+            result.outcomes.append((task.name, f"spilled:{why}"))
+            if on_spilled is not None:
+                on_spilled(task, why)
+    tasks.tasks[:] = keep  # what is left after tasks.done is reported lost by the caller
 
 
 #: a failing task's traceback is logged at most once per this many seconds per task name; the failures in

@@ -95,6 +95,14 @@ class Recorder:
         if self.slot:
             self.slot.task_finished(task.name, ok, seconds)
 
+    def task_spilled(self, task: Any, reason: str) -> None:
+        if self.slot:
+            self.slot.task_spilled(task.name, reason)
+
+    def spill_fallback(self) -> None:
+        if self.slot:
+            self.slot.bump("spill_fallbacks")
+
     def request_timeout(self) -> None:
         if self.slot:
             self.slot.count_timeout("request")

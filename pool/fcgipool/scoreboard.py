@@ -79,6 +79,10 @@ _FIELDS: list[tuple[str, str]] = [
     ("background_seconds", "d"),
     ("request_timeouts", "Q"),  # soft stops: the app interrupted at timeout, the request answered 504
     ("background_timeouts", "Q"),  # soft stops of after-response work at background_timeout
+    ("spilled_shutdown", "Q"),  # after-response tasks handed to the spill queue, by reason (fcgipool.spill)
+    ("spilled_saturated", "Q"),
+    ("spilled_slow", "Q"),
+    ("spill_fallbacks", "Q"),  # tasks that were to spill but ran in the pool: the queue was away
     ("finishing_start", "d"),  # wall clock, when the current after-response phase began
     ("deadline", "d"),  # time.monotonic() value; 0 = none
     ("pending_count", "I"),
@@ -173,6 +177,10 @@ class SlotSnapshot:
     slow_requests: int
     pending_count: int
     pending_names: tuple[str, ...]
+    spilled_shutdown: int = 0
+    spilled_saturated: int = 0
+    spilled_slow: int = 0
+    spill_fallbacks: int = 0
     torn: bool = False  # the writer was mid-write for every retry (stuck or killed while writing)
 
     @property
@@ -191,6 +199,11 @@ class SlotSnapshot:
         return self.request_duration
 
 
+#: slot counters the arbiter keeps adding up after their worker is gone (besides the ones PoolTotals.add names)
+_FOLDED = ("request_timeouts", "background_timeouts", "spilled_shutdown", "spilled_saturated", "spilled_slow",
+           "spill_fallbacks")  # fmt: skip
+
+
 @dataclass
 class PoolTotals:
     """Counters of workers that are gone, kept by the arbiter."""
@@ -205,6 +218,10 @@ class PoolTotals:
     memory_peak: int = 0
     request_timeouts: int = 0
     background_timeouts: int = 0
+    spilled_shutdown: int = 0
+    spilled_saturated: int = 0
+    spilled_slow: int = 0
+    spill_fallbacks: int = 0
     # arbiter-only counters (no slot has them): hard kills past a deadline, connections of dead workers rescued
     request_kills: int = 0
     background_kills: int = 0
@@ -219,8 +236,8 @@ class PoolTotals:
         self.background_seconds += s.background_seconds
         self.slow_requests += s.slow_requests
         self.memory_peak = max(self.memory_peak, s.memory_peak)
-        self.request_timeouts += s.request_timeouts
-        self.background_timeouts += s.background_timeouts
+        for name in _FOLDED:
+            setattr(self, name, getattr(self, name) + getattr(s, name))
 
 
 @dataclass(frozen=True)
@@ -281,13 +298,17 @@ class PoolSnapshot:
     def memory_peak(self) -> int:
         return max([self.totals.memory_peak, *(s.memory_peak for s in self.slots)])
 
+    def total(self, name: str) -> int:
+        """A counter over the pool: the retained totals of gone workers plus every live slot's."""
+        return int(self._sum(name))
+
     @property
     def request_timeouts(self) -> int:
-        return int(self._sum("request_timeouts"))
+        return self.total("request_timeouts")
 
     @property
     def background_timeouts(self) -> int:
-        return int(self._sum("background_timeouts"))
+        return self.total("background_timeouts")
 
 
 class Slot:
@@ -488,6 +509,13 @@ class Slot:
             values["tasks_failed"] = self._get("tasks_failed") + 1
         self._write(**values)
 
+    def task_spilled(self, name: str, reason: str) -> None:
+        """Handed to the spill queue: off the pending list (a later death does not report it lost), counted."""
+        if name in self._pending:
+            self._pending.remove(name)
+        counter = f"spilled_{reason}"
+        self._write(**{counter: self._get(counter) + 1}, **self._pending_values())
+
     def tasks_lost(self, names: list[str]) -> None:
         """The worker itself gave up on these tasks and reported them: counted, and off the pending list (a name
         that is not pending, such as the app's own code after finish_request(), is only counted)."""
@@ -498,10 +526,13 @@ class Slot:
                 self._pending.remove(name)
         self._write(tasks_lost=self._get("tasks_lost") + len(names), **self._pending_values())
 
+    def bump(self, name: str) -> None:
+        """One more of a slot counter (``request_timeouts``, ``spilled_slow``, ``spill_fallbacks``, ...)."""
+        self._write(**{name: self._get(name) + 1})
+
     def count_timeout(self, phase: str) -> None:
         """One more soft stop (``phase`` "request" or "background")."""
-        name = f"{phase}_timeouts"
-        self._write(**{name: self._get(name) + 1})
+        self.bump(f"{phase}_timeouts")
 
     def slow_request(self) -> None:
         """Count a slow request. Safe from the worker's slowlog thread: it is this field's only writer and
@@ -632,6 +663,10 @@ class Scoreboard:
             deadline=v["deadline"],
             request_timeouts=v["request_timeouts"],
             background_timeouts=v["background_timeouts"],
+            spilled_shutdown=v["spilled_shutdown"],
+            spilled_saturated=v["spilled_saturated"],
+            spilled_slow=v["spilled_slow"],
+            spill_fallbacks=v["spill_fallbacks"],
             slow_requests=v["slow_requests"],
             pending_count=v["pending_count"],
             pending_names=_parse_pending(v["pending_names"], v["pending_count"]),

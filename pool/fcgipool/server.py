@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from gunicorn.http.wsgi import FileWrapper
 
 from . import background
-from .background import RunResult, TaskList, run_tasks
+from .background import RunResult, Spill, TaskList, run_tasks
 from .environ import BadRequestParams, build_environ, request_uri, script_root
 from .lost import LostTask, report_lost
 from .peer import describe_peer
@@ -91,6 +91,7 @@ class Host(Protocol):
     alive: bool
     errors: Any
     request_log: RequestLog | None
+    spill: Spill | None  # fcgipool.spill.Spiller when --spill-to is set
 
     def notify(self) -> None: ...
 
@@ -395,7 +396,8 @@ class FastCGIConnection:
         writer = self._writer = ResponseWriter(
             self.conn, event.request_id, self._sendall, buffer_size=s.buffer_size, on_late_write=self._late_write
         )
-        tasks = TaskList(uri, on_change=host.recorder.pending, on_finish_request=self._finish_current)
+        tasks = TaskList(uri, on_change=host.recorder.pending, on_finish_request=self._finish_current,
+                         spill=host.spill)  # fmt: skip
         try:
             self._input = self._make_input(params, writer)
             if self._input is not None:
@@ -596,6 +598,8 @@ class FastCGIConnection:
                 on_done=host.recorder.task_done,
                 on_lost=self._report_lost,
                 skip_reason=skip,
+                spill=host.spill,
+                on_spilled=host.recorder.task_spilled,
             )
         finally:
             host.watchdog.disarm()

@@ -41,6 +41,7 @@ class PoolStatus:
     max_children_reached: int
     max_children: int
     kept_waiting: int | None = None  # idle kept connections in the hand-off queue; None: no queue
+    extra: dict[str, Any] | None = None  # fields of optional parts (spill), after ours
 
     @property
     def idle(self) -> int:
@@ -90,6 +91,7 @@ class PoolStatus:
             "background timeouts": snap.background_timeouts,
             "background timeout kills": snap.totals.background_kills,
             "connections rescued": snap.totals.connections_rescued,
+            **(self.extra or {}),
         }
         if full:
             out["processes"] = [process_fields(s, self.now) for s in snap.slots]
@@ -141,9 +143,11 @@ class PoolMonitor:
         max_children: Callable[[], int],
         log: logging.Logger | Any | None = None,
         kept_waiting: Callable[[], int | None] | None = None,
+        extra_fields: Callable[[PoolSnapshot], dict[str, Any]] | None = None,
     ) -> None:
         self.scoreboard = scoreboard
         self._kept_waiting = kept_waiting
+        self._extra_fields = extra_fields
         self._listeners = listeners
         self.pool = pool
         self._pm_name = process_manager
@@ -194,6 +198,7 @@ class PoolMonitor:
                 max_children_reached=self.max_children_reached,
                 max_children=limit,
                 kept_waiting=kept,
+                extra=self._extra_fields(snap) if self._extra_fields is not None else None,
             )
             self.latest = status
         return status

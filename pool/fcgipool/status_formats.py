@@ -266,6 +266,27 @@ def _family(out: list[str], metric: str, mtype: str, help_: str) -> str:
     return f"{metric}_total" if mtype == "counter" else metric
 
 
+def _openmetrics_spill(fields: Mapping[str, Any], out: list[str]) -> None:
+    """Spill (fcgipool.spill): tasks handed to the queue by reason, fallbacks, outages, the queue's depth."""
+    help_spilled = "After-response tasks handed to the spill queue instead of run in the pool, by reason."
+    sample = _family(out, "fcgipool_background_tasks_spilled", "counter", help_spilled)
+    by_reason = (("shutdown", "spilled at shutdown"), ("saturated", "spilled saturated"), ("slow", "spilled slow"))
+    for reason, key in by_reason:
+        out.append(f'{sample}{{reason="{reason}"}} {_num(fields[key])}\n')
+    for key, metric, mtype, help_ in (
+        ("spill fallbacks", "fcgipool_spill_fallbacks", "counter",
+         "Tasks that were to spill but ran in the pool because the queue did not answer."),
+        ("spill queue outages", "fcgipool_spill_queue_outages", "counter",
+         "Episodes in which the spill queue did not answer (logged once each)."),
+        ("spill queue depth", "fcgipool_spill_queue_depth", "gauge", "Jobs waiting in the spill queue."),
+        ("pool saturated", "fcgipool_pool_saturated", "gauge",
+         "1 while finishing workers are at spill_threshold of the pool or connections wait."),
+    ):  # fmt: skip
+        name = _family(out, metric, mtype, help_)
+        if fields.get(key) is not None:
+            out.append(f"{name} {_num(int(fields[key]))}\n")
+
+
 def _openmetrics(status: PoolStatus, full: bool) -> bytes:
     fields = status.fields(full)
     out: list[str] = []
@@ -280,6 +301,8 @@ def _openmetrics(status: PoolStatus, full: bool) -> bytes:
         sample = _family(out, metric, mtype, help_)
         if fields[key] is not None:  # unknown listen queue: no sample rather than a made-up 0
             out.append(f"{sample} {_num(fields[key])}\n")
+    if "background tasks spilled" in fields:
+        _openmetrics_spill(fields, out)
     procs = fields.get("processes") or []
     if procs:
         _family(out, "fcgipool_process_state", "gauge", "1 for the process's current state.")

@@ -15,8 +15,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import config
 from . import pm as pm_mod
 from .scoreboard import Scoreboard
+from .spill.flags import PoolFlags
+from .spill.target import RQTarget
+from .spill.watch import SpillWatch
 from .status import PoolMonitor
 from .status_server import StatusServer
 
@@ -24,10 +28,11 @@ __all__ = ["PoolServices"]
 
 
 class PoolServices:
-    def __init__(self, arbiter: Any, scoreboard: Scoreboard) -> None:
+    def __init__(self, arbiter: Any, scoreboard: Scoreboard, flags: PoolFlags | None = None) -> None:
         cfg = arbiter.cfg
         self.arbiter = arbiter
         self.scoreboard = scoreboard
+        self.spill = _spill_watch(cfg, flags, arbiter.log) if flags is not None else None
         try:
             self.pm = pm_mod.create(cfg, arbiter.num_workers, arbiter.log, scoreboard.size)
         except ValueError as exc:
@@ -40,12 +45,15 @@ class PoolServices:
             max_children=lambda: self.pm.max_children(arbiter),
             log=arbiter.log,
             kept_waiting=arbiter.kept_waiting,
+            extra_fields=self.spill.fields if self.spill is not None else None,
         )
         self.pm.monitor = self.monitor
         self.server = StatusServer.from_config(cfg, self.monitor, on_sample=self._on_sample, log=arbiter.log)
 
     def _on_sample(self, status: Any) -> None:
         self.pm.on_sample(status, self.arbiter)
+        if self.spill is not None:
+            self.spill.on_sample(status)
 
     def start(self) -> None:
         self.arbiter.num_workers = self.pm.initial_workers(self.arbiter)
@@ -80,3 +88,13 @@ class PoolServices:
 
     def stop(self) -> None:
         self.server.stop()
+
+
+def _spill_watch(cfg: Any, flags: PoolFlags, log: Any) -> SpillWatch | None:
+    """The arbiter's spill watch when spill_to is set (RuntimeError, before any fork, when RQ is missing)."""
+    url = config.get(cfg, "spill_to")
+    if not url:
+        return None
+    target = RQTarget(url, config.get(cfg, "spill_queue"))
+    log.info("Spill to %s when %s", target.describe(), ", ".join(config.get(cfg, "spill_when")) or "never")
+    return SpillWatch(flags, config.get(cfg, "spill_threshold"), target, log)

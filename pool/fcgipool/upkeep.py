@@ -12,7 +12,28 @@ from .scoreboard import rss_bytes
 #: a connection that sends no request for this long after connecting is closed (with --timeout 0; else timeout)
 FRESH_IDLE_LIMIT = 30.0
 
-__all__ = ["FRESH_IDLE_LIMIT", "Upkeep"]
+__all__ = ["FRESH_IDLE_LIMIT", "Upkeep", "make_spiller"]
+
+
+def make_spiller(worker: Any) -> Any:
+    """The worker's spill (fcgipool.spill.Spiller), made after fork: its own Redis connection."""
+    from . import config
+    from .arbiter import pool_flags
+    from .spill import RQTarget, Spiller
+
+    cfg = worker.cfg
+    target = RQTarget(config.get(cfg, "spill_to"), config.get(cfg, "spill_queue"))
+    return Spiller(
+        target,
+        set(config.get(cfg, "spill_when")),
+        slower_than_s=config.get(cfg, "spill_slower_than") / 1000,
+        flags=pool_flags(),
+        log=worker.log,
+        hook=config.get(cfg, "on_task_spilled"),
+        owner=worker,
+        stopping=lambda: not worker.alive,
+        on_fallback=worker.recorder.spill_fallback,
+    )
 
 
 class Upkeep:

@@ -27,13 +27,14 @@ from gunicorn.http.wsgi import WSGIErrorsWrapper
 from gunicorn.workers import base
 
 from . import config, slowlog
+from .background import Spill
 from .handoff import HandoffQueue, readable_bytes
 from .keeper import KeptConns
 from .protocol import FCGI_MAX_CONNS, FCGI_MAX_REQS
 from .recorder import Recorder
 from .requestlog import RequestLog
 from .server import FastCGIConnection, ServerSettings
-from .upkeep import Upkeep
+from .upkeep import Upkeep, make_spiller
 from .watchdog import Watchdog
 
 #: keep-conn fairness without a hand-off queue (see FastCGIWorker.should_yield): requests served on a kept
@@ -71,6 +72,7 @@ class FastCGIWorker(base.Worker):
         self.evicted = 0  # idle connections closed because MAX_HELD was reached
         self.recorder = Recorder()
         self.request_log: RequestLog | None = None
+        self.spill: Spill | None = None  # fcgipool.spill.Spiller (--spill-to), made after fork
         self.watchdog = Watchdog()
         self.settings = ServerSettings()
         self.errors: Any = None
@@ -111,6 +113,7 @@ class FastCGIWorker(base.Worker):
             only_on_success=config.get(cfg, "background_only_on_success"),
             values={FCGI_MAX_CONNS: workers, FCGI_MAX_REQS: workers},
         )
+        self.spill = make_spiller(self) if config.get(cfg, "spill_to") else None
         path = config.get(cfg, "request_log")
         keep_query = config.get(cfg, "request_log_query")
         self.request_log = RequestLog(path, keep_query=keep_query, log=self.log) if path else None

@@ -57,6 +57,7 @@ class FakeHost:
         self.served = 0
         self.lost: list[Any] = []
         self.request_log: Any = None
+        self.spill: Any = None
 
     def notify(self) -> None:
         pass

@@ -48,6 +48,7 @@ class Host:
     def __init__(self, slot: object, request_log: RequestLog | None = None) -> None:
         self.wsgi = app
         self.request_log = request_log
+        self.spill = None
         self.log = logging.getLogger("serve_micro")
         self.recorder = Recorder(slot)  # type: ignore[arg-type]
         self.watchdog = Watchdog()

@@ -17,9 +17,18 @@ OUT = Path(os.environ.get("BGAPP_DIR", "/tmp"))
 _LEAKED: list[bytes] = []  # /leak keeps memory here for good: a worker that leaks
 
 
+def where() -> str:
+    """Where this code runs: "queue" inside an RQ job (the spill queue's worker), else "pool"."""
+    try:
+        from rq import get_current_job
+    except ImportError:
+        return "pool"
+    return "queue" if get_current_job() is not None else "pool"
+
+
 def mark(name: str, **data: object) -> None:
     """Record a side effect: one JSON line in $BGAPP_DIR/marks.log."""
-    line = json.dumps({"mark": name, "t": time.time(), "pid": os.getpid(), **data})
+    line = json.dumps({"mark": name, "t": time.time(), "pid": os.getpid(), "where": where(), **data})
     with open(OUT / "marks.log", "a") as f:
         f.write(line + "\n")
 
@@ -100,6 +109,8 @@ def app(environ, start_response):  # type: ignore[no-untyped-def]
                 respond_slowly(float(q["sleep"]), stubborn=q.get("stubborn") == "1")
             finally:
                 mark("response_finally", key=key)
+    elif path == "/lambda":  # refused at once when spill is on (a queue's worker cannot import a lambda)
+        background.add(lambda: mark("lambda_ran", key=key), name="lambda")
     elif path == "/finish":
         start_response("200 OK", [("Content-Type", "text/plain")])
         background.finish_request()

@@ -1,0 +1,67 @@
+"""The arbiter's side of spill: sets the ``saturated`` flag, watches the queue, logs an outage once per episode.
+
+Called from the status sampler (every 0.1 s, a thread of the arbiter). Workers count the tasks that could not
+spill (``spill_fallbacks`` in their slots); the first increase opens an episode -- one warning for the whole
+pool, not one per worker --, and the episode ends when the arbiter's own probe of the queue (every 0.5 s)
+answers again.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .flags import PoolFlags
+from .target import RQTarget
+
+PROBE_EVERY = 0.5
+
+
+class SpillWatch:
+    def __init__(self, flags: PoolFlags, threshold: float, target: RQTarget, log: Any) -> None:
+        self.flags = flags
+        self.threshold = threshold
+        self.target = target
+        self.log = log
+        self.outages = 0
+        self.in_outage = False
+        self.depth: int | None = target.depth()  # None: Redis does not answer (at start: not yet)
+        self._fallbacks = -1
+        self._fallbacks_at_start = 0
+        self._next_probe = 0.0
+
+    def on_sample(self, status: Any) -> None:
+        snap = status.snapshot
+        total = len(snap.slots)
+        self.flags.saturated = bool(status.listen_queue) or (total > 0 and snap.finishing >= self.threshold * total)
+        fallbacks = snap.total("spill_fallbacks")
+        if self._fallbacks >= 0 and fallbacks > self._fallbacks and not self.in_outage:
+            self.in_outage = True
+            self.outages += 1
+            self._fallbacks_at_start = self._fallbacks
+            self.log.warning("spill queue (%s) does not answer: after-response tasks run in the pool until it "
+                             "does (nothing is lost); spill queue outage %d", self.target.describe(),
+                             self.outages)  # fmt: skip
+        self._fallbacks = fallbacks
+        now = time.monotonic()
+        if now >= self._next_probe:
+            self._next_probe = now + PROBE_EVERY
+            self.depth = self.target.depth()
+            if self.in_outage and self.depth is not None:
+                self.in_outage = False
+                self.log.warning("spill queue (%s) answers again: spilling resumes (%d tasks ran in the pool "
+                                 "meanwhile)", self.target.describe(), fallbacks - self._fallbacks_at_start)
+
+    def fields(self, snap: Any) -> dict[str, Any]:
+        """The status page's spill fields."""
+        by_reason = {r: snap.total(f"spilled_{r}") for r in ("shutdown", "saturated", "slow")}
+        return {
+            "background tasks spilled": sum(by_reason.values()),
+            "spilled at shutdown": by_reason["shutdown"],
+            "spilled saturated": by_reason["saturated"],
+            "spilled slow": by_reason["slow"],
+            "spill fallbacks": snap.total("spill_fallbacks"),
+            "spill queue outages": self.outages,
+            "spill queue depth": self.depth,
+            "pool saturated": self.flags.saturated,
+        }
