@@ -1,7 +1,8 @@
 """The ``fcgipool`` command: gunicorn with the FastCGI worker and the pool arbiter.
 
 ``fcgipool --bind unix:/run/app.sock --workers 4 myapp:app`` takes every gunicorn option plus the fcgipool
-settings (``fcgipool --help``). ``fcgipool status ...`` is dispatched to ``fcgipool.status_cli``.
+settings (``fcgipool --help``). ``fcgipool status ...`` is dispatched to ``fcgipool.status_cli``, ``fcgipool advise
+...`` (sizing from the request log) to ``fcgipool.sizing.advise_cli``.
 """
 
 from __future__ import annotations
@@ -57,21 +58,24 @@ class FcgiPoolApplication(WSGIApplication):
         super().run()
 
 
-def _status(argv: list[str]) -> int:
+def _subcommand(name: str, module_name: str, argv: list[str]) -> int:
     try:
-        module: Any = importlib.import_module("fcgipool.status_cli")
+        module: Any = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name != "fcgipool.status_cli":
+        if exc.name != module_name:
             raise
-        print("fcgipool status: not available in this installation", file=sys.stderr)
+        print(f"fcgipool {name}: not available in this installation", file=sys.stderr)
         return 2
     return int(module.main(argv) or 0)
 
 
+SUBCOMMANDS = {"status": "fcgipool.status_cli", "advise": "fcgipool.sizing.advise_cli"}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if args[:1] == ["status"]:
-        return _status(args[1:])
+    if args[:1] and args[0] in SUBCOMMANDS:
+        return _subcommand(args[0], SUBCOMMANDS[args[0]], args[1:])
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
     FcgiPoolApplication("%(prog)s [OPTIONS] [APP_MODULE]", prog="fcgipool").run()

@@ -1,12 +1,12 @@
-"""The sizing math against closed forms, published Erlang values and a queue simulation."""
+"""The sizing math (fcgipool.sizing.model, used by fcgipool advise and the load tests) against closed forms,
+published Erlang values and a queue simulation."""
 
 import heapq
 import math
 import random
 
 import pytest
-
-from loadtest import model
+from fcgipool.sizing import model
 
 
 def erlang_c_direct(c: int, a: float) -> float:
