@@ -255,9 +255,10 @@ def all_backends() -> list[Backend]:
             _dist_version("flup"),
         ),
         *_fcgi_rows("php-fpm", "php-fpm, pm static", _find_php_fpm, _PHP_HINT, _php_fpm, _command_version("-v")),
-        # Not a server: the floor for a Python FastCGI worker (experiments/minimal_fcgi.py). BENCH_ONLY=minimal
+        # Not a server: the floor for a Python FastCGI worker (experiments/minimal_fcgi.py). With keep-conn it
+        # runs by default (fcgipool's CPU per request is held to 1.25x it); without, when BENCH_ONLY names it
         *(
-            replace(row, default=False)
+            replace(row, default=row.keep_conn)
             for row in _fcgi_rows(
                 "minimal",
                 "experiments/minimal_fcgi.py (Python floor, not a server)",

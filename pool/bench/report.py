@@ -7,7 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # (server family, factor): fcgipool's best req/s must be at least factor x that family's best.
-TARGETS = [("uwsgi", 1.0), ("flup", 2.0), ("gunicorn", 2.0)]
+TARGETS = [("uwsgi", 1.1), ("flup", 2.0), ("gunicorn", 2.5)]
+#: fcgipool's worker CPU per request may be at most this many times the Python floor's (minimal_fcgi.py)
+CPU_FLOOR_FACTOR = 1.25
+FLOOR_ROW = "minimal-keepconn"
 
 
 @dataclass
@@ -63,6 +66,8 @@ class Row:
             "machine_busy": self._median("machine_busy"),
             "other_busy": self._median("other_busy"),
             "cpu_bound_rps": self._median("cpu_bound_rps"),
+            "syscalls_per_req": self._median("syscalls_per_req"),
+            "syscalls_top": next((r["syscalls_top"] for r in ok if r.get("syscalls_top")), None),
         }
 
 
@@ -108,6 +113,42 @@ def targets(rows: list[Row], key: str = "rps") -> list[dict[str, Any]]:
     return checks
 
 
+def cost_targets(rows: list[Row]) -> list[dict[str, Any]]:
+    """What a request costs fcgipool's keep-conn row: CPU against the Python floor, syscalls against uWSGI's
+    keep-conn row (the lowest of its rows)."""
+    s = {r.row: r.summary() for r in rows if r.status == "ok"}
+    ours = s.get("fcgipool-keepconn")
+    checks: list[dict[str, Any]] = []
+
+    def check(goal: str, mine: float | None, theirs: float | None, theirs_row: str, limit: float, unit: str) -> None:
+        if mine is None or theirs is None or not theirs:
+            missing = "fcgipool-keepconn" if mine is None else theirs_row
+            checks.append({"target": goal, "status": "n/a", "detail": f"{missing} has no measurement"})
+            return
+        ratio = mine / theirs
+        checks.append(
+            {
+                "target": goal,
+                "status": "met" if ratio <= limit else "missed",
+                "ratio": ratio,
+                "detail": f"fcgipool-keepconn {mine:.2f} vs {theirs_row} {theirs:.2f} {unit} = {ratio:.2f}x",
+            }
+        )
+
+    floor = s.get(FLOOR_ROW, {})
+    check(
+        f"fcgipool CPU/request <= {CPU_FLOOR_FACTOR:g}x {FLOOR_ROW}",
+        ours and ours["backend_cpu_us_per_req"], floor.get("backend_cpu_us_per_req"), FLOOR_ROW,
+        CPU_FLOOR_FACTOR, "us",
+    )  # fmt: skip
+    uwsgi = s.get("uwsgi-keepconn", {})
+    check(
+        "fcgipool syscalls/request <= uwsgi-keepconn",
+        ours and ours["syscalls_per_req"], uwsgi.get("syscalls_per_req"), "uwsgi-keepconn", 1.0, "syscalls/req",
+    )  # fmt: skip
+    return checks
+
+
 COLUMNS = [
     "row",
     "req/s",
@@ -122,6 +163,7 @@ COLUMNS = [
     "RSS/worker MiB",
     "RSS vs ref",
     "CPU us/req",
+    "syscalls/req",
     "other CPU",
     "CPU-bound req/s",
 ]
@@ -132,7 +174,9 @@ LEGEND = (
     "errors: failed requests as wrk saw them; nginx err: error lines in nginx's log (nginx resends a GET that "
     "failed on a kept connection, so wrk does not see it); "
     "RSS: VmRSS of the worker processes after the run; CPU us/req: CPU time of the backend (master + workers) "
-    "per request; other CPU: share of the machine's CPU used by processes outside the benchmark during the run "
+    "per request; syscalls/req: system calls of the backend's processes per request, counted by strace -c in an "
+    "extra run of BENCH_SYSCALLS seconds in the first round; "
+    "other CPU: share of the machine's CPU used by processes outside the benchmark during the run "
     "(noise from other work on a shared machine); CPU-bound req/s: CPUs / CPU time per request of backend + "
     "nginx + wrk, the throughput if the row had every CPU of the machine busy for itself (an upper bound; "
     "steadier than req/s on a shared machine, too high for a row that leaves CPUs idle)"
@@ -170,7 +214,8 @@ def table_rows(rows: list[Row], ref: Row | None) -> list[list[str]]:
                 _fmt(None if s["rss_sum_kib"] is None else s["rss_sum_kib"] / 1024, ".1f"),
                 _fmt(None if s["rss_per_worker_kib"] is None else s["rss_per_worker_kib"] / 1024, ".1f"),
                 _fmt(rss_ratio, ".2f", "x"),
-                _fmt(s["backend_cpu_us_per_req"], ".0f"),
+                _fmt(s["backend_cpu_us_per_req"], ".1f"),
+                _fmt(s["syscalls_per_req"], ".2f"),
                 _fmt(None if s["other_busy"] is None else s["other_busy"] * 100, ".0f", "%"),
                 _fmt(s["cpu_bound_rps"], ",.0f"),
             ]
@@ -227,6 +272,18 @@ def markdown(meta: dict[str, Any], rows: list[Row], ref: Row | None) -> str:
         "The same targets on the CPU-bound estimate:",
         "",
         *[f"- {t['target']}: **{t['status']}** ({t['detail']})" for t in meta.get("targets_cpu_bound", [])],
+        "",
+        "What a request costs:",
+        "",
+        *[f"- {t['target']}: **{t['status']}** ({t['detail']})" for t in meta.get("targets_cost", [])],
+        "",
+        "Most frequent syscalls per request (strace -c):",
+        "",
+        *[
+            f"- {r.row}: " + ", ".join(f"{name} {n:g}" for name, n in top.items())
+            for r in rows
+            if (top := r.summary()["syscalls_top"])
+        ],
         "",
         "Versions:",
         "",

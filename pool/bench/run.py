@@ -28,7 +28,7 @@ if __package__ in (None, ""):  # run as a script: make the `bench` package impor
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import backends as backends_mod
-from bench import nginx, procs, report, settings, wrk
+from bench import nginx, procs, report, settings, syscalls, wrk
 from bench.backends import Backend
 
 EXPECTED_BODY = b"Hello, World!\n"
@@ -152,9 +152,17 @@ def nginx_errors(error_log: Path, offset: int) -> tuple[int, str]:
 
 
 def measure(
-    backend: Backend, exe: str, sock: Path, port: int, cfg: settings.Settings, run_dir: Path, nginx_master: int
+    backend: Backend,
+    exe: str,
+    sock: Path,
+    port: int,
+    cfg: settings.Settings,
+    run_dir: Path,
+    nginx_master: int,
+    *,
+    count_syscalls: bool = False,
 ) -> dict[str, Any]:
-    """One round of one backend: start, check, warm up, measure, read memory, stop."""
+    """One round of one backend: start, check, warm up, measure, read memory, (count syscalls), stop."""
     extra = cfg.fcgipool_args if backend.server == "fcgipool" else ()
     group = start_backend(backend, exe, sock, run_dir, cfg.workers, extra)
     url = f"http://127.0.0.1:{port}/"
@@ -168,6 +176,14 @@ def measure(
         result = measured_run(url, cfg, group.pid, nginx_master)
         result["nginx_errors"], result["nginx_error_sample"] = nginx_errors(error_log, log_offset)
         memory = worker_memory(group.pid)
+        if count_syscalls and cfg.syscalls:
+            pids = [group.pid, *procs.children(group.pid)]
+
+            def traced_run() -> int:
+                return wrk.run(url, duration=cfg.syscalls, connections=cfg.connections, threads=cfg.threads,
+                               method=cfg.method).requests  # fmt: skip
+
+            result.update(syscalls.count(pids, run_dir / f"{backend.row}.strace", traced_run))
         if not group.alive():
             raise RuntimeError(f"exited during the run:\n{group.log_tail()}")
     finally:
@@ -292,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
                 step += 1
                 row = by_row[backend.row]
                 try:
-                    result = measure(backend, exe, sock, port, cfg, run_dir, nginx_group.pid)
+                    result = measure(backend, exe, sock, port, cfg, run_dir, nginx_group.pid,
+                                     count_syscalls=round_no == 1)  # fmt: skip
                 except (RuntimeError, OSError, wrk.WrkError) as exc:
                     failed = True
                     row.status = "failed"
@@ -301,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
                     log(f"[{step}/{total}] {backend.row}: FAILED: {exc}")
                     continue
                 row.rounds.append({"round": round_no, **result})
+                if result.get("syscalls_note") and "syscall" not in row.note:
+                    row.note = (row.note + "; " if row.note else "") + result["syscalls_note"]
                 if result["errors"] and not row.note:
                     row.note = f"wrk counted errors: {result['error_detail']}"
                 if result["nginx_errors"] and "nginx logged" not in row.note:
@@ -312,7 +331,9 @@ def main(argv: list[str] | None = None) -> int:
                 log(
                     f"[{step}/{total}] {backend.row}: {result['rps']:,.0f} req/s, p50 {result['p50_ms']:.2f} ms, "
                     f"p99 {result['p99_ms']:.2f} ms, errors {result['errors']} (nginx log: {result['nginx_errors']}), "
-                    f"workers {result['worker_count']} RSS {(result['rss_sum_kib'] or 0) / 1024:.1f} MiB"
+                    f"workers {result['worker_count']} RSS {(result['rss_sum_kib'] or 0) / 1024:.1f} MiB, "
+                    f"CPU {result['backend_cpu_us_per_req']:.1f} us/req"
+                    + (f", {result['syscalls_per_req']:.2f} syscalls/req" if "syscalls_per_req" in result else "")
                 )
     except (nginx.NginxError, OSError) as exc:
         log(f"bench: {exc}")
@@ -334,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     meta["reference_row"] = ref.row if ref else None
     meta["targets"] = report.targets(rows)
     meta["targets_cpu_bound"] = report.targets(rows, key="cpu_bound_rps")
+    meta["targets_cost"] = report.cost_targets(rows)
     print()
     print(report.text_table(rows, ref))
     print()
@@ -343,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"target {t['target']}: {t['status']} - {t['detail']}")
     for t in meta["targets_cpu_bound"]:
         print(f"  same, CPU-bound estimate: {t['status']} - {t['detail']}")
+    for t in meta["targets_cost"]:
+        print(f"target {t['target']}: {t['status']} - {t['detail']}")
     for note in report.notes(rows):
         print(f"note: {note}")
     write_results(cfg.results_dir, meta, rows, ref)

@@ -42,6 +42,7 @@ class Settings:
     start_timeout: int  # seconds a backend gets to answer its first request
     fcgipool_args: tuple[str, ...] = ()  # extra command-line arguments for the fcgipool rows (A/B runs)
     method: str = "GET"  # HTTP method of wrk's requests; POST sends a small form body
+    syscalls: int = 3  # seconds of the extra run under strace -c, first round only (0 = no syscall count)
 
     def as_dict(self) -> dict[str, object]:
         data = asdict(self)
@@ -62,10 +63,12 @@ Environment variables (defaults in brackets):
   BENCH_NGINX_WORKERS  nginx worker_processes [1]
   BENCH_UPSTREAM_KEEPALIVE  nginx upstream `keepalive` (idle kept connections) [= BENCH_CONNECTIONS]
   BENCH_ONLY         comma-separated rows or servers, e.g. "fcgipool,uwsgi" [all default rows]
-                     (`minimal`, the Python floor from experiments/, runs only when named)
+                     (minimal-keepconn, the Python floor from experiments/, is one; `minimal` without
+                     keep-conn runs only when named)
   BENCH_RESULTS_DIR  where the JSON and markdown go [pool/bench/results]
   BENCH_START_TIMEOUT  seconds a backend gets to answer its first request [30]
   BENCH_METHOD       GET, or POST with a small form body (nginx never resends a failed POST) [GET]
+  BENCH_SYSCALLS     seconds of an extra run per row under `strace -c` (first round): syscalls/request [3; 0 = off]
   BENCH_FCGIPOOL_ARGS  extra arguments for the fcgipool rows, shell-quoted, e.g. "--worker-class x.Y" []
 """
 
@@ -98,4 +101,5 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         start_timeout=_int(env, "BENCH_START_TIMEOUT", 30, 1),
         fcgipool_args=tuple(shlex.split(env.get("BENCH_FCGIPOOL_ARGS", ""))),
         method=method,
+        syscalls=_int(env, "BENCH_SYSCALLS", 3, 0),
     )

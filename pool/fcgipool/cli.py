@@ -13,12 +13,16 @@ import os
 import sys
 from typing import Any
 
-import gunicorn
-import gunicorn.app.base
-from gunicorn.app.wsgiapp import WSGIApplication
-from gunicorn.config import Config
+from . import lazyimports
 
-from . import __version__, config
+lazyimports.install()  # before gunicorn: see the module (3.5 MB less RSS per worker)
+
+import gunicorn  # noqa: E402
+import gunicorn.app.base  # noqa: E402
+from gunicorn.app.wsgiapp import WSGIApplication  # noqa: E402
+from gunicorn.config import Config  # noqa: E402
+
+from . import __version__, config  # noqa: E402
 
 WORKER_CLASS = "fcgipool.worker.FastCGIWorker"
 

@@ -130,6 +130,20 @@ class KeptConns:
         """``inode`` carries the request in progress (0: none); if the worker dies it is shut down."""
         self._row[0] = inode
 
+    def take_up(self, inode: int) -> None:
+        """A held connection's request starts: current first, then off the held list (never in neither)."""
+        row = self._row
+        row[0] = inode
+        pos = self._pos.pop(inode, None)
+        if pos is not None:
+            row[pos] = 0
+            self._free.append(pos)
+
+    def put_down(self, inode: int, *, rescuable: bool) -> None:
+        """The request on ``inode`` ended and the worker keeps it: held first, then no longer current."""
+        self.hold(inode, rescuable=rescuable)
+        self._row[0] = 0
+
 
 class Keeper:
     """The arbiter's side. Create before forking any worker; :meth:`start` the thread in the arbiter."""

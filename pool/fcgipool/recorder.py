@@ -9,6 +9,7 @@ a request that ended with ``end_response(rest=True)`` costs no second write.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -20,6 +21,9 @@ class Recorder:
         self.slot = slot
         self._resting = False  # the slot says idle with no deadline
         self._finishing = False  # the slot says after-response work runs
+        # the worker's latest monotonic clock reading: END_REQUEST of the last request, or the end of a wait. The
+        # next request starts from it (no clock read of its own: one per request, see docs/benchmarks.md)
+        self.now = time.monotonic()
 
     def facts(self) -> tuple[float, tuple[float, float], int]:
         """(start as time.time(), (answer s, CPU s), RSS bytes) of the last request, for the request log; zeros
@@ -38,25 +42,31 @@ class Recorder:
         if self.slot:
             self.slot.conn_accepted()
 
-    def reading(self, deadline: float) -> None:
-        """Reading a request; ``deadline`` is the arbiter's hard limit (see :meth:`deadline`)."""
+    def reading(self, deadline: float, t0: float = 0.0) -> None:
+        """Reading a request (since ``t0``, monotonic); ``deadline`` is the arbiter's hard limit."""
         self._resting = False
         if self.slot:
-            self.slot.reading(deadline)
+            self.slot.reading(deadline, t0)
 
     def begin(
-        self, method: str, uri: str, query: str, content_length: int, script: str, deadline: float | None = None
+        self,
+        method: str,
+        uri: str,
+        query: str,
+        content_length: int,
+        script: str,
+        deadline: float | None = None,
+        t0: float = 0.0,
     ) -> None:
-        """The app runs; ``deadline``, when given, is set in the same write."""
+        """The app runs (since ``t0``, monotonic); ``deadline``, when given, is set in the same write."""
         self._resting = False
         if self.slot:
-            self.slot.begin_request(method, uri, query, content_length, script, deadline)
+            self.slot.begin_request(method, uri, query, content_length, script, deadline, t0)
 
     def end_response(self, *, rest: bool = False) -> None:
         """END_REQUEST sent; ``rest``: nothing follows, the worker is idle again (one write for both)."""
         self._resting = rest
-        if self.slot:
-            self.slot.end_response(rest=rest)
+        self.now = self.slot.end_response(rest=rest) if self.slot else time.monotonic()
 
     def finishing(self) -> None:
         self._resting = False
@@ -70,8 +80,7 @@ class Recorder:
             return
         self._resting = True
         self._finishing = False
-        if self.slot:
-            self.slot.rest()
+        self.now = self.slot.rest() if self.slot else time.monotonic()
 
     def ending(self) -> None:
         """The worker exits. Left at FINISHING if after-response work was cut short (SIGABRT unwinds through

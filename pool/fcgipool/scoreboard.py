@@ -58,21 +58,25 @@ _FIELDS: list[tuple[str, str]] = [
     ("slow_requests", "Q"),  # 8-byte aligned: the slowlog thread bumps it with one store, outside the seqlock
     ("pid", "i"),
     ("start_time", "d"),  # wall clock, when the worker took the slot
-    ("requests", "Q"),
     ("accepted", "Q"),
-    ("state", "B"),  # state .. request_duration are contiguous: begin_request writes them with one pack
+    # state .. memory_rss are contiguous, so a request costs two packs: begin_request writes state ..
+    # request_start, end_response requests .. memory_rss (state .. memory_rss when the worker rests)
+    ("state", "B"),
     ("state_since", "d"),  # wall clock of the last state change (idle time for the process managers)
+    ("deadline", "d"),  # time.monotonic() value; 0 = none
+    ("content_length", "q"),
+    ("request_start", "d"),  # wall clock
+    ("requests", "Q"),
+    ("request_duration", "d"),  # seconds, of the last finished response phase
+    ("last_cpu", "d"),  # CPU seconds of the last request's response phase (averaged over ~20 ms, see Slot)
+    ("last_memory", "Q"),
+    ("memory_peak", "Q"),
+    ("memory_rss", "Q"),
+    # method .. script: written only when they differ from the last request's (1.3 KB a pack)
     ("method", f"{METHOD_BYTES}s"),
     ("uri", f"{URI_BYTES}s"),
     ("query", f"{QUERY_BYTES}s"),
     ("script", f"{SCRIPT_BYTES}s"),
-    ("content_length", "q"),
-    ("request_start", "d"),  # wall clock
-    ("request_duration", "d"),  # seconds, of the last finished response phase
-    ("last_cpu", "d"),  # CPU seconds of the last request's response phase
-    ("last_memory", "Q"),
-    ("memory_peak", "Q"),
-    ("memory_rss", "Q"),
     ("tasks_run", "Q"),
     ("tasks_failed", "Q"),
     ("tasks_lost", "Q"),
@@ -84,7 +88,6 @@ _FIELDS: list[tuple[str, str]] = [
     ("spilled_slow", "Q"),
     ("spill_fallbacks", "Q"),  # tasks that were to spill but ran in the pool: the queue was away
     ("finishing_start", "d"),  # wall clock, when the current after-response phase began
-    ("deadline", "d"),  # time.monotonic() value; 0 = none
     ("pending_count", "I"),
     ("pending_names", f"{PENDING_BYTES}s"),
 ]
@@ -101,7 +104,10 @@ SLOT_SIZE = (_RECORD.size + 63) // 64 * 64  # cache-line aligned slots
 _SEQ_OFF, _SEQ = _OFFSETS["seq"]
 _READ_RETRIES = 1000
 _RSS_EVERY = 1.0  # seconds between /proc reads of the worker's RSS (a read costs about as much as a request's
-#                   other scoreboard writes together)
+#                   other scoreboard writes together); the wall clock's offset is taken then too
+#: seconds between reads of the process's CPU time (CLOCK_PROCESS_CPUTIME_ID is a real syscall on some VMs: 16 %
+#: of a worker's samples in one profile); the requests in between share what it used
+_CPU_EVERY = 0.02
 
 
 def _block(first: str, last: str) -> tuple[int, struct.Struct]:
@@ -111,13 +117,13 @@ def _block(first: str, last: str) -> tuple[int, struct.Struct]:
     return _OFFSETS[first][0], struct.Struct("<" + "".join(f for _, f in chunk))
 
 
-_BEGIN_OFF, _BEGIN = _block("state", "request_duration")
+_BEGIN_OFF, _BEGIN = _block("state", "request_start")
+_NAMES_OFF, _NAMES = _block("method", "script")
 _STATE_OFF, _STATE = _block("state", "state_since")
-_END_OFF, _END = _block("request_duration", "memory_rss")
-_REQUESTS_OFF, _REQUESTS = _OFFSETS["requests"]
+_REST_OFF, _REST = _block("state", "deadline")
+_END_OFF, _END = _block("requests", "memory_rss")
+_REST_END_OFF, _REST_END = _block("state", "memory_rss")
 _ACCEPTED_OFF, _ACCEPTED = _OFFSETS["accepted"]
-_REQUEST_START_OFF, _D = _OFFSETS["request_start"]
-_DEADLINE_OFF, _ = _OFFSETS["deadline"]
 _IDLE, _READING, _RUNNING = int(State.IDLE), int(State.READING), int(State.RUNNING)  # plain ints: hot paths
 _ENC_CACHE_SIZE = 256  # distinct (method, uri, query, script) kept encoded; cleared when full
 
@@ -318,7 +324,13 @@ class Slot:
         "_accepted",
         "_base",
         "_cpu0",
+        "_cpu_at",
+        "_cpu_each",
+        "_cpu_n",
+        "_deadline",
         "_enc_cache",
+        "_last_enc",
+        "_length",
         "_mm",
         "_peak",
         "_pending",
@@ -326,7 +338,9 @@ class Slot:
         "_rss",
         "_rss_at",
         "_seq",
+        "_start",
         "_t0",
+        "_wall",
         "index",
         "last",
         "wall0",
@@ -340,9 +354,18 @@ class Slot:
         self._seq = seq + (seq & 1)  # a previous owner killed mid-write leaves it odd
         self._pending: list[str] = []
         self._t0 = 0.0
-        # process CPU time when the last request (or its after-response work) ended: a request's CPU is what
-        # the process used from there to its END_REQUEST (idle time uses none), one clock read per request
+        # process CPU time at the last read; the requests ended since share what was used from there (idle time
+        # uses none): one read per _CPU_EVERY, not per request
         self._cpu0 = time.process_time()
+        self._cpu_at = time.monotonic()
+        self._cpu_n = 0
+        self._cpu_each = 0.0
+        self._wall = time.time() - time.monotonic()  # wall clock = monotonic + this (refreshed once a second)
+        self._last_enc: tuple[bytes, ...] | None = None
+        # what the slot says now for the fields end_response rewrites when the worker rests (one pack)
+        self._deadline = self._get("deadline")
+        self._length = self._get("content_length")
+        self._start = self._get("request_start")
         # (method, uri, query, script) -> their encoded fields: a pool serves the same few URIs over and over
         self._enc_cache: dict[tuple[str, str, str, str], tuple[bytes, bytes, bytes, bytes]] = {}
         # single writer: the counters live here and are copied out, never read back from the mmap
@@ -384,11 +407,19 @@ class Slot:
         _SEQ.pack_into(mm, base, seq + 1)
 
     def begin_request(
-        self, method: str, uri: str, query: str, content_length: int, script: str = "", deadline: float | None = None
+        self,
+        method: str,
+        uri: str,
+        query: str,
+        content_length: int,
+        script: str = "",
+        deadline: float | None = None,
+        t0: float = 0.0,
     ) -> None:
-        """The response phase starts; ``deadline`` (if given) is written in the same seqlock write."""
-        self._t0 = time.monotonic()
-        now = self.wall0 = time.time()
+        """The response phase starts (at ``t0``, monotonic, if the caller read the clock already); ``deadline``
+        (if given) is written in the same seqlock write."""
+        t0 = self._t0 = t0 or time.monotonic()
+        now = self.wall0 = t0 + self._wall
         key = (method, uri, query, script)
         enc = self._enc_cache.get(key)
         if enc is None:
@@ -401,41 +432,53 @@ class Slot:
             if len(self._enc_cache) >= _ENC_CACHE_SIZE:
                 self._enc_cache.clear()
             self._enc_cache[key] = enc
-        mm, base = self._mm, self._base
-        seq = self._seq + 1
-        _SEQ.pack_into(mm, base, seq)
-        length = content_length if content_length > 0 else 0
-        _BEGIN.pack_into(mm, base + _BEGIN_OFF, _RUNNING, now, *enc, length, now, 0.0)
         if deadline is not None:
-            _D.pack_into(mm, base + _DEADLINE_OFF, float(deadline))
-        self._seq = seq + 1
-        _SEQ.pack_into(mm, base, seq + 1)
-
-    def reading(self, deadline: float) -> None:
-        """State READING (a request is being read) and the arbiter's ``deadline``, in one seqlock write."""
-        now = time.time()
-        self._t0 = time.monotonic()
+            self._deadline = float(deadline)
+        self._length = content_length if content_length > 0 else 0
+        self._start = now
         mm, base = self._mm, self._base
         seq = self._seq + 1
         _SEQ.pack_into(mm, base, seq)
-        _STATE.pack_into(mm, base + _STATE_OFF, _READING, now)
-        _D.pack_into(mm, base + _REQUEST_START_OFF, now)
-        _D.pack_into(mm, base + _DEADLINE_OFF, float(deadline))
+        _BEGIN.pack_into(mm, base + _BEGIN_OFF, _RUNNING, now, self._deadline, self._length, now)
+        if enc is not self._last_enc:
+            self._last_enc = enc
+            _NAMES.pack_into(mm, base + _NAMES_OFF, *enc)
         self._seq = seq + 1
         _SEQ.pack_into(mm, base, seq + 1)
 
-    def rest(self) -> None:
-        """State IDLE and no deadline (back to gunicorn's heartbeat), in one seqlock write."""
-        self._cpu0 = time.process_time()  # after-response work is not the next request's
+    def reading(self, deadline: float, t0: float = 0.0) -> None:
+        """State READING (a request is being read, since ``t0``, monotonic, if the caller read the clock) and
+        the arbiter's ``deadline``, in one seqlock write."""
+        t0 = self._t0 = t0 or time.monotonic()
+        now = self._start = t0 + self._wall
+        self._deadline, self._length = float(deadline), 0
         mm, base = self._mm, self._base
         seq = self._seq + 1
         _SEQ.pack_into(mm, base, seq)
-        _STATE.pack_into(mm, base + _STATE_OFF, _IDLE, time.time())
-        _D.pack_into(mm, base + _DEADLINE_OFF, 0.0)
+        _BEGIN.pack_into(mm, base + _BEGIN_OFF, _READING, now, self._deadline, 0, now)
         self._seq = seq + 1
         _SEQ.pack_into(mm, base, seq + 1)
+
+    def rest(self) -> float:
+        """State IDLE and no deadline (back to gunicorn's heartbeat), in one seqlock write. After after-response
+        work only (a plain request rests in end_response): its CPU is not the next request's. Returns the
+        monotonic clock it read."""
+        self._cpu0 = time.process_time()
+        self._cpu_at = time.monotonic()
+        self._cpu_n = 0
+        self._deadline = 0.0
+        mm, base = self._mm, self._base
+        seq = self._seq + 1
+        _SEQ.pack_into(mm, base, seq)
+        _REST.pack_into(mm, base + _REST_OFF, _IDLE, self._cpu_at + self._wall, 0.0)
+        self._seq = seq + 1
+        _SEQ.pack_into(mm, base, seq + 1)
+        return self._cpu_at
 
     def set_state(self, state: State) -> None:
+        if state == State.READING:
+            self.reading(self._deadline)
+            return
         now = time.time()
         if state == State.FINISHING:
             self._write(state=state, state_since=now, finishing_start=now)
@@ -444,46 +487,52 @@ class Slot:
             seq = self._seq + 1
             _SEQ.pack_into(mm, base, seq)
             _STATE.pack_into(mm, base + _STATE_OFF, state, now)
-            if state == State.READING:
-                self._t0 = time.monotonic()
-                _D.pack_into(mm, base + _REQUEST_START_OFF, now)
             self._seq = seq + 1
             _SEQ.pack_into(mm, base, seq + 1)
 
     def end_response(
         self, cpu_seconds: float | None = None, memory_bytes: int | None = None, *, rest: bool = False
-    ) -> None:
+    ) -> float:
         """The response phase is over (END_REQUEST sent). Counts the request; ``rest``: and, in the same write,
         what :meth:`rest` writes (no after-response work follows); otherwise the state is left to the caller.
+        Returns the monotonic clock it read (the worker's "now" till the next read).
 
         Without arguments, CPU is this process's CPU time since begin_request and memory is the RSS (read
         from /proc at most once a second).
         """
         now = time.monotonic()
         if cpu_seconds is None:
-            cpu_now = time.process_time()
-            cpu_seconds, self._cpu0 = cpu_now - self._cpu0, cpu_now
+            self._cpu_n += 1
+            if now - self._cpu_at >= _CPU_EVERY:
+                cpu_now = time.process_time()
+                self._cpu_each = (cpu_now - self._cpu0) / self._cpu_n
+                self._cpu0, self._cpu_at, self._cpu_n = cpu_now, now, 0
+            cpu_seconds = self._cpu_each
         if now - self._rss_at >= _RSS_EVERY:
             self._rss_at = now
             self._rss = rss_bytes()
+            self._wall = time.time() - now
         memory = self._rss if memory_bytes is None else int(memory_bytes)
         self._peak = max(self._peak, memory)
         self._requests += 1
+        last = self.last = (now - self._t0 if self._t0 else 0.0, float(cpu_seconds))
         mm, base = self._mm, self._base
         seq = self._seq + 1
         _SEQ.pack_into(mm, base, seq)
-        _REQUESTS.pack_into(mm, base + _REQUESTS_OFF, self._requests)
-        self.last = (now - self._t0 if self._t0 else 0.0, float(cpu_seconds))
-        _END.pack_into(mm, base + _END_OFF, *self.last, memory, self._peak, self._rss)
         if rest:
-            _STATE.pack_into(mm, base + _STATE_OFF, _IDLE, time.time())
-            _D.pack_into(mm, base + _DEADLINE_OFF, 0.0)
+            self._deadline = 0.0
+            _REST_END.pack_into(mm, base + _REST_END_OFF, _IDLE, now + self._wall, 0.0, self._length, self._start,
+                                self._requests, *last, memory, self._peak, self._rss)  # fmt: skip
+        else:
+            _END.pack_into(mm, base + _END_OFF, self._requests, *last, memory, self._peak, self._rss)
         self._seq = seq + 1
         _SEQ.pack_into(mm, base, seq + 1)
+        return now
 
     def set_deadline(self, monotonic: float) -> None:
         """0 = none. The arbiter kills a worker still busy past its deadline."""
-        self._write(deadline=float(monotonic))
+        self._deadline = float(monotonic)
+        self._write(deadline=self._deadline)
 
     # --- after-response tasks -------------------------------------------------------------------------
     def set_pending(self, names: Iterable[str]) -> None:

@@ -140,6 +140,7 @@ class FastCGIConnection:
         self.broken = False  # a send failed: the web server is gone; the request still completes locally
         self._stashed: Any = None  # an event parsed ahead (a request already waiting in our buffer)
         self._deadline = 0.0
+        self._t0 = 0.0  # monotonic: when the current request started
         self._deadline_published = False
         self._stdin_done = True
         self._after_started = False
@@ -302,7 +303,8 @@ class FastCGIConnection:
         PARAMS/STDIN are waited for (up to ``timeout`` of silence).
         """
         s = self.host.settings
-        self._deadline = time.monotonic() + s.timeout if s.timeout else 0.0
+        self._t0 = t0 = self.host.recorder.now  # END_REQUEST of the last request or the end of a wait: no clock read
+        self._deadline = t0 + s.timeout if s.timeout else 0.0
         self._deadline_published = False
         recvs = 0
         if self._stashed is None and not self.conn.has_pending_input:
@@ -315,7 +317,7 @@ class FastCGIConnection:
                 if not (mid or recvs == 0):
                     return None
                 if not self._deadline_published:  # this read may wait: the arbiter must know the deadline
-                    self.host.recorder.reading(self._hard_deadline())
+                    self.host.recorder.reading(self._hard_deadline(), self._t0)
                     self._deadline_published = True
                 self._recv()
                 recvs += 1
@@ -389,7 +391,7 @@ class FastCGIConnection:
             method, uri, params.get("QUERY_STRING", ""), int(length_text) if length_text.isdigit() else 0,
             params.get("SCRIPT_FILENAME", ""),
             # the request was already buffered (no read phase): its deadline goes with this write
-            None if self._deadline_published else self._hard_deadline(),
+            None if self._deadline_published else self._hard_deadline(), self._t0,
         )  # fmt: skip
         self._deadline_published = True
         host.watchdog.arm_response(self._deadline)  # soft stop: the app gets RequestTimeout (504); 0 = none

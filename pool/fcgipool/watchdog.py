@@ -13,13 +13,19 @@ thread once it has passed; a held-back interruption is signalled again a few tim
 interruption (catches ``BaseException``, or loops in C where Python never gets control) is the arbiter's
 job: the worker publishes a hard deadline in its scoreboard slot and the arbiter kills it when that passes.
 
-The worker's keep-conn reminders (:meth:`Watchdog.remind`, see ``handoff_after`` in fcgipool.worker) use
-the process's ``ITIMER_REAL``; the handler tells the two apart by time, so they never wait for each other.
+The same thread times the worker's keep-conn rounds (``handoff_after`` in fcgipool.worker): the worker counts
+rounds in two attribute stores (:meth:`Watchdog.round_begins` / :meth:`Watchdog.round_ends`) and the thread,
+which looks every ``handoff_after`` while rounds go on, signals the main thread once a round it has seen has
+lasted ``handoff_after`` -- so the reminder comes between ``handoff_after`` and twice that after the round
+began. No timer syscall per round (``ITIMER_REAL`` made two: set and cancel, a setitimer every ~6 requests
+in ``make bench``); a worker that was idle for a while wakes the thread once, when its next round wants one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
 import signal
 import threading
 import time
@@ -79,11 +85,19 @@ class Watchdog:
         self._open_depth = 0
         self._pending = False
         self._fired = False
-        self._reminder: Callable[[], None] | None = None
-        self._remind_at = 0.0
+        # keep-conn rounds: _rounds is odd while one runs; _want_round is the round that asked for a reminder,
+        # _due_round the round the clock signalled for (the handler checks it is still the same round)
+        self._round_cb: Callable[[], None] | None = None
+        self._round_after = 0.0
+        self._rounds = 0
+        self._want_round = -1
+        self._due_round = -1
+        self._cold = False  # the clock thread sleeps a full tick: a round that wants a reminder must wake it
         self._open = _Open(self)  # one per watchdog: entered once per request
         self._clock: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._stopping = False
+        self._wake_r = self._wake_w = -1  # a pipe: the clock thread sleeps in poll() on it, one syscall a tick
+        self._sleeper: select.poll | None = None
         self._main_ident = 0
         self.tick = TICK
 
@@ -92,16 +106,23 @@ class Watchdog:
         signal.signal(signal.SIGALRM, self._on_alarm)
         self._main_ident = threading.main_thread().ident or 0
         if self._clock is None:
-            self._stop.clear()
+            self._stopping = False
+            self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            self._sleeper = select.poll()
+            self._sleeper.register(self._wake_r, select.POLLIN)
             self._clock = threading.Thread(target=self._run_clock, name="fcgipool-deadline", daemon=True)
             self._clock.start()
 
     def close(self) -> None:
         """Stop the clock thread (tests; a worker just exits)."""
-        self._stop.set()
+        self._stopping = True
         if self._clock is not None:
+            self._poke()
             self._clock.join(timeout=5)
             self._clock = None
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            self._wake_r = self._wake_w = -1
 
     # --- control ---------------------------------------------------------------------------------------
     def arm(self, deadline: float, reason: str = "timeout") -> float:
@@ -134,18 +155,29 @@ class Watchdog:
         if self._exc is BackgroundTimeout and self._deadline and deadline < self._deadline and not self._fired:
             self._deadline, self._reason = deadline, "shutdown"
 
-    def remind(self, seconds: float, callback: Callable[[], None]) -> None:
-        """Call ``callback`` once (from the signal handler, between two bytecodes of whatever runs) after
-        ``seconds``, unless :meth:`forget` comes first. Independent of any armed deadline."""
-        self._reminder = callback
-        self._remind_at = time.monotonic() + seconds
-        signal.setitimer(signal.ITIMER_REAL, seconds)
+    def watch_rounds(self, after: float, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (from the SIGALRM handler, between two bytecodes of whatever runs) when a round that
+        asked for it with :meth:`want_reminder` has lasted ``after`` seconds (at most twice that); once per
+        request for it. Set once, in the worker."""
+        self._round_after = after
+        self._round_cb = callback
 
-    def forget(self) -> None:
-        """Cancel :meth:`remind` (one syscall; none if no reminder was set or it already ran)."""
-        if self._reminder is not None:
-            self._reminder = None
-            signal.setitimer(signal.ITIMER_REAL, 0)
+    def round_begins(self) -> None:
+        self._rounds += 1
+
+    def round_ends(self) -> None:
+        self._rounds += 1
+
+    def want_reminder(self) -> None:
+        """This round (it must have begun) wants the callback; asking again after it ran starts a new wait."""
+        self._want_round = self._rounds
+        if self._cold:
+            self._cold = False
+            self._poke()  # the one syscall: only when the thread sleeps a full tick (the worker was idle)
+
+    def _poke(self) -> None:
+        with contextlib.suppress(OSError):  # full (the thread is awake anyway) or closed
+            os.write(self._wake_w, b"!")
 
     def disarm(self) -> None:
         self._deadline = 0.0
@@ -180,37 +212,67 @@ class Watchdog:
         resignals = 0
         signalled_for = 0.0
         next_signal = 0.0
-        while not self._stop.is_set():
-            deadline = self._deadline
+        seen_round, seen_at, last_rounds = -1, 0.0, -1
+        while not self._stopping:
             now = time.monotonic()
+            sleep = self.tick
+            # keep-conn rounds: watched every handoff_after while the worker is busy, every tick once it idles
+            if self._round_cb is not None:
+                rounds = self._rounds
+                busy = rounds != last_rounds or rounds & 1
+                last_rounds = rounds
+                if rounds & 1 and self._want_round == rounds:
+                    if rounds != seen_round:
+                        seen_round, seen_at = rounds, now
+                    elif now - seen_at >= self._round_after and self._due_round != rounds:
+                        self._due_round = rounds
+                        self._signal()
+                if busy:
+                    sleep = min(sleep, max(self._round_after, 0.001))
+                else:
+                    self._cold = True  # set before the look below: a want_reminder() after it sees the flag
+                    if self._rounds & 1 and self._want_round == self._rounds:
+                        self._cold, sleep = False, 0.0
+            deadline = self._deadline
             if not deadline or self._fired or now < deadline:
-                self._stop.wait(min(self.tick, deadline - now) if deadline and deadline > now else self.tick)
+                if deadline and deadline > now:
+                    sleep = min(sleep, deadline - now)
+                self._sleep(sleep)
                 continue
             if deadline != signalled_for:
                 signalled_for, resignals = deadline, 0
             elif now < next_signal:
-                self._stop.wait(max(0.001, min(self.tick, next_signal - now)))
+                self._sleep(max(0.001, min(sleep, next_signal - now)))
                 continue
             elif resignals >= len(RESIGNAL_AFTER):
-                self._stop.wait(self.tick)  # held back for good (pool code blocking): safe points raise it
+                self._sleep(sleep)  # held back for good (pool code blocking): safe points raise it
                 continue
             else:
                 resignals += 1
             next_signal = now + RESIGNAL_AFTER[min(resignals, len(RESIGNAL_AFTER) - 1)]
-            try:
-                signal.pthread_kill(self._main_ident, signal.SIGALRM)
-            except (OSError, ValueError):
-                return  # the main thread is gone: the process is exiting
+            if not self._signal():
+                return
+
+    def _sleep(self, seconds: float) -> None:
+        sleeper = self._sleeper
+        if seconds > 0 and sleeper is not None and sleeper.poll(seconds * 1000):
+            with contextlib.suppress(OSError):
+                os.read(self._wake_r, 64)
+        self._cold = False
+
+    def _signal(self) -> bool:
+        try:
+            signal.pthread_kill(self._main_ident, signal.SIGALRM)
+        except (OSError, ValueError):
+            return False  # the main thread is gone: the process is exiting
+        return True
 
     def _on_alarm(self, signum: int, frame: FrameType | None) -> None:
+        rounds = self._rounds
+        if self._due_round == rounds and self._want_round == rounds and self._round_cb is not None:
+            self._rounds = rounds + 2  # the same round to the worker (odd), a new one to the clock
+            self._round_cb()
         now = time.monotonic()
-        reminder = self._reminder
-        if reminder is not None:
-            if now >= self._remind_at - 0.0005:
-                self._reminder = None
-                reminder()
-            elif signal.getitimer(signal.ITIMER_REAL)[0] == 0:  # the timer rang early (rounding): the rest
-                signal.setitimer(signal.ITIMER_REAL, self._remind_at - now)
         if not self._deadline or self._fired or now < self._deadline:
             return
         if self._shield_depth or not self._open_depth or _in_pool_code(frame):

@@ -88,7 +88,7 @@ class FastCGIWorker(base.Worker):
         self._in_request = False  # inside FastCGIConnection.serve: the held connections are not being touched
         self._handoff_due = False  # handoff_after passed between two requests of a round: pass on before the next
         self._in_round = False  # serving what one poll reported ready
-        self._round_timed = False  # the handoff_after timer is set
+        self._round_wanted = False  # this round asked the clock thread for its reminder
 
     # --- gunicorn hooks ------------------------------------------------------------------------------
     def init_process(self) -> None:
@@ -132,6 +132,8 @@ class FastCGIWorker(base.Worker):
     def init_signals(self) -> None:
         super().init_signals()
         self.watchdog.install()
+        if self.handoff is not None and self._handoff_after:
+            self.watchdog.watch_rounds(self._handoff_after, self._on_handoff_timer)
 
     def handle_usr1(self, sig: int, frame: Any) -> None:
         """Reopen the logs (logrotate moved them): gunicorn's, and the request log at its next write."""
@@ -146,13 +148,13 @@ class FastCGIWorker(base.Worker):
         margin = min(self.settings.kill_grace, grace / 2)
         self.watchdog.cap(time.monotonic() + max(grace - margin, 0.0))
 
-    def notify(self) -> None:
+    def notify(self, now: float = 0.0) -> None:
         """gunicorn's heartbeat (a utime syscall), at most every HEARTBEAT_EVERY seconds.
 
         The heartbeat only matters while idle: during a request PoolArbiter judges the worker by the
         deadline in its scoreboard slot. So per-request calls are cheap no-ops most of the time.
         """
-        now = time.monotonic()
+        now = now or time.monotonic()
         if now - self._last_notify >= self._notify_every:
             self._last_notify = now
             super().notify()
@@ -218,9 +220,12 @@ class FastCGIWorker(base.Worker):
             self._waiting_poll.register(queue_fd, select.POLLIN)
         listeners = {s.fileno(): s for s in self.sockets}
         try:
+            recorder = self.recorder
             while self.alive:
-                self.notify()
-                now = time.monotonic()
+                # no clock read of its own under load: the last request's END_REQUEST read is "now" (it was
+                # microseconds ago); after a wait the clock is read once, and the next request starts from it
+                now = recorder.now
+                self.notify(now)
                 if now >= self._next_parent_check:  # getppid once a second, not once a request
                     self._next_parent_check = now + self._notify_every
                     if not self.is_parent_alive():
@@ -231,19 +236,23 @@ class FastCGIWorker(base.Worker):
                         conn.close()
                     if recycle:
                         self.alive = False
-                try:
-                    events = self._poll.poll(self.upkeep.poll_ms(timeout_ms))
-                except InterruptedError:
-                    continue
+                events = self._poll.poll(0)  # under load something is ready: no wait, so no clock read
                 if not events:
-                    continue
+                    try:
+                        events = self._poll.poll(self.upkeep.poll_ms(timeout_ms))
+                    finally:
+                        recorder.now = time.monotonic()
+                    if not events:
+                        continue
                 pipe = self.PIPE[0]
                 if any(fd == pipe for fd, _ in events):
                     self._drain_pipe()
                 # everything ready, in turn: a held connection is served (if another worker has not been given
                 # it meanwhile), a listener or the queue yields one connection per round
                 self._in_round = True
-                self._time_round()  # one timer per round, not per request: see _on_handoff_timer
+                self._round_wanted = False
+                self.watchdog.round_begins()
+                self._time_round()  # one reminder per round, not per request: see _on_handoff_timer
                 # which connection each ready fd was at poll time: serving one request can close a connection or
                 # pass it on, and a connection accepted or taken later in the round may get the same fd number
                 held = self.held
@@ -266,9 +275,7 @@ class FastCGIWorker(base.Worker):
                             self._accept(listeners[fd])
                 finally:
                     self._in_round = False
-                    if self._round_timed:
-                        self._round_timed = False
-                        self.watchdog.forget()
+                    self.watchdog.round_ends()
                     self._handoff_due = False  # idle again: we watch what we hold ourselves
         finally:
             self.recorder.ending()
@@ -304,8 +311,7 @@ class FastCGIWorker(base.Worker):
         fd = conn.fileno()
         self.held[fd] = conn
         self._poll.register(fd, select.POLLIN)
-        if not self._round_timed:
-            self._time_round()
+        self._time_round()
 
     def _list(self, conn: FastCGIConnection) -> None:
         """Idle in our hands: in our keeper row (a first-time kept connection gets its keeper copy now)."""
@@ -318,10 +324,10 @@ class FastCGIWorker(base.Worker):
             kept.hold(conn.inode, rescuable=conn.reusable)
 
     def _time_round(self) -> None:
-        """Within a round, whenever we hold a connection: make sure the handoff_after timer runs."""
-        if self._in_round and not self._round_timed and self.held and self.handoff is not None and self._handoff_after:
-            self._round_timed = True
-            self.watchdog.remind(self._handoff_after, self._on_handoff_timer)
+        """Within a round, whenever we hold a connection: the clock thread must remind us after handoff_after."""
+        if self._in_round and self.held and self.handoff is not None and self._handoff_after:
+            self._round_wanted = True
+            self.watchdog.want_reminder()
 
     def _unhold(self, conn: FastCGIConnection) -> None:
         fd = conn.fileno()
@@ -362,10 +368,10 @@ class FastCGIWorker(base.Worker):
 
         Runs from the SIGALRM handler, between two bytecodes. Inside a request the main loop does not touch the
         held connections, so they are passed on at once; between two requests it is left to the next
-        :meth:`_serve`. The timer is not set again here (a long request would get a signal every
-        ``handoff_after``): :meth:`_time_round` sets it when the round holds a connection again.
+        :meth:`_serve`. One reminder per request for it (a long request does not get a signal every
+        ``handoff_after``): :meth:`_time_round` asks again when the round holds a connection again.
         """
-        self._round_timed = False
+        self._round_wanted = False
         if self._in_request:
             self._let_go_others(None)
         else:
@@ -401,8 +407,7 @@ class FastCGIWorker(base.Worker):
         kept, inode = self.kept, connection.inode
         registered = self.held.get(fd) is connection  # stays registered with poll while it is served
         if kept is not None and inode:
-            kept.serving(inode)  # current before it leaves the held list: if we die it is never passed on
-            kept.unhold(inode)
+            kept.take_up(inode)  # current before it leaves the held list: if we die it is never passed on
         if registered:
             del self.held[fd]
         if self.held and (self._handoff_due or self.handoff is None or not self._handoff_after):
@@ -416,12 +421,17 @@ class FastCGIWorker(base.Worker):
         self._after_serve()
         if keep and self.alive:
             if registered:
-                self._list(connection)
+                if kept is not None and inode and not connection.idle_since:
+                    kept.put_down(inode, rescuable=connection.reusable)  # held, then no longer current
+                else:
+                    self._list(connection)
+                    if kept is not None and inode:
+                        kept.serving(0)
                 self.held[fd] = connection  # back in, as the newest
-                if not self._round_timed:
+                if self._in_round and not self._round_wanted:
                     self._time_round()
-            else:
-                self._hold(connection)
+                return
+            self._hold(connection)
             if kept is not None and inode:
                 kept.serving(0)
             return

@@ -3,6 +3,7 @@ and a strace count of a worker's timer calls."""
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import time
@@ -109,3 +110,22 @@ def test_a_held_back_interruption_is_signalled_a_bounded_number_of_times() -> No
         assert cpu < 0.2, f"the clock thread spun: {cpu:.3f} s of CPU while waiting"
         with pytest.raises(BackgroundTimeout), dog.interruptible():
             pass  # the next safe point raises it
+
+
+def test_a_request_after_a_long_idle_wait_starts_its_clock_when_it_arrives(tmp_path: Path) -> None:
+    """A request's start is the worker's last clock reading (no read of its own): after a wait that reading is
+    taken when poll returns. Were it the one from before the wait, a request after 2.5 s of idling would be
+    past its 1 s timeout at once (504) and the status page would show a 2.8 s duration."""
+    from fcgipool import status_cli
+
+    tests = Path(__file__).parent
+    with PoolProcess("support.pidapp:app", workers=1, args=["--timeout", "1"], app_dir=tests, status=True) as pool:
+        for _ in range(3):
+            time.sleep(2.5)
+            r = fcgi_request(pool.socket_path, {"PATH_INFO": "/slow", "QUERY_STRING": "s=0.3"})
+            assert r.status == 200, f"a 0.3 s request after an idle wait was answered {r.status}"
+            code, _, body = status_cli.fetch(f"unix:{pool.status_socket}", query="json&full")
+            assert code == 200, body
+            (proc,) = json.loads(body)["processes"]
+            seconds = proc["request duration"] / 1e6  # microseconds, as PHP-FPM
+            assert 0.25 <= seconds < 1.0, f"status says the 0.3 s request took {seconds:.3f} s"

@@ -203,7 +203,7 @@ def predict_wait(
     off = [name for name in names if name != "p90_wait_s" and not _agrees(name, closed[name], sim[name])]
     unstable = sum(r is None for r in runs)
     notes = [f"{replications} simulated runs of {n} requests, each on a bootstrap resample of {len(svc)} "
-             f"service times; interval {confidence:.0%}"]  # fmt: skip
+             f"service times; interval {confidence:.1%}"]  # fmt: skip
     if unstable:
         notes.append(f"{unstable} of {replications} resamples overload {workers} workers (utilization near 1)")
     if len(svc) < 100:

@@ -72,19 +72,25 @@ def test_select_by_row_or_server_and_unknown_names():
     }
     with pytest.raises(ValueError, match="unknown rows"):
         backends.select(rows, ("nope",))
-    # the Python floor from experiments/ is not a server: it runs only when asked for
-    assert not {"minimal", "minimal-keepconn"} & {b.row for b in backends.select(rows, ())}
+    # the Python floor from experiments/ is not a server: with keep-conn it is the CPU target's yardstick and
+    # runs by default; without, only when asked for
+    default = {b.row for b in backends.select(rows, ())}
+    assert "minimal-keepconn" in default and "minimal" not in default
     assert [b.row for b in backends.select(rows, ("minimal",))] == ["minimal-keepconn", "minimal"]
 
 
-def _row(name: str, server: str, rps_values: list[float], rss: int = 20480, cpu_factor: float = 1.5) -> report.Row:
+def _row(
+    name: str, server: str, rps_values: list[float], rss: int = 20480, cpu_factor: float = 1.5,
+    cpu_us: float = 30.0, syscalls: float | None = None,
+) -> report.Row:  # fmt: skip
     row = report.Row(name, server, name, "ok")
     for i, rps in enumerate(rps_values):
         row.rounds.append(
             {
                 "round": i + 1, "status": "ok", "rps": rps, "errors": 0, "p50_ms": 1.0, "p99_ms": 4.0,
                 "worker_count": 2, "rss_sum_kib": rss, "rss_per_worker_kib": rss / 2, "pss_sum_kib": rss // 2,
-                "cpu_bound_rps": rps * cpu_factor,
+                "cpu_bound_rps": rps * cpu_factor, "backend_cpu_us_per_req": cpu_us,
+                **({"syscalls_per_req": syscalls, "syscalls_top": {"recvfrom": 1.0}} if syscalls and i == 0 else {}),
             }
         )  # fmt: skip
     return row
@@ -102,16 +108,16 @@ def test_table_targets_and_ratios():
     assert ref is rows[0] and ref.rps == 21000
     assert ref.spread == pytest.approx(2000 / 21000)
     checks = {t["target"]: t for t in report.targets(rows)}
-    assert checks["fcgipool >= 1x uwsgi"]["status"] == "missed"
+    assert checks["fcgipool >= 1.1x uwsgi"]["status"] == "missed"
     assert checks["fcgipool >= 2x flup"]["status"] == "met"
-    assert checks["fcgipool >= 2x gunicorn"]["status"] == "missed"
-    assert checks["fcgipool >= 2x gunicorn"]["ratio"] == pytest.approx(21000 / 11000)
+    assert checks["fcgipool >= 2.5x gunicorn"]["status"] == "missed"
+    assert checks["fcgipool >= 2.5x gunicorn"]["ratio"] == pytest.approx(21000 / 11000)
 
     # the CPU-bound estimate can tell a different story than the noisy measured req/s
     rows[1] = _row("uwsgi", "uwsgi", [25000], rss=40960, cpu_factor=1.0)
     by_cpu = {t["target"]: t for t in report.targets(rows, key="cpu_bound_rps")}
-    assert by_cpu["fcgipool >= 1x uwsgi"]["status"] == "met"  # 31,500 vs 25,000
-    assert "req/s CPU-bound" in by_cpu["fcgipool >= 1x uwsgi"]["detail"]
+    assert by_cpu["fcgipool >= 1.1x uwsgi"]["status"] == "met"  # 31,500 vs 25,000 = 1.26x
+    assert "req/s CPU-bound" in by_cpu["fcgipool >= 1.1x uwsgi"]["detail"]
 
     text = report.text_table(rows, ref).splitlines()
     assert len(text) == 2 + len(rows) and len({len(line.rstrip()) for line in text[:2]}) == 1
@@ -126,6 +132,43 @@ def test_table_targets_and_ratios():
 def test_targets_not_applicable_without_fcgipool():
     checks = report.targets([_row("uwsgi", "uwsgi", [25000])])
     assert {t["status"] for t in checks} == {"n/a"}
+    assert {t["status"] for t in report.cost_targets([_row("uwsgi-keepconn", "uwsgi", [25000])])} == {"n/a"}
+
+
+@pytest.mark.parametrize(
+    "ours_cpu, ours_sys, cpu_status, sys_status",
+    [(30.0, 2.0, "met", "met"), (40.0, 2.0, "missed", "met"), (30.0, 3.5, "met", "missed")],
+    ids=["both-met", "cpu-over-floor", "more-syscalls"],
+)
+def test_cost_targets_cpu_against_the_floor_and_syscalls_against_uwsgi(
+    ours_cpu: float, ours_sys: float, cpu_status: str, sys_status: str
+) -> None:
+    rows = [
+        _row("fcgipool-keepconn", "fcgipool", [20000], cpu_us=ours_cpu, syscalls=ours_sys),
+        _row("uwsgi-keepconn", "uwsgi", [18000], cpu_us=20.0, syscalls=3.0),
+        _row("minimal-keepconn", "minimal", [22000], cpu_us=25.0, syscalls=2.5),
+    ]
+    checks = {t["target"]: t for t in report.cost_targets(rows)}
+    cpu = checks["fcgipool CPU/request <= 1.25x minimal-keepconn"]
+    assert cpu["status"] == cpu_status and cpu["ratio"] == pytest.approx(ours_cpu / 25.0)
+    sys_check = checks["fcgipool syscalls/request <= uwsgi-keepconn"]
+    assert sys_check["status"] == sys_status and sys_check["ratio"] == pytest.approx(ours_sys / 3.0)
+    text = report.text_table(rows, rows[0])
+    assert f"{ours_sys:.2f}" in text.splitlines()[2]
+
+
+def test_strace_summary_is_parsed() -> None:
+    from bench import syscalls
+
+    text = """% time     seconds  usecs/call     calls    errors syscall
+------ ----------- ----------- --------- --------- ----------------
+ 45.10    0.010000           2      5000           sendto
+ 30.00    0.006000           1      5000      1200 recvfrom
+  0.50    0.000100          10        10           poll
+------ ----------- ----------- --------- --------- ----------------
+100.00    0.016100           1     10010      1200 total
+"""
+    assert syscalls.parse(text) == {"sendto": 5000, "recvfrom": 5000, "poll": 10, "total": 10010}
 
 
 def test_stop_kills_the_whole_group_even_if_it_ignores_term(tmp_path):
@@ -160,7 +203,7 @@ def test_generated_nginx_config_is_accepted(tmp_path):
     assert done.returncode == 0, done.stderr
     text = conf.read_text()
     # Identical server blocks except for the pass directive.
-    assert text.count("fastcgi_keep_conn on;") == 4 and text.count("fastcgi_keep_conn off;") == 4
+    assert text.count("fastcgi_keep_conn on;") == 5 and text.count("fastcgi_keep_conn off;") == 4
     assert text.count("uwsgi_pass ") == 1 and text.count("proxy_pass ") == 1
 
 
@@ -192,6 +235,7 @@ def test_short_real_run_of_every_available_backend():
             "BENCH_DURATION": "1",
             "BENCH_WARMUP": "0",
             "BENCH_CONNECTIONS": "8",
+            "BENCH_SYSCALLS": "1",
             "BENCH_RESULTS_DIR": str(tmp / "results"),
         }
         done = subprocess.run(
@@ -217,6 +261,9 @@ def test_short_real_run_of_every_available_backend():
                 assert row["note"]
         md = (tmp / "results" / "latest.md").read_text()
         assert {line.count("|") for line in md.splitlines() if line.startswith("|")} == {len(report.COLUMNS) + 1}
-        assert "req/s" in done.stdout and "target fcgipool >= 1x uwsgi" in done.stdout
+        assert "req/s" in done.stdout and "target fcgipool >= 1.1x uwsgi" in done.stdout
+        assert "target fcgipool CPU/request <= 1.25x minimal-keepconn" in done.stdout
+        if shutil.which("strace"):  # counted in the first round: every row that ran has a count
+            assert all(r["syscalls_per_req"] > 0 for r in rows.values() if r["status"] == "ok"), rows
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
