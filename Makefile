@@ -19,6 +19,12 @@ help: ## Show this help
 	@printf 'Usage: make <target> [VAR=value]\n\n'
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@printf '\nVariables: MODE=auto|docker|native PORT=8080 MAIL_PORT=8025 DURATION= RATE= SCENARIOS= TARGET_RPS= P99_MS= MEMORY_MB=\n'
+	@printf '\nmake loadtest, your own app (docs/loadtest.md, "Bring your own app"):\n'
+	@printf '  TARGET=http://host:port  base URL of any app behind nginx + fcgipool (default: the stack from make up)\n'
+	@printf '  LOCUSTFILE=path.py       your locust user classes, run open loop (example: loadtest/example_locustfile.py)\n'
+	@printf '  SCENARIOS=A,B            which of its user classes (default: all; without LOCUSTFILE: the sample scenarios)\n'
+	@printf '  STATUS_URL=url           the pool status page to sample (default: TARGET/pool-status)\n'
+	@printf '  REQUEST_LOG= ACCESS_LOG= the target pool'"'"'s request log and nginx JSON access log, if readable here\n'
 
 $(STAMP): requirements.txt requirements-dev.txt pool/pyproject.toml
 	@test -x $(PY) || $(PYTHON3) -m venv $(VENV) || { \
@@ -31,10 +37,10 @@ install: $(STAMP) ## Create .venv with the pinned requirements and the pool (pip
 
 install-system: ## Install the system packages native mode, the tests and the PHP-FPM comparisons use (apt; root or sudo)
 	$(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-	    nginx-light libfcgi-bin wrk gettext-base python3-venv curl strace php8.2-fpm || { \
+	    nginx-light libfcgi-bin wrk gettext-base python3-venv curl strace redis-server php8.2-fpm || { \
 	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update && \
 	  $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-	    nginx-light libfcgi-bin wrk gettext-base python3-venv curl strace php8.2-fpm; }
+	    nginx-light libfcgi-bin wrk gettext-base python3-venv curl strace redis-server php8.2-fpm; }
 
 up: $(STAMP) ## Start the stack (docker if an engine answers, else native; MODE= forces one); returns when healthy
 	$(PY) pool/stackctl.py up
@@ -64,10 +70,13 @@ bench: $(STAMP) ## wrk side by side: fcgipool vs gunicorn, uWSGI, flup, php-fpm 
 bench-deps: $(STAMP) ## Optional benchmark extras: uWSGI (compiles; needs gcc, python3-dev) and py-spy
 	$(VENV)/bin/pip install --disable-pip-version-check -q -r pool/bench/requirements.txt
 
-loadtest: $(STAMP) ## Load scenarios against the running stack + report (DURATION= s per scenario, RATE= req/s, SCENARIOS=a,b)
+loadtest: $(STAMP) ## Load scenarios + report + sizing advice: the running stack, or TARGET= with LOCUSTFILE= (see below)
 	$(PY) -m loadtest run $(if $(DURATION),--duration $(DURATION)) $(if $(RATE),--rate $(RATE)) \
 	    $(if $(SCENARIOS),--scenarios $(SCENARIOS)) $(if $(P99_MS),--p99-ms $(P99_MS)) \
-	    $(if $(MEMORY_MB),--memory-mb $(MEMORY_MB)) $(LOADTEST_ARGS)
+	    $(if $(MEMORY_MB),--memory-mb $(MEMORY_MB)) $(if $(TARGET),--target $(TARGET)) \
+	    $(if $(LOCUSTFILE),--locustfile $(LOCUSTFILE)) $(if $(STATUS_URL),--status-url $(STATUS_URL)) \
+	    $(if $(REQUEST_LOG),--request-log $(REQUEST_LOG)) $(if $(ACCESS_LOG),--access-log $(ACCESS_LOG)) \
+	    $(LOADTEST_ARGS)
 
 faults: $(STAMP) ## Faults under load against the running stack, table in loadtest/reports/ (FAULTS_ARGS=--short, ONLY=a,b)
 	$(PY) -m loadtest.faults run $(if $(ONLY),--only $(ONLY)) $(FAULTS_ARGS)

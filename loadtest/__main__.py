@@ -25,11 +25,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="report folder (default loadtest/reports/<UTC timestamp>)")
     sub = p.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run the scenarios and write a report (about 3 minutes by default)")
+    run = sub.add_parser("run", help="run the scenarios and write a report (about 4 minutes by default)")
     run.add_argument("--duration", type=_positive(float), help="seconds per scenario (default: per-scenario)")
     run.add_argument("--rate", type=_positive(float), help="baseline rate and target rate for the advice (req/s)")
-    run.add_argument("--scenarios", default="baseline,exhaustion,timeout,lock,signup",
-                     help="comma-separated: baseline,exhaustion,timeout,lock,signup")
+    run.add_argument("--scenarios", default="",
+                     help="comma-separated: baseline,exhaustion,timeout,lock,signup (default: all), or the user "
+                          "classes of --locustfile (default: all of them)")
+    run.add_argument("--target", help="base URL of any app behind nginx + fcgipool (needs --locustfile)")
+    run.add_argument("--locustfile", help="your own locust scenarios (contract: docs/loadtest.md)")
+    run.add_argument("--status-url", help="the pool's status page (default: TARGET/pool-status)")
+    run.add_argument("--request-log", help="the target pool's --request-log file, if readable here: exact "
+                                           "occupancy and waits per request")
+    run.add_argument("--access-log", help="the target nginx's JSON access log (log_format stack_json), likewise")
     run.add_argument("--smoke", action="store_true", help="a short CI run (under 60 s)")
     run.add_argument("--background-budget", type=_positive(float),
                      help="the pool's --background-timeout in seconds, if the stack does not report it")
@@ -54,16 +61,19 @@ def main(argv: list[str] | None = None) -> int:
     import locust  # noqa: F401 - patches the standard library for gevent before any socket exists
 
     from loadtest.stack import StackError
+    from loadtest.userfile import LocustfileError
 
     out = Path(args.out) if args.out else None
     try:
         if args.command == "run":
             from loadtest import report, runner
 
+            names = [s.strip() for s in args.scenarios.split(",") if s.strip()]
             cfg = runner.RunConfig(
-                scenarios=[s.strip() for s in args.scenarios.split(",") if s.strip()], duration=args.duration,
-                rate=args.rate, smoke=args.smoke, budget=args.background_budget, target_p99_ms=args.p99_ms,
-                memory_mb=args.memory_mb, out_dir=out, stack_file=args.stack_file)
+                scenarios=names or None, duration=args.duration, rate=args.rate, smoke=args.smoke,
+                budget=args.background_budget, target_p99_ms=args.p99_ms, memory_mb=args.memory_mb, out_dir=out,
+                stack_file=args.stack_file, target=args.target, locustfile=args.locustfile,
+                status_url=args.status_url, request_log=args.request_log, access_log=args.access_log)
             folder, results = runner.run(cfg)
             print("\n".join(report.summary_lines(results)))
             print(f"report: {folder}/index.html")
@@ -75,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(sweep.summary_lines(results)))
         print(f"report: {folder}/index.html")
         return 0
-    except StackError as exc:
+    except (StackError, LocustfileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

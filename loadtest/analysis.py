@@ -1,4 +1,6 @@
-"""Turns one run's raw measurements into per-scenario findings, model checks and recommendations (no I/O)."""
+"""Turns one run's raw measurements into per-scenario findings (no I/O). Stepped scenarios: loadtest/steps.py;
+the model check: loadtest/modelcheck.py; the settings: loadtest/advice.py. measure_occupancy / measure_step
+serve `python -m loadtest sizing`."""
 
 from __future__ import annotations
 
@@ -11,7 +13,6 @@ from loadtest import model
 from loadtest.arrivals import interarrivals
 
 AGREE = 0.25  # model and measurement "agree" within 25 %
-CAPACITY_AGREE = 0.15
 
 
 def pct(values: Iterable[float], q: float) -> float | None:
@@ -136,46 +137,6 @@ def measure_step(rows: list[dict], label: str, start: float, duration: float, wo
     return entry
 
 
-def analyse_exhaustion(steps: list[dict], workers: int, bg_ratio: float, sampler_rows: list[dict],
-                       answer_s: list[float] | None = None) -> dict:
-    """steps: [{"label", "rate", "duration", "start", "rows"}] in increasing rate order; the first is light."""
-    occ = measure_occupancy(steps[0]["rows"], bg_ratio, answer_s)
-    capacity = workers / occ["occupancy_s"] if occ["occupancy_s"] > 0 else math.inf
-    out_steps = [{"offered_rate": st["rate"], "duration_s": st["duration"],
-                  **measure_step(st["rows"], st["label"], st["start"], st["duration"], workers, occ, sampler_rows)}
-                 for st in steps]
-    checks = _exhaustion_checks(out_steps, capacity, occ["occupancy_s"], steps[0]["duration"])
-    return {"workers": workers, **occ, "expected_capacity": round(capacity, 3), "steps": out_steps, **checks}
-
-
-def _exhaustion_checks(steps: list[dict], capacity: float, occupancy_s: float, duration_s: float) -> dict:
-    over = [s for s in steps if s["arrival_rate"] > capacity * 1.05]
-    out: dict = {"measured_capacity": None, "capacity_error": None, "capacity_ok": None, "model_points": []}
-    if over:
-        top = max(over, key=lambda s: s["arrival_rate"])
-        out["measured_capacity"] = top["throughput"]
-        out["capacity_error"] = round(model.relative_error(capacity, top["throughput"]), 3)
-        out["capacity_ok"] = out["capacity_error"] <= CAPACITY_AGREE
-    for s in steps:
-        if not s["stable"] or s["predicted_p99_wait_ms"] is None or s["utilization"] > 0.95:
-            continue
-        pred, meas = s["predicted_p99_wait_ms"], s["measured_p99_wait_ms"]
-        err = model.relative_error(pred, meas) if meas > 0 else (0.0 if pred == 0 else math.inf)
-        why = ""
-        if pred == 0 and meas == 0:
-            why = "both zero: fewer than 1 % of requests wait at this load"
-        elif err > AGREE:
-            why = disagreement_reason(s, pred, meas, occupancy_s, s.get("duration_s", duration_s))
-        out["model_points"].append({"label": s["label"], "rate": s["arrival_rate"], "predicted_ms": pred,
-                                    "measured_ms": meas, "error": None if math.isinf(err) else round(err, 3),
-                                    "agrees": err <= AGREE, "why": why})
-    nonzero = [p for p in out["model_points"] if p["measured_ms"] > 0 or p["predicted_ms"] > 0]
-    out["model_ok_points"] = sum(1 for p in nonzero if p["agrees"])
-    # fewer than two stable steps with a wait (e.g. --smoke): nothing to judge, not a failure
-    out["model_ok"] = out["model_ok_points"] >= 2 if len(nonzero) >= 2 else None
-    return out
-
-
 def disagreement_reason(step: dict, pred: float, meas: float, occupancy_s: float, duration_s: float) -> str:
     """Why a step's measured p99 wait is not within 25 % of the model's, from what the run measured."""
     workers = step["workers"]
@@ -239,50 +200,3 @@ def analyse_signup(rows: list[dict], mail_text: str, ledger: dict) -> dict:
             "signups_accepted": len(accepted), "mail_arrived": len(accepted) - len(missing),
             "mail_missing": len(missing), "missing_sample": missing[:5], "no_mail_lost": not missing,
             "ledger": ledger}
-
-
-KILL_GRACE_S = 2.0  # fcgipool's default kill_grace: SIGABRT this long after --timeout, SIGKILL as long again
-
-
-def recommend(exh: dict | None, timeout: dict | None, lat_p999_s: float, rss_mb: float | None, *,
-              target_rps: float, target_p99_ms: float, memory_mb: float, budget_now: float | None) -> dict:
-    """The four settings, each with the numbers that justify it."""
-    rec: dict = {}
-    if exh:
-        occ, cs2 = exh["occupancy_s"], exh["cs2"]
-        need = model.smallest_workers(target_rps, occ, target_p99_ms / 1000, ca2=1.0, cs2=cs2)
-        cap = model.memory_cap(memory_mb, rss_mb, reserve_mb=rss_mb) if rss_mb else None
-        workers = need if cap is None or need is None else min(need, cap)
-        reason = (f"{target_rps:g} req/s x {occ * 1000:.0f} ms occupancy ({exh['response_s'] * 1000:.0f} ms "
-                  f"answering + {exh['background_s'] * 1000:.0f} ms after the response) = "
-                  f"{target_rps * occ:.2f} busy workers on average; Erlang C with Allen-Cunneen (cs²={cs2:.2f}) "
-                  f"needs {need} for a p99 wait <= {target_p99_ms:g} ms")
-        if cap is not None:
-            reason += f"; memory {memory_mb:g} MB / {rss_mb:.0f} MB RSS per worker allows {cap}"
-            if need is not None and cap < need:
-                est = model.predict(cap, target_rps, occ, 1.0, cs2)
-                reason += (f" — MEMORY-BOUND: with {cap} workers the predicted p99 wait is "
-                           f"{est.wait_quantile * 1000:.0f} ms" if est.stable else " — MEMORY-BOUND and unstable")
-        rec["workers"] = {"value": workers, "reason": reason}
-    bg = (timeout or {}).get("background_samples_s") or (exh or {}).get("background_samples_s") or []
-    if bg:
-        budget = max(1.0, math.ceil(model.budget_for_loss(bg, 0.001, headroom=1.5)))
-        lost_now = f"; the timeout scenario lost {timeout['ledger_lost']} of {timeout['ledger_started']} tasks " \
-                   f"at the current {budget_now:g} s budget" if timeout and budget_now else ""
-        rec["background_timeout"] = {"value": budget, "reason": (
-            f"p99.9 of the measured after-response time is {model.quantile(bg, 0.999):.2f} s; with 50 % headroom "
-            f"a budget of {budget} s loses {model.lost_share(bg, budget) * 100:.2f} % of it{lost_now}")}
-    # fcgipool's --timeout covers the response phase only (after-response work has its own budget), so it is
-    # sized from answer times; nginx's read timeout sits just above the pool's hard kill so that the pool, which
-    # logs the request and reports its tasks, acts first and nginx only catches a pool that does not answer.
-    worker_timeout = max(10, math.ceil(lat_p999_s * 3))
-    rec["timeout"] = {"value": worker_timeout, "reason": (
-        f"the response phase only (after-response work has its own budget): 3 x the measured p99.9 answer time "
-        f"including queueing ({lat_p999_s:.2f} s), at least 10 s; a request past it is stopped and its worker "
-        f"replaced, like PHP-FPM's request_terminate_timeout")}
-    read_timeout = math.ceil(worker_timeout + 2 * KILL_GRACE_S + 1)
-    rec["fastcgi_read_timeout"] = {"value": f"{read_timeout}s", "reason": (
-        f"just above the pool's hard kill ({worker_timeout} s + 2 x kill_grace {KILL_GRACE_S:g} s): the pool "
-        f"stops a slow request first (logged, its tasks reported), nginx answers 504 only when the pool does not "
-        f"answer at all; after-response work runs after END_REQUEST and never counts against it")}
-    return rec

@@ -47,6 +47,8 @@ def run_user(
     env = Environment(user_classes=[user_cls], host=host, events=Events())
     env.params = params  # type: ignore[attr-defined]
     env.recorder = recorder  # type: ignore[attr-defined]
+    if hasattr(user_cls, "request_listener"):  # a user locustfile's class: its requests come as locust events
+        env.events.request.add_listener(user_cls.request_listener(env))
     runner = env.create_local_runner()
     open_loop = issubclass(user_cls, OpenLoopUser)
     total = duration + (params.get("drain", 60.0) if open_loop else 0)

@@ -43,8 +43,8 @@ def _phases(ax, rows: list[dict]) -> None:
         ax.text((a + b) / 2, 1.0, label, transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=7)
 
 
-def latency_vs_rate(exh: dict, baseline: dict | None, path: Path) -> Path | None:
-    steps = exh["steps"]
+def latency_vs_rate(exh: dict, baseline: dict | None, path: Path, name: str = "exhaustion") -> Path | None:
+    steps = [s for s in exh["steps"] if s["requests"]]
     if not steps:
         return None
     x = [s["arrival_rate"] for s in steps]
@@ -66,7 +66,7 @@ def latency_vs_rate(exh: dict, baseline: dict | None, path: Path) -> Path | None
     ax.set_yscale("log")
     ax.set_xlabel("arrival rate (req/s)")
     ax.set_ylabel("latency (ms, log)")
-    ax.set_title(f"exhaustion: /work latency vs arrival rate ({exh['workers']} workers)")
+    ax.set_title(f"{name}: latency vs arrival rate ({exh['workers']} workers)")
     ax.legend(fontsize=7, loc="upper left")
     return _save(fig, path)
 
@@ -136,6 +136,69 @@ def lock_wait(lock: dict, path: Path) -> Path | None:
     ax.set_ylabel("follow-up request's X-Lock-Wait-Ms")
     ax.set_title("session lock: the same user's next request")
     ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def spill(sp: dict, rows: list[dict], path: Path) -> Path | None:
+    """Three panels: p99 against load (spill off / on), where each step's tasks ran, the queue's depth."""
+    steps = sp.get("steps") or []
+    if not steps:
+        return None
+    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(13, 4))
+    for half, color in (("off", "tab:red"), ("on", "tab:green")):
+        own = [s for s in steps if s["spill"] == half and s["p99_ms"] is not None]
+        a1.plot([s["load"] for s in own], [s["p99_ms"] for s in own], "o-", color=color, label=f"spill {half}")
+    ref = next((s["p99_ms"] for s in steps if s["spill"] == "off" and s["load"] == min(sp["loads"])), None)
+    if ref:
+        a1.axhline(2 * ref, color="0.4", ls=":", label="2x unloaded p99")
+    a1.set_yscale("log")
+    a1.set_xlabel("arrival rate / the pool's capacity running every task itself")
+    a1.set_ylabel("request p99 latency (ms)")
+    a1.legend(fontsize=7)
+    labels = [f"{s['spill']}\n{s['load']:g}x" for s in steps]
+    in_pool = [s["tasks"]["started"] - s["tasks"]["ran_in_queue"] for s in steps]
+    queued = [s["tasks"]["ran_in_queue"] for s in steps]
+    lost = [s["tasks"]["lost"] for s in steps]
+    xs = range(len(steps))
+    a2.bar(xs, in_pool, color="tab:blue", label="ran in the pool")
+    a2.bar(xs, queued, bottom=in_pool, color="tab:orange", label="ran in the queue")
+    a2.bar(xs, lost, bottom=[p + q for p, q in zip(in_pool, queued, strict=True)], color="black", label="lost")
+    a2.set_xticks(list(xs), labels, fontsize=7)
+    a2.set_ylabel("tasks")
+    a2.legend(fontsize=7)
+    mine = [r for r in rows if str(r.get("label", "")).startswith("spill-") and r.get("spill_depth") not in ("", None)]
+    if mine:
+        t0 = mine[0]["t"]
+        a3.plot([r["t"] - t0 for r in mine], [int(r["spill_depth"]) for r in mine], color="tab:orange")
+        _phases(a3, [{**r, "t": r["t"] - t0} for r in mine])
+    a3.set_xlabel("seconds into the scenario")
+    a3.set_ylabel("spill queue depth (jobs waiting)")
+    return _save(fig, path)
+
+
+def waits_vs_model(points: list[dict], path: Path, name: str) -> Path | None:
+    """One panel per quantity: each judged step's measured value against the prediction and its interval."""
+    judged = [p for p in points if p.get("measured") and p["predicted"][0] is not None]
+    if not judged:
+        return None
+    keys = [k for k in ("p_wait", "mean_wait_s", "p90_wait_s", "p99_wait_s") if any(p["quantity"] == k for p in judged)]
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3.6), squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        mine = [p for p in judged if p["quantity"] == key]
+        x = list(range(len(mine)))
+        pred = [p["predicted"][0] for p in mine]
+        lo = [p["predicted"][0] - (p["predicted"][1] or 0) for p in mine]
+        hi = [(p["predicted"][2] if p["predicted"][2] is not None else p["predicted"][0]) - p["predicted"][0]
+              for p in mine]
+        ax.errorbar(x, pred, yerr=[lo, hi], fmt="s", color="0.4", capsize=4, label="predicted (interval)")
+        for i, p in enumerate(mine):
+            ax.plot(i, p["measured"][0], "o", color="tab:green" if p["agrees"] else "tab:red")
+        ax.set_xticks(x, [f"{p['rate']:.0f}/s" for p in mine], fontsize=7)
+        ax.set_title(mine[0]["name"] + ("" if key == "p_wait" else " (ms)"), fontsize=9)
+        ax.set_ylim(bottom=0)
+    axes[0][0].legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"{name}: measured (green agrees, red does not) vs the model's interval for a run of that length",
+                 fontsize=9)
     return _save(fig, path)
 
 

@@ -10,40 +10,42 @@ import math
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from loadtest import accesslog, analysis, model
+from loadtest import accesslog, advice, analysis, checks, model, modelcheck, requestlog, spillrun, stepped, userfile
 from loadtest.driver import run_user
 from loadtest.sampler import Sampler
 from loadtest.scenarios import USERS, Recorder
 from loadtest.stack import REPO, Stack, StackError
 
-SCENARIOS = ("baseline", "exhaustion", "timeout", "lock", "signup")
-# default seconds per scenario: about three minutes in all, with drains and the mail check
-DEFAULT_DURATION = {"baseline": 15, "exhaustion": 64, "timeout": 20, "lock": 15, "signup": 20}
-SMOKE_DURATION = {"baseline": 4, "exhaustion": 12, "timeout": 6, "lock": 5, "signup": 6}
-# (offered load / estimated capacity, share of the scenario's time): the busier stable steps get more time,
-# so their p99 rests on more samples; the overload step needs only long enough to build a queue
-EXHAUSTION_STEPS = ((0.5, 0.22), (0.65, 0.28), (0.8, 0.31), (1.3, 0.19))
-SMOKE_STEPS = ((0.6, 0.5), (1.3, 0.5))
+SCENARIOS = ("baseline", "exhaustion", "spill", "timeout", "lock", "signup")  # the sample app's
+# default seconds per scenario (exhaustion: per step, loadtest/stepped.py); with the drains and the mail check
+# the default run takes about eight minutes, four of them the spill scenario (loadtest/spillrun.py)
+DEFAULT_DURATION = {"baseline": 15, "timeout": 20, "lock": 15, "signup": 20}
+SMOKE_DURATION = {"baseline": 4, "timeout": 6, "lock": 5, "signup": 6}
 
 
 @dataclass
 class RunConfig:
-    scenarios: list[str] = field(default_factory=lambda: list(SCENARIOS))
+    scenarios: list[str] | None = None  # None: every sample scenario, or every class of the locustfile
     duration: float | None = None  # seconds per scenario (None: the defaults above)
     rate: float | None = None  # baseline's open-loop rate and the recommendation's target rate
     smoke: bool = False
     budget: float | None = None  # pool's --background-timeout, if the stack does not say
     respond_ms: int = 20
-    background_ms: int = 60  # mean; short enough for ~40 req/s at 4 workers: enough samples for a p99
+    background_ms: int = 60  # mean; short enough for ~40 req/s at 4 workers: 1,000 requests in under 30 s
     hold_ms: int = 300
     target_p99_ms: float = 100.0
     memory_mb: float = 2048.0
     out_dir: Path | None = None
     stack_file: str | None = None
     seed: int = 1
+    target: str | None = None  # TARGET: any app behind nginx + fcgipool (needs locustfile)
+    locustfile: str | None = None  # LOCUSTFILE: the user's scenarios (docs/loadtest.md, "Bring your own app")
+    status_url: str | None = None  # STATUS_URL: default TARGET/pool-status
+    request_log: str | None = None  # the target pool's request log, if readable here: exact occupancy and waits
+    access_log: str | None = None  # the target nginx's JSON access log, likewise
 
     def seconds(self, name: str) -> float:
         if self.duration:
@@ -66,25 +68,31 @@ class Run:
         self.run_id = uuid.uuid4().hex[:8]
         self.sampler = Sampler(stack)
         self.requests: list[dict] = []
-        self.results: dict = {"scenarios": {}, "skipped": {}}
+        self.results: dict = {"scenarios": {}, "skipped": {}, "stepped": [], "normal": []}
         self.workers = stack.workers()
+        self.windows: dict[str, list[float]] = {}  # scenario -> [first send, last answer]: its request-log lines
+        self.log_offset = requestlog.log_size(stack.request_log)
 
     def log(self, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
     # --- one scenario = snapshots around a locust run -------------------------------------------------------
-    def drive(self, name: str, label: str, params: dict, duration: float, users: int = 1) -> tuple[list, dict]:
+    def drive(self, name: str, label: str, params: dict, duration: float, users: int = 1,
+              user_cls: type | None = None) -> tuple[list, dict]:
         rec = Recorder()
         self.sampler.label = label
         params = {"scenario": name, "step": label, "run_id": self.run_id, "seed": self.cfg.seed, **params,
                   "duration": duration}
         started = time.time()
-        locust_view = run_user(USERS[name], self.stack.base_url, params, rec, users=users, duration=duration,
-                               label=label, sampler=self.sampler)
+        locust_view = run_user(user_cls or USERS[name], self.stack.base_url, params, rec, users=users,
+                               duration=duration, label=label, sampler=self.sampler)
         self.sampler.label = f"{label}:drain"
         if not self.stack.wait_idle(timeout=max(30.0, (self.cfg.budget or 0) * 3)):
             self.log(f"warning: pool still busy after {label}")
         locust_view["start"], locust_view["duration"] = started, duration
+        locust_view["task_errors"] = rec.task_errors
+        win = self.windows.setdefault(name.removesuffix("-closed"), [started, started])
+        win[1] = max(win[1], time.time())
         self.requests.extend(rec.rows)
         return rec.rows, locust_view
 
@@ -97,46 +105,30 @@ class Run:
         return {"rate": rate, **analysis.latency_summary(rows), "locust": view}
 
     def exhaustion(self, base_ms: float) -> dict:
-        bg = self.cfg.background_ms
-        est_occ = (self.cfg.respond_ms + bg + base_ms) / 1000
-        est_cap = self.workers / est_occ
-        plan = SMOKE_STEPS if self.cfg.smoke else EXHAUSTION_STEPS
-        total_s = self.cfg.seconds("exhaustion")
-        before_st = self.stack.status()
-        log_offset = accesslog.log_size(self.stack.access_log)
-        steps = []
-        for load, share in plan:
-            step_s = round(total_s * share, 1)
-            rate = round(est_cap * load, 2)
-            label = f"exhaustion@{rate:g}/s"
-            params = {"rate": rate, "respond_ms": self.cfg.respond_ms, "background_ms": bg, "drain": 60.0}
-            rows, view = self.drive("exhaustion", label, params, step_s)
-            steps.append({"label": label, "rate": rate, "duration": step_s, "start": view["start"], "rows": rows,
-                          "locust": view})
-            if len(steps) == 1:  # plan the other steps from the occupancy the light step measured
-                ratio = analysis.background_ratio(rows, analysis.status_delta(before_st, self.stack.status())[
-                    "background seconds"])
-                occ = analysis.measure_occupancy(rows, ratio)["occupancy_s"]
-                est_cap = self.workers / occ if occ > 0 else est_cap
+        cfg = self.cfg
+        work = {"respond_ms": cfg.respond_ms, "background_ms": cfg.background_ms}
+        est_occ = (cfg.respond_ms + cfg.background_ms + base_ms) / 1000
+        plan = stepped.Plan(stepped.SMOKE_LOADS if cfg.smoke else stepped.STABLE_LOADS, stepped.OVERLOAD_LOAD)
+        out = stepped.run_stepped(self, "exhaustion", USERS["exhaustion"], lambda rate: dict(work), est_occ, plan,
+                                  answer_prefix="/work")
         # the top step once more, closed loop, as a default locust run would measure it
-        top = steps[-1]
+        top = out["steps"][-1]
         users = self.workers * 2
-        closed_s = max(4.0, step_s / 2)
-        params = {"rate": top["rate"], "users": users, "respond_ms": self.cfg.respond_ms, "background_ms": bg}
-        label = f"closed-loop@{top['rate']:g}/s"
+        closed_s = max(4.0, top["duration_s"] / 2)
+        params = {"rate": top["offered_rate"], "users": users, **work}
+        label = f"closed-loop@{top['offered_rate']:g}/s"
         rows, view = self.drive("exhaustion-closed", label, params, closed_s, users=users)
-        closed = {"rate": top["rate"], "users": users, "duration": closed_s, **analysis.latency_summary(rows),
-                  "throughput": round(analysis.step_throughput(rows, view["start"] + closed_s * 0.2,
-                                                               view["start"] + closed_s), 3)}
-        delta = analysis.status_delta(before_st, self.stack.status())
-        ratio = analysis.background_ratio([r for s in [*steps, {"rows": rows}] for r in s["rows"]],
-                                          delta["background seconds"])
-        light = steps[0]
-        answer = accesslog.upstream_times(accesslog.read_from(self.stack.access_log, log_offset), "/work",
-                                          light["start"], light["start"] + light["duration"])
-        out = analysis.analyse_exhaustion(steps, self.workers, ratio, self.sampler.rows, answer or None)
-        out.update(closed_loop=closed, estimated_capacity_before=round(est_cap, 2), pool_delta=delta,
-                   locust=[s["locust"] for s in steps])
+        out["closed_loop"] = {"rate": top["offered_rate"], "users": users, "duration": closed_s,
+                              **analysis.latency_summary(rows),
+                              "throughput": round(analysis.step_throughput(rows, view["start"] + closed_s * 0.2,
+                                                                           view["start"] + closed_s), 3)}
+        return out
+
+    def user_scenario(self, name: str, cls: type) -> dict:
+        """One class of the user's locustfile, stepped like exhaustion (its occupancy probed first)."""
+        out = stepped.run_stepped(self, name, userfile.open_loop(cls), lambda rate: {}, None, userfile.plan_for(cls))
+        out["normal"] = userfile.is_normal(cls)
+        out["task_errors"] = sum(v.get("task_errors", 0) for v in out["locust"])
         return out
 
     def timeout(self, budget: float) -> dict:
@@ -175,51 +167,76 @@ class Run:
         return {**analysis.analyse_signup(rows, text, analysis.ledger_delta(led0, led1)), "locust": view}
 
     # --- the whole run ----------------------------------------------------------------------------------------
-    def execute(self) -> dict:
+    def sample_scenarios(self, names: list[str], budget: float, budget_source: str) -> None:
+        sc, cfg = self.results["scenarios"], self.cfg
+        base_ms = 5.0
+        if "baseline" in names:
+            sc["baseline"] = self.baseline()
+            base_ms = sc["baseline"]["p50_ms"] or base_ms
+        if "exhaustion" in names:
+            sc["exhaustion"] = self.exhaustion(base_ms)
+            self.results["stepped"].append("exhaustion")
+            self.results["normal"].append("exhaustion")
+        if "spill" in names:
+            sc["spill"] = spillrun.run_spill(self, self.pool_capacity(base_ms), base_ms)
+            if "skipped" in sc["spill"]:
+                self.results["skipped"]["spill"] = sc.pop("spill")["skipped"]
+        if "timeout" in names and cfg.smoke and budget > 5:
+            self.results["skipped"]["timeout"] = (
+                f"the pool's background budget is {budget:g} s ({budget_source}), too long for a smoke run; "
+                "start the stack with FCGIPOOL_BACKGROUND_TIMEOUT=2 (or pass --background-budget)")
+        elif "timeout" in names:
+            sc["timeout"] = self.timeout(budget)
+            sc["timeout"]["budget_source"] = budget_source
+        if "lock" in names:
+            sc["lock"] = self.lock()
+        if "signup" in names:
+            sc["signup"] = self.signup()
+
+    def pool_capacity(self, base_ms: float) -> float:
+        """req/s the pool serves running every task itself: exhaustion's measurement, else workers / occupancy."""
+        exh = self.results["scenarios"].get("exhaustion") or {}
+        measured = exh.get("measured_capacity") or exh.get("expected_capacity")
+        if measured:
+            return float(measured)
+        return self.workers / ((self.cfg.respond_ms + self.cfg.background_ms + base_ms) / 1000)
+
+    def execute(self, user_classes: dict[str, type] | None = None) -> dict:
         cfg = self.cfg
         budget, budget_source = self.stack.background_budget(cfg.budget)
         cfg.budget = budget
         log_offset = accesslog.log_size(self.stack.access_log)
         self.results.update(run_id=self.run_id, started=time.time(), workers=self.workers, mode=self.stack.mode,
-                            base_url=self.stack.base_url, budget_s=budget, budget_source=budget_source,
-                            smoke=cfg.smoke,
+                            base_url=self.stack.base_url, status_url=self.stack.status_url, budget_s=budget,
+                            budget_source=budget_source, smoke=cfg.smoke, locustfile=cfg.locustfile,
                             config={k: v for k, v in vars(cfg).items() if k not in ("out_dir",)})
         if not self.stack.wait_idle(timeout=30):
             self.log("warning: the pool was busy before the run started")
-        led_start = self.stack.ledger()
+        led_start = self.stack.ledger() if user_classes is None else None
         self.sampler.start()
-        sc = self.results["scenarios"]
         try:
-            base_ms = 5.0
-            if "baseline" in cfg.scenarios:
-                sc["baseline"] = self.baseline()
-                base_ms = sc["baseline"]["p50_ms"] or base_ms
-            if "exhaustion" in cfg.scenarios:
-                sc["exhaustion"] = self.exhaustion(base_ms)
-            if "timeout" in cfg.scenarios and cfg.smoke and budget > 5:
-                self.results["skipped"]["timeout"] = (
-                    f"the pool's background budget is {budget:g} s ({budget_source}), too long for a smoke run; "
-                    "start the stack with FCGIPOOL_BACKGROUND_TIMEOUT=2 (or pass --background-budget)")
-            elif "timeout" in cfg.scenarios:
-                sc["timeout"] = self.timeout(budget)
-                sc["timeout"]["budget_source"] = budget_source
-            if "lock" in cfg.scenarios:
-                sc["lock"] = self.lock()
-            if "signup" in cfg.scenarios:
-                sc["signup"] = self.signup()
+            if user_classes is None:
+                self.sample_scenarios(cfg.scenarios or list(SCENARIOS), budget, budget_source)
+            else:
+                for name, cls in user_classes.items():
+                    self.results["scenarios"][name] = self.user_scenario(name, cls)
+                    self.results["stepped"].append(name)
+                    if self.results["scenarios"][name]["normal"]:
+                        self.results["normal"].append(name)
         finally:
             self.sampler.stop()
         self.results["finished"] = time.time()
-        self.results["ledger"] = {"before": led_start, "after": self.stack.ledger()}
+        if led_start is not None:
+            self.results["ledger"] = {"before": led_start, "after": self.stack.ledger()}
         self.access = accesslog.read_from(self.stack.access_log, log_offset)
-        self.results["nginx"] = accesslog.summarize(self.access)
+        self.results["nginx"] = accesslog.summarize(self.access) if self.stack.access_log else None
         self.results["rss_mb_per_worker"] = self._rss()
         polls = [float(r["poll_ms"]) for r in self.sampler.rows if not r.get("error")]
         self.results["status_page_ms"] = {"samples": len(polls), "p50": analysis.pct(polls, 0.5),
                                           "max": analysis.pct(polls, 1.0),
                                           "errors": sum(1 for r in self.sampler.rows if r.get("error"))}
         self.results["recommendations"] = self._recommend()
-        self.results["checks"] = checks(self.results)
+        self.results["checks"] = checks.checks(self.results)
         return self.results
 
     def _rss(self) -> float | None:
@@ -228,73 +245,60 @@ class Run:
 
     def _recommend(self) -> dict:
         sc = self.results["scenarios"]
-        exh = sc.get("exhaustion")
-        lat = [r["latency_ms"] / 1000 for r in self.requests if 200 <= r["status"] < 300 and (
-            r["scenario"] in ("baseline", "signup")
-            or (r["scenario"] == "exhaustion" and _stable_step(exh, r["step"])))]
+        normal = {n: sc[n] for n in self.results["normal"]}
+        lat = [r["latency_ms"] / 1000 for r in self.requests
+               if 200 <= r["status"] < 300 and r["scenario"] in ("baseline", "signup")]
+        for s in normal.values():
+            lat += s.get("answer_latency_samples_s") or []
         p999 = model.quantile(lat, 0.999) if lat else 1.0
-        target = self.cfg.rate or (_best_stable_rate(exh) if exh else 10.0)
-        return analysis.recommend(exh, sc.get("timeout"), p999, self.results.get("rss_mb_per_worker"),
-                                  target_rps=target, target_p99_ms=self.cfg.target_p99_ms,
-                                  memory_mb=self.cfg.memory_mb, budget_now=self.cfg.budget) | {
-            "target": {"rps": target, "p99_wait_ms": self.cfg.target_p99_ms, "memory_mb": self.cfg.memory_mb}}
+        targets = {n: self.cfg.rate or best_stable_rate(s) for n, s in normal.items()}
+        # after-response times of every normal scenario (signup's mail, lock's hold too) from the request log
+        names = [n for n in self.windows if n in self.results["normal"] or n in ("baseline", "lock", "signup")]
+        wins = [self.windows[n] for n in names]
+        if self.stack.request_log:
+            time.sleep(1.2)  # workers write their request-log lines once a second
+        after = [r.after_s for r in requestlog.read_from(self.stack.request_log, self.log_offset)
+                 if 200 <= r.status < 400 and any(lo <= r.time <= hi for lo, hi in wins)]
+        rec = advice.recommend(normal, sc.get("timeout"), p999, self.results.get("rss_mb_per_worker"),
+                               target_rps=targets, target_p99_ms=self.cfg.target_p99_ms, memory_mb=self.cfg.memory_mb,
+                               budget_now=self.cfg.budget, seed=self.cfg.seed,
+                               after_s=(after, names) if after else None)
+        rec["target"] = {"rps": targets, "p99_wait_ms": self.cfg.target_p99_ms, "memory_mb": self.cfg.memory_mb}
+        return rec
 
 
-def _stable_step(exh: dict | None, label: str | None) -> bool:
-    return bool(exh) and any(s["label"] == label and s["stable"] and s["utilization"] <= 0.9 for s in exh["steps"])
-
-
-def _best_stable_rate(exh: dict) -> float:
-    rates = [s["arrival_rate"] for s in exh["steps"] if s["stable"] and s["utilization"] <= 0.9]
-    return max(rates) if rates else exh["expected_capacity"] * 0.5
-
-
-def checks(results: dict) -> list[dict]:
-    """The issue's must-show list, each with the measured numbers and pass/fail (None: not measured).
-
-    "hard" checks are correctness (nothing lost silently): `run` exits 1 when one fails. The others compare
-    the model with measurements; their verdict, with the reason, is the result.
-    """
-    sc = results["scenarios"]
-    out = []
-    exh = sc.get("exhaustion")
-    if exh:
-        out.append({"name": "exhaustion capacity within 15 % of workers / occupancy", "ok": exh["capacity_ok"],
-                    "detail": f"measured {exh['measured_capacity']} req/s vs {exh['expected_capacity']} req/s "
-                              f"= {exh['workers']} / {exh['occupancy_s']} s (error {exh['capacity_error']})"})
-        pts = exh["model_points"]
-        out.append({"name": "p99 wait prediction within 25 % at two rates", "ok": exh["model_ok"],
-                    "detail": "; ".join(f"{p['rate']:.1f}/s: predicted {p['predicted_ms']} ms, measured "
-                                        f"{p['measured_ms']} ms" + (f" ({p['why']})" if p["why"] else "")
-                                        for p in pts) or "no stable step"})
-    t = sc.get("timeout")
-    if t:
-        out.append({"name": "timeout: lost work agrees exactly with the ledger", "ok": t["lost_agrees"], "hard": True,
-                    "detail": f"ledger lost {t['ledger_lost']}, pool counter {t['pool_lost']}, sent over budget "
-                              f"{t['sent_over_budget']} of {t['tasks_sent']}"})
-    s = sc.get("signup")
-    if s:
-        out.append({"name": "signup: no mail lost", "ok": s["no_mail_lost"] and s["signups_accepted"] > 0, "hard": True,
-                    "detail": f"{s['mail_arrived']} of {s['signups_accepted']} accepted signups' mails arrived"})
-    lk = sc.get("lock")
-    if lk:
-        out.append({"name": "lock: release=late waits about the hold, early does not",
-                    "ok": lk["late_waits_about_hold"] and lk["early_does_not_wait"],
-                    "detail": f"follow-up lock wait p50 late {lk['late']['p50_ms']} ms, early "
-                              f"{lk['early']['p50_ms']} ms, hold {lk['hold_ms']} ms"})
-    return out
+def best_stable_rate(sc: dict) -> float:
+    """The highest arrival rate the run measured below 90 % utilisation: the advice's default target."""
+    rates = [s["arrival_rate"] for s in sc["steps"] if s["phase"] == "stable" and s["stable"]
+             and (s["utilization"] or 1) <= modelcheck.MAX_UTILIZATION]
+    return max(rates) if rates else round(sc["expected_capacity"] * 0.5, 2)
 
 
 def run(cfg: RunConfig) -> tuple[Path, dict]:
     from loadtest import report  # matplotlib only when there is something to draw
 
-    unknown = [s for s in cfg.scenarios if s not in SCENARIOS]
-    if unknown or not cfg.scenarios:
-        raise StackError(f"unknown scenario(s) {', '.join(unknown) or '(none given)'}; choose from "
-                         f"{', '.join(SCENARIOS)}")
-    stack = Stack.load(cfg.stack_file)
+    user_classes = None
+    if cfg.locustfile:
+        user_classes = userfile.select(userfile.load(cfg.locustfile), cfg.scenarios)
+        for cls in user_classes.values():
+            userfile.plan_for(cls)  # a bad attribute fails now, not after minutes of load
+            userfile.tasks_of(cls)
+    elif cfg.target:
+        raise StackError("TARGET needs LOCUSTFILE: the sample scenarios need the sample app's /ledger and mail "
+                         "sink; write your scenarios as in loadtest/example_locustfile.py")
+    else:
+        unknown = [s for s in cfg.scenarios or SCENARIOS if s not in SCENARIOS]
+        if unknown or cfg.scenarios == []:
+            raise StackError(f"unknown scenario(s) {', '.join(unknown) or '(none given)'}; choose from "
+                             f"{', '.join(SCENARIOS)}")
+    if cfg.target:
+        stack = Stack.for_target(cfg.target, cfg.status_url, cfg.request_log, cfg.access_log)
+    else:
+        stack = Stack.load(cfg.stack_file)
+        if cfg.status_url:
+            stack.status_url = cfg.status_url
     r = Run(cfg, stack)
-    results = r.execute()
+    results = r.execute(user_classes)
     report.write(r.out, results, r.requests, r.sampler, r.access)
     if not math.isfinite(results["finished"] - results["started"]):
         raise RuntimeError("clock went backwards")

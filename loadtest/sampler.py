@@ -26,6 +26,8 @@ FIELDS = {
     "background tasks failed": "bg_failed",
     "background tasks lost": "bg_lost",
     "background seconds": "bg_seconds",
+    "background tasks spilled": "bg_spilled",  # with the spill queue on (docs/spill.md); empty otherwise
+    "spill queue depth": "spill_depth",
 }
 COLUMNS = ["t", "time", "label", *FIELDS.values(), "answering", "rss_mb_mean", "rss_mb_max", "poll_ms", "loadavg1",
            "error"]

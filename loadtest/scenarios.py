@@ -24,6 +24,7 @@ class Recorder:
     def __init__(self) -> None:
         self.rows: list[dict] = []
         self.sent = 0
+        self.task_errors = 0  # a user locustfile's tasks that raised (their requests are still rows)
 
     def add(self, row: dict) -> None:
         self.rows.append(row)
@@ -80,6 +81,12 @@ class OpenLoopUser(FastHttpUser):
         """(method, path, name, extra row fields) of the next request."""
         raise NotImplementedError
 
+    def arrival(self, rng: random.Random, row: dict) -> tuple:
+        """(function, args) that sends the next arrival's request(s) and records ``row`` for it."""
+        method, path, name, extra = self.request_for(rng)
+        row.update(extra)
+        return _request, (self, method, path, name, row)
+
     @task
     def dispatch(self) -> None:
         p = self.environment.params
@@ -89,13 +96,12 @@ class OpenLoopUser(FastHttpUser):
         group = gevent.pool.Group()
         t0_wall, t0 = time.time(), time.monotonic()
         for t in times:
-            method, path, name, extra = self.request_for(rng)
+            row = {"scenario": p["scenario"], "step": p.get("step", ""), "rate": p["rate"], "intended": t0_wall + t}
+            fn, args = self.arrival(rng, row)
             delay = t0 + t - time.monotonic()
             if delay > 0:
                 gevent.sleep(delay)
-            row = {"scenario": p["scenario"], "step": p.get("step", ""), "rate": p["rate"],
-                   "intended": t0_wall + t, **extra}
-            group.spawn(_request, self, method, path, name, row)
+            group.spawn(fn, *args)
         group.join(timeout=p.get("drain", 60.0))
         group.kill(block=False)
         p["finished"].set()
@@ -112,7 +118,8 @@ class BaselineUser(OpenLoopUser):
 
 def work_request(params: dict, rng: random.Random) -> tuple[str, str, str, dict]:
     bg = round(params["background_ms"] * rng.uniform(0.5, 1.5))
-    path = f"/work?respond_ms={params['respond_ms']}&background_ms={bg}&tasks=1"
+    # spill=0 unless asked: exhaustion measures the pool running every task itself (the model's assumption)
+    path = f"/work?respond_ms={params['respond_ms']}&background_ms={bg}&tasks=1&spill={params.get('spill', 0)}"
     return "GET", path, "/work", {"bg_ms": bg}
 
 
@@ -220,4 +227,5 @@ USERS = {
     "timeout": TimeoutUser,
     "lock": LockUser,
     "signup": SignupUser,
+    "spill": ExhaustionUser,  # the same requests with spill=0, then spill=1 (loadtest/spillrun.py)
 }

@@ -53,6 +53,17 @@ class Stack:
     compose: list[str] = field(default_factory=list)
     pool_pidfile: str | None = None
     background_timeout: float | None = None  # optional key; see background_budget()
+    request_log: str | None = None  # the pool's request log on this host (docs/request-log.md), if on
+
+    @classmethod
+    def for_target(cls, target: str, status_url: str | None = None, request_log: str | None = None,
+                   access_log: str | None = None) -> Stack:
+        """Any app behind nginx + fcgipool (or PHP-FPM): only its URL and its status page are needed."""
+        if not target.startswith(("http://", "https://")):
+            raise StackError(f"TARGET={target!r} is not an http(s) URL, e.g. TARGET=http://127.0.0.1:8080")
+        base = target.rstrip("/")
+        return cls(base_url=base, mail_url="", status_url=status_url or f"{base}/pool-status", mode="target",
+                   request_log=request_log or None, access_log=access_log or None)
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None) -> Stack:
@@ -74,7 +85,11 @@ class Stack:
         return self.base_url.rstrip("/") + path
 
     def status(self, full: bool = False, timeout: float = 5.0) -> dict:
-        return get_json(with_query(self.status_url, "json&full" if full else "json"), timeout)
+        st = get_json(with_query(self.status_url, "json&full" if full else "json"), timeout)
+        if not isinstance(st, dict) or "total processes" not in st:
+            raise StackError(f"{self.status_url}?json is not a pool status page (no 'total processes'): point "
+                             "STATUS_URL at fcgipool's (or PHP-FPM's) status page")
+        return st
 
     def ledger(self) -> dict:
         return get_json(self.url("/ledger"))

@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         background_ms = params.BACKGROUND_MS.parse(args, "background_ms")
         n_tasks = params.TASKS.parse(args, "tasks")
         cpu = params.CPU.parse(args, "cpu") == 1
+        may_spill = params.SPILL.parse(args, "spill") == 1
         leak_kb = params.LEAK_KB.parse(args, "leak_kb")
         if background_ms * n_tasks > params.MAX_BACKGROUND_TOTAL_MS:
             raise params.BadParam(
@@ -99,7 +100,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         spend(respond_ms, cpu=False)
         leaked_kb = leak(leak_kb)
         for _ in range(n_tasks):
-            background.add(tasks.work, ledger_path, background_ms, cpu, name="work")
+            background.add(tasks.work, ledger_path, background_ms, cpu, name="work", spill=may_spill)
         return jsonify({
             "respond_ms": respond_ms, "background_ms": background_ms, "tasks": n_tasks, "cpu": cpu, "pid": os.getpid(),
             **({"leaked_kb": leaked_kb} if leak_kb else {}),

@@ -26,10 +26,26 @@ def on_task_lost(server: Any, task: Any) -> None:
             raise
 
 
+class _LazyLedger:
+    """The spill hook's Ledger, made on first use (the data dir comes from the environment at run time) and kept:
+    it runs once per spilled task, and a fresh Ledger re-checks the schema on every call."""
+
+    def __init__(self) -> None:
+        self._ledger: Ledger | None = None
+
+    def record(self, kind: str, event: str) -> None:
+        if self._ledger is None:
+            self._ledger = Ledger(data_dir_from_env() / "ledger.sqlite3", busy_timeout_s=5)
+        self._ledger.record(kind, event)
+
+
+_SPILL_LEDGER = _LazyLedger()
+
+
 def on_task_spilled(server: Any, task: Any) -> None:
     """An after-response task handed to the spill queue (its own code counts where it then runs). Never raises."""
     try:
-        Ledger(data_dir_from_env() / "ledger.sqlite3", busy_timeout_s=5).record(task.name, "spilled")
+        _SPILL_LEDGER.record(task.name, "spilled")
     except Exception:
         log = getattr(server, "log", None)
         if log is not None:

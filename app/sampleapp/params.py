@@ -60,6 +60,7 @@ RESPOND_MS = IntRange(0, 60_000, 0)
 BACKGROUND_MS = IntRange(0, 60_000, 0)
 TASKS = IntRange(0, 20, 1)
 CPU = IntRange(0, 1, 0)
+SPILL = IntRange(0, 1, 1)  # 0: these tasks never go to the spill queue (the load tests' "spill off" half)
 MAX_BACKGROUND_TOTAL_MS = 300_000
 # Memory a request leaves behind in its worker (a leaking app, for max_worker_memory): at most 4 MiB each.
 LEAK_KB = IntRange(0, 4096, 0)

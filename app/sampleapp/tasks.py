@@ -25,15 +25,23 @@ def _in_queue() -> bool:
     return get_current_job() is not None
 
 
+_LEDGERS: dict[str, Ledger] = {}  # per path: a Ledger opens a connection per call, this only skips its schema check
+
+
+def _ledger(path: str) -> Ledger:
+    ledger = _LEDGERS.get(path)
+    if ledger is None:
+        ledger = _LEDGERS[path] = Ledger(path)
+    return ledger
+
+
 def _run(ledger_path: str, kind: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-    ledger = Ledger(ledger_path)
-    if _in_queue():
-        ledger.record(kind, "ran_in_queue")
-    return ledger.tracked(kind, fn)(*args, **kwargs)
+    start = ("ran_in_queue", "started") if _in_queue() else ("started",)
+    return _ledger(ledger_path).tracked_as(kind, fn, start)(*args, **kwargs)
 
 
 def record_signup(ledger: str, signup_id: str, email: str) -> None:
-    _run(ledger, "record_signup", Ledger(ledger).record_signup, signup_id, email)
+    _run(ledger, "record_signup", _ledger(ledger).record_signup, signup_id, email)
 
 
 def welcome_mail(ledger: str, host: str, port: int, timeout_s: float, sender: str, to: str, signup_id: str,

@@ -71,6 +71,7 @@ def test_signup_mail_failure_is_counted_as_failed(tmp_path):
         ("get", "/work?background_ms=3600000", {}, 400, "background_ms"),
         ("get", "/work?tasks=21", {}, 400, "tasks"),
         ("get", "/work?cpu=2", {}, 400, "cpu"),
+        ("get", "/work?spill=yes", {}, 400, "spill"),
         ("get", "/work?tasks=20&background_ms=60000", {}, 400, "tasks"),
         ("post", "/cart/bob?hold_ms=lots", {}, 400, "hold_ms"),
         ("post", "/cart/bob?hold_ms=30001", {}, 400, "hold_ms"),

@@ -68,6 +68,7 @@ def stack(tmp_path_factory):
     env = {
         **os.environ, "MODE": "native", "STACK_VAR": str(var),
         "PORT": str(free_port()), "MAIL_PORT": str(free_port()), "SMTP_PORT": str(free_port()),
+        "REDIS_PORT": str(free_port()),  # a stack started with `make up` may hold the default
         # A slow mail server makes "after the response" unmistakable.
         "MAILSINK_DELAY_MS": str(int(MAIL_DELAY_S * 1000)),
         # A short after-response budget, so the lost-work test finishes quickly.

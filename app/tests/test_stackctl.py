@@ -18,6 +18,12 @@ stackctl = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(stackctl)
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.mark.parametrize("ensure, package", [
     (lambda: stackctl.ensure_nginx(), "nginx-light"),
     (lambda: stackctl.ensure_debian("redis-server", "redis-server"), "redis-server"),
@@ -34,7 +40,9 @@ def test_taken_port_is_named_with_a_way_out(tmp_path):
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        env = {**os.environ, "STACK_VAR": str(tmp_path), "MODE": "native", "PORT": str(port)}
+        env = {**os.environ, "STACK_VAR": str(tmp_path), "MODE": "native", "PORT": str(port),
+               # the others free: a stack started with `make up` may hold their defaults
+               **{name: str(free_port()) for name in ("MAIL_PORT", "SMTP_PORT", "REDIS_PORT")}}
         result = subprocess.run([sys.executable, str(ROOT / "pool" / "stackctl.py"), "up"], env=env,
                                 capture_output=True, text=True, timeout=60)
     assert result.returncode == 2

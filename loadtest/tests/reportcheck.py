@@ -8,8 +8,7 @@ from pathlib import Path
 
 REQUIRED = ["index.html", "report.md", "results.json", "requests.csv", "status.csv", "access.csv",
             "workers_over_time.png", "listen_queue.png"]
-PER_SCENARIO = {"exhaustion": ["latency_vs_rate.png", "predicted_vs_measured.png"],
-                "timeout": ["lost_vs_budget.png"], "lock": ["lock_wait.png"]}
+PER_SCENARIO = {"timeout": ["lost_vs_budget.png"], "lock": ["lock_wait.png"]}
 
 
 def check_report(folder: Path) -> dict:
@@ -22,6 +21,9 @@ def check_report(folder: Path) -> dict:
         if scenario in sc:
             for name in files:
                 assert (folder / name).stat().st_size > 1000, f"{name} missing or empty"
+    for scenario in results.get("stepped", []):  # the sample's exhaustion and every class of a LOCUSTFILE
+        prefix = "" if scenario == "exhaustion" else f"{scenario}_"
+        assert (folder / f"{prefix}latency_vs_rate.png").stat().st_size > 1000, f"{scenario}: no latency plot"
     html = (folder / "index.html").read_text()
     assert html.count("data:image/png;base64,") >= 2, "plots are not embedded in index.html"
     assert "src='http" not in html and 'src="http' not in html, "index.html must be self-contained"
@@ -34,11 +36,17 @@ def check_report(folder: Path) -> dict:
         assert float(r["latency_ms"]) >= float(r["service_ms"]) - 1e-6, "latency counts from the intended send"
     if "baseline" in sc:
         assert sc["baseline"]["requests"] == len(by_scenario["baseline"])
-    if "exhaustion" in sc:
-        exh = sc["exhaustion"]
-        assert sum(s["requests"] for s in exh["steps"]) == len(by_scenario["exhaustion"])
+    for scenario in results.get("stepped", []):
+        exh = sc[scenario]
+        mine = [r for r in by_scenario[scenario] if not r["step"].endswith(":probe")]
+        assert sum(s["requests"] for s in exh["steps"]) == len(mine), scenario
+        assert exh["steps"][0]["phase"] == "calibration"
         assert exh["expected_capacity"] > 0 and exh["occupancy_s"] > 0
         assert abs(exh["expected_capacity"] - exh["workers"] / exh["occupancy_s"]) < 0.01 * exh["expected_capacity"]
+        for p in exh["model_points"]:  # every prediction carries its interval; a judged one its measurement
+            lo, value, hi = p["predicted"][1], p["predicted"][0], p["predicted"][2]
+            assert lo is not None and lo <= value and (hi is None or value <= hi), p  # hi None: unbounded
+            assert (p["agrees"] is None) == ("measured" not in p), p
     if "timeout" in sc:
         t = sc["timeout"]
         over = sum(1 for r in by_scenario["timeout"] if r["over_budget"] == "True" and 200 <= int(r["status"]) < 300)
@@ -61,6 +69,8 @@ def check_report(folder: Path) -> dict:
     rec = results["recommendations"]
     for key in ("timeout", "fastcgi_read_timeout"):
         assert rec[key]["value"] and rec[key]["reason"]
+    if rec.get("workers", {}).get("prediction"):
+        assert "[" in rec["workers"]["reason"], "the workers advice states its prediction's interval"
     return results
 
 

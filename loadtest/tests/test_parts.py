@@ -159,47 +159,6 @@ def test_lock_and_signup_analysis():
     assert res["signups_accepted"] == 2 and res["mail_missing"] == 1 and not res["no_mail_lost"]
 
 
-def test_exhaustion_capacity_and_model_points():
-
-    occ = 0.2  # 20 ms answer + 180 ms background
-    steps = []
-    for i, rate in enumerate((8.0, 30.0)):
-        rows = []
-        for k in range(int(rate * 10)):
-            intended = 1000.0 + k / rate
-            lat = 20.0 if i == 0 else 20.0 + k * 5
-            done = intended + lat / 1000
-            rows.append(_row("exhaustion", lat, intended=intended, done=done, bg_ms=180))
-        if i == 1:  # overloaded: answers complete at capacity, 4 / 0.2 = 20 per second
-            for k, r in enumerate(rows):
-                r["done"] = 1000.0 + k / 20.0
-        steps.append({"label": f"s{i}", "rate": rate, "duration": 10.0, "start": 1000.0, "rows": rows})
-    res = analysis.analyse_exhaustion(steps, 4, 1.0, [])
-    assert res["occupancy_s"] == pytest.approx(occ, rel=1e-6)
-    assert res["expected_capacity"] == pytest.approx(20.0)
-    assert res["measured_capacity"] == pytest.approx(20.0, rel=0.05) and res["capacity_ok"]
-    assert res["steps"][1]["stable"] is False
-    assert [p["label"] for p in res["model_points"]] == ["s0"]
-
-
-def test_recommendations_have_values_and_reasons():
-    exh = {"occupancy_s": 0.2, "cs2": 0.1, "response_s": 0.02, "background_s": 0.18,
-           "background_samples_s": [0.1, 0.2, 0.3]}
-    rec = analysis.recommend(exh, None, 0.5, 80.0, target_rps=30, target_p99_ms=100, memory_mb=400,
-                             budget_now=30)
-    assert rec["workers"]["value"] == 4  # memory-bound: (400 - 80) / 80
-    assert "MEMORY-BOUND" in rec["workers"]["reason"]
-    assert rec["background_timeout"]["value"] >= 1
-    assert rec["timeout"]["value"] == 10  # response phase only: max(10, 3 x 0.5 s), whatever the background budget
-    assert rec["fastcgi_read_timeout"]["value"] == "15s"  # above the pool's hard kill: 10 + 2 x 2 s kill_grace + 1
-    slow = analysis.recommend(exh, None, 6.0, 80.0, target_rps=30, target_p99_ms=100, memory_mb=400, budget_now=30)
-    assert slow["timeout"]["value"] == 18 and slow["fastcgi_read_timeout"]["value"] == "23s"
-    rec = analysis.recommend(exh, None, 0.5, 80.0, target_rps=30, target_p99_ms=100, memory_mb=4000,
-                             budget_now=30)
-    need = model.smallest_workers(30, 0.2, 0.1, ca2=1.0, cs2=0.1)
-    assert rec["workers"]["value"] == need and "MEMORY" not in rec["workers"]["reason"]
-
-
 def test_resize_signals_the_arbiter_in_both_modes(tmp_path, monkeypatch):
     import signal
 

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -23,7 +24,7 @@ def test_smoke_run_against_fake_stack(fake_stack, tmp_path):
     out = tmp_path / "report"
     proc = run_cli("--stack-file", str(fake_stack), "--out", str(out), "run", "--smoke")
     assert proc.returncode in (0, 1), proc.stderr[-3000:]
-    assert "recommended settings:" in proc.stdout and "--workers" in proc.stdout
+    assert "recommended settings" in proc.stdout and "--workers" in proc.stdout
     results = check_report(out)
     sc = results["scenarios"]
     # the stand-in enforces its 1 s budget exactly and delivers every mail: these must hold
@@ -78,3 +79,41 @@ def test_smoke_run_against_running_stack(tmp_path):
     assert sc["signup"]["no_mail_lost"], sc["signup"]
     if "timeout" in sc:
         assert sc["timeout"]["ledger_lost"] == sc["timeout"]["pool_lost"], sc["timeout"]
+
+
+@pytest.mark.nginx
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_own_app_via_target_and_locustfile(tmp_path):
+    """`run --target --locustfile` against an app that is not the sample app (loadtest/tests/otherapp), behind its
+    own nginx + fcgipool: the same full report, the scenarios from the user's classes."""
+    from loadtest.tests.otherapp.serve import running
+
+    out = tmp_path / "report"
+    with running(workers=2) as app:
+        proc = run_cli("--out", str(out), "run", "--smoke", "--target", app["target"], "--locustfile",
+                       str(REPO / "loadtest" / "example_locustfile.py"), "--scenarios", "Shopper",
+                       "--request-log", app["request_log"], "--access-log", app["access_log"], timeout=180)
+        receipts = (Path(app["dir"]) / "receipts.log").read_text().count("\n")
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]
+    assert "recommended settings" in proc.stdout and "--workers" in proc.stdout, proc.stdout
+    results = check_report(out)
+    assert results["stepped"] == ["Shopper"] and results["normal"] == ["Shopper"]
+    shop = results["scenarios"]["Shopper"]
+    assert shop["workers"] == 2
+    assert shop["service_source"].startswith("pool request log")  # exact occupancy per request
+    # 5 : 3 : 2 pages, searches (30 ms) and orders (200 ms receipt after the response): ~50 ms a request
+    assert 0.025 < shop["occupancy_s"] < 0.1, shop["occupancy_s"]
+    names = {r["name"] for r in _csv(out / "requests.csv") if r["scenario"] == "Shopper"}
+    assert names == {"/", "/search", "/orders"}
+    assert (out / "Shopper_latency_vs_rate.png").stat().st_size > 1000
+    orders = sum(1 for r in _csv(out / "requests.csv") if r["name"] == "/orders" and r["status"] == "202")
+    assert receipts == orders > 0  # the app's own after-response work ran for every accepted order
+    assert "--workers" in (out / "report.md").read_text()
+
+
+def _csv(path):
+    import csv
+
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
