@@ -166,7 +166,8 @@ class TimeoutUser(OpenLoopUser):
         bg = truncated_lognormal_ms(rng, median_ms=budget_ms * p.get("median_share", 0.6), sigma=0.6,
                                     low_ms=10, high_ms=min(budget_ms * 2, p.get("max_bg_ms", 60_000)),
                                     avoid=(budget_ms * 0.85, budget_ms * 1.15))
-        path = f"/work?respond_ms={p['respond_ms']}&background_ms={bg}&tasks=1"
+        # spill=0: the pool's own budget is under test; a task the saturated pool sent to the queue is not cut
+        path = f"/work?respond_ms={p['respond_ms']}&background_ms={bg}&tasks=1&spill=0"
         return "GET", path, "/work(timeout)", {"bg_ms": bg, "over_budget": bg > budget_ms}
 
 
