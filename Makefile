@@ -37,10 +37,10 @@ install: $(STAMP) ## Create .venv with the pinned requirements and the pool (pip
 
 install-system: ## Install the system packages native mode, the tests and the PHP-FPM comparisons use (apt; root or sudo)
 	$(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-	    nginx-light libfcgi-bin wrk gettext-base python3-venv curl strace redis-server php8.2-fpm || { \
+	    nginx-light libfcgi-bin wrk gettext-base python3-venv curl strace redis-server php8.2-fpm apache2 lighttpd caddy haproxy chromium || { \
 	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update && \
 	  $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-	    nginx-light libfcgi-bin wrk gettext-base python3-venv curl strace redis-server php8.2-fpm; }
+	    nginx-light libfcgi-bin wrk gettext-base python3-venv curl strace redis-server php8.2-fpm apache2 lighttpd caddy haproxy chromium; }
 
 up: $(STAMP) ## Start the stack (docker if an engine answers, else native; MODE= forces one); returns when healthy
 	$(PY) pool/stackctl.py up

@@ -2,8 +2,9 @@
 
 The web server's CGI variables become the environ as they are (latin-1 str, as PEP 3333 wants); then the
 gaps are filled: ``SCRIPT_NAME``/``PATH_INFO`` (nginx's stock ``fastcgi_params`` sends the whole path as
-SCRIPT_NAME and no PATH_INFO), empty ``CONTENT_LENGTH``/``CONTENT_TYPE`` removed, ``HTTP_CONTENT_*``
-duplicates dropped, and the ``wsgi.*`` keys added.
+SCRIPT_NAME and no PATH_INFO), empty ``CONTENT_LENGTH``/``CONTENT_TYPE`` removed (and a negative
+``CONTENT_LENGTH``: a body of unknown length), ``HTTP_CONTENT_*`` duplicates dropped, and the ``wsgi.*`` keys
+added.
 """
 
 from __future__ import annotations
@@ -44,6 +45,22 @@ def script_root() -> str:
     return root
 
 
+def body_length(params: dict[str, str]) -> int | None:
+    """The request body's length from CONTENT_LENGTH, or None: the body runs to the end of STDIN.
+
+    Missing, empty or negative means the web server does not know the length: Caddy sends ``-1`` for a chunked
+    request (nginx, Apache, lighttpd and HAProxy buffer such a body and send its size). Anything else that is
+    not a decimal integer raises :class:`BadRequestParams` (a 400). ``isdecimal``, not ``isdigit``: ``"²"`` is a
+    digit that ``int()`` refuses.
+    """
+    text = params.get("CONTENT_LENGTH", "").strip()
+    if text.isdecimal():
+        return int(text)
+    if not text or (text[0] == "-" and text[1:].isdecimal()):
+        return None
+    raise BadRequestParams(f"CONTENT_LENGTH is not an integer: {params['CONTENT_LENGTH']!r}")
+
+
 def _request_path(params: dict[str, str]) -> str:
     """The decoded request path: nginx's $document_uri, else REQUEST_URI without the query, decoded."""
     path = params.get("DOCUMENT_URI")
@@ -74,15 +91,11 @@ def build_environ(
     env.pop("HTTP_CONTENT_LENGTH", None)
     if get("CONTENT_TYPE") == "":
         del env["CONTENT_TYPE"]
-    length = get("CONTENT_LENGTH")
-    if length is not None:
-        if not length:
-            del env["CONTENT_LENGTH"]
-        else:
-            length = length.strip()
-            if not length.isdigit():
-                raise BadRequestParams(f"CONTENT_LENGTH is not a non-negative integer: {env['CONTENT_LENGTH']!r}")
-            env["CONTENT_LENGTH"] = length
+    length = body_length(env)
+    if length is None:
+        env.pop("CONTENT_LENGTH", None)  # the app reads wsgi.input to its end (wsgi.input_terminated)
+    else:
+        env["CONTENT_LENGTH"] = str(length)
 
     if not get("PATH_INFO"):
         # No split from the web server: the whole decoded path is PATH_INFO below the configured root.

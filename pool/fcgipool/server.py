@@ -1,14 +1,17 @@
 """Serves one FastCGI connection: drives the sans-IO protocol with socket I/O and calls the WSGI app.
 
 One request at a time. After END_REQUEST the connection is either handed back to the worker as an idle
-kept connection (FCGI_KEEP_CONN, nothing left to do) or closed; a request with after-response work always
-closes it *before* that work starts, so the web server can never send a request to a worker that is
-still busy (php-src #10335).
+kept connection (FCGI_KEEP_CONN, nothing left to do) or leaves this worker: a request with after-response
+work passes it to another worker through the pool's hand-off queue (or closes it, without one) *before*
+that work starts, so the web server can never send a request to a worker that is still busy (php-src #10335).
+Passing it on rather than closing it is what Apache's and HAProxy's connection reuse need: they do not
+look at bytes after END_REQUEST (Apache reads the no-reuse marker below as the next request's answer).
 
 nginx caches an upstream FastCGI connection when END_REQUEST ends exactly at the end of what it read
 (ngx_http_fastcgi_input_filter sets ``u->keepalive = 1`` only then; it ignores a ``Connection: close``
 header). So a response that must not be reused carries :data:`NO_REUSE` right behind END_REQUEST in the
 same write: nginx sees bytes after the end of the request, does not cache the connection, and closes it.
+Only where the connection is closed while the web server may want it (no hand-off queue, a stopping worker).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from gunicorn.http.wsgi import FileWrapper
 
 from . import background
 from .background import RunResult, Spill, TaskList, run_tasks
-from .environ import BadRequestParams, build_environ, request_uri, script_root
+from .environ import BadRequestParams, body_length, build_environ, request_uri, script_root
 from .lost import LostTask, report_lost
 from .peer import describe_peer
 from .protocol import (
@@ -104,7 +107,16 @@ class Host(Protocol):
         ...
 
     def long_work_ahead(self) -> None:
-        """After-response work starts (the connection is closed already): the worker will be busy a while."""
+        """After-response work starts (the connection is passed on or closed): the worker will be busy a while."""
+        ...
+
+    @property
+    def passes_on(self) -> bool:
+        """Connections can go to another worker (the pool's hand-off queue): :meth:`pass_on` may succeed."""
+        ...
+
+    def pass_on(self, conn: FastCGIConnection) -> bool:
+        """``conn``, just past END_REQUEST, to another worker; False if that cannot be done (queue full)."""
         ...
 
 
@@ -388,7 +400,7 @@ class FastCGIConnection:
         method = params.get("REQUEST_METHOD", "GET")
         length_text = params.get("CONTENT_LENGTH", "").strip()
         host.recorder.begin(
-            method, uri, params.get("QUERY_STRING", ""), int(length_text) if length_text.isdigit() else 0,
+            method, uri, params.get("QUERY_STRING", ""), int(length_text) if length_text.isdecimal() else 0,
             params.get("SCRIPT_FILENAME", ""),
             # the request was already buffered (no read phase): its deadline goes with this write
             None if self._deadline_published else self._hard_deadline(), self._t0,
@@ -436,17 +448,19 @@ class FastCGIConnection:
     def _make_input(self, params: dict[str, str], writer: ResponseWriter) -> Any:
         """``wsgi.input`` for the request, or None after answering 400/413 without calling the app."""
         s = self.host.settings
-        length = params.get("CONTENT_LENGTH", "").strip()
-        if length and not length.isdigit():
-            self._reject(writer, "400 Bad Request", f"invalid CONTENT_LENGTH {length!r}")
+        try:
+            length = body_length(params)  # None: to the end of STDIN (missing, empty or negative: Caddy's -1)
+        except BadRequestParams as exc:
+            self._reject(writer, "400 Bad Request", str(exc))
             return None
         limit = s.max_body_size
-        if length:
-            if limit and int(length) > limit:
+        if length is not None:
+            if limit and length > limit:
                 self._reject(writer, "413 Content Too Large", f"CONTENT_LENGTH {length} > max_body_size {limit}")
                 return None
-            return InputStream(self._pull_stdin, int(length))
-        # no CONTENT_LENGTH: read the body first, so an oversized one is refused before the app runs
+            return InputStream(self._pull_stdin, length)
+        # no length: read the body first, so an oversized one is refused before the app runs (and the app gets
+        # its CONTENT_LENGTH)
         chunk = self._pull_stdin()
         if not chunk:  # no body (nginx sends an empty CONTENT_LENGTH with every GET): skip the spool file
             return io.BytesIO()
@@ -543,21 +557,40 @@ class FastCGIConnection:
         host = self.host
         host.watchdog.disarm()  # the app has returned: the response-phase deadline is done with
         pending = tasks.done < len(tasks.tasks)
-        keep = (
-            self.conn.keep_conn and host.settings.keep_conn and host.alive and not self.broken and not self.give_up
-            and not pending and not host.should_yield()
-        )  # fmt: skip
+        wanted = self._keepable()
+        keep = wanted and not pending and not host.should_yield()
         if self.broken:
             keep = False  # no END_REQUEST: nginx reports a truncated response as an upstream error
         else:
             # read the unread body while the request is active (later the protocol would drop it unseen): closing
             # never resets a connection with unread data, and a kept one is at a clean boundary to pass on
             self._drain_stdin()
-            writer.finish(NO_REUSE if (self.conn.keep_conn and not keep) else b"")
+            if pending:
+                self._hand_over(writer, wanted)
+            else:
+                writer.finish(NO_REUSE if (self.conn.keep_conn and not keep) else b"")
         host.recorder.end_response(rest=not pending)
         if not keep:
-            self.close()
+            self.close()  # (a connection passed on is only this process's descriptor, released already)
         return keep
+
+    def _keepable(self) -> bool:
+        """The web server wants the connection kept, and nothing on our side ends it."""
+        host = self.host
+        return bool(self.conn.keep_conn and host.settings.keep_conn and host.alive and not self.broken
+                    and not self.give_up)  # fmt: skip
+
+    def _hand_over(self, writer: ResponseWriter, wanted: bool) -> None:
+        """END_REQUEST of a request whose after-response work follows in this worker; then a connection the web
+        server keeps goes to another worker, its next request is served there at once. Without a hand-off queue
+        (or when it is full) the caller closes it; the no-reuse marker then keeps nginx from reusing it."""
+        host = self.host
+        if wanted and host.passes_on:
+            writer.finish(b"")
+            if not host.pass_on(self):
+                host.log.debug("could not pass on a kept connection before after-response work: closing it")
+            return
+        writer.finish(NO_REUSE if self.conn.keep_conn else b"")
 
     def _finish_early(self, writer: ResponseWriter) -> None:
         """background.finish_request(): send the response now; the rest of the app is after-response work."""
@@ -568,7 +601,7 @@ class FastCGIConnection:
         if isinstance(self._input, InputStream):
             self._input.buffer_rest()  # the app may still read its body after the connection is gone
         self._drain_stdin()
-        writer.finish(NO_REUSE if self.conn.keep_conn else b"")
+        self._hand_over(writer, self._keepable())
         self.host.recorder.end_response()
         self.close()
         self._start_after_response()

@@ -175,6 +175,25 @@ class FastCGIWorker(base.Worker):
         if self._in_request and self.handoff is not None:
             self._let_go_others(None)
 
+    @property
+    def passes_on(self) -> bool:
+        return self.handoff is not None
+
+    def pass_on(self, conn: FastCGIConnection) -> bool:
+        """The connection of a request whose after-response work starts now, to the hand-off queue: the web
+        server may send its next request on it at once (Apache, HAProxy and nginx reuse it), and another worker
+        serves that. Closing it instead would race with that reuse (docs/server-behaviour.md)."""
+        queue = self.handoff
+        if queue is None or not conn.reusable:
+            return False
+        kept, inode = self.kept, conn.inode
+        if kept is not None and inode:
+            kept.serving(0)  # unlisted before it is passed on (as in _serve)
+        if not queue.give(conn.sock, conn.io_timeout_ms, inode):
+            return False
+        conn.release()  # our descriptor only: the socket stays open in the queue
+        return True
+
     def should_yield(self) -> bool:
         """Fairness for keep-conn without a hand-off queue: called when a request on a kept connection ends.
 

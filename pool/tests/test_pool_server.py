@@ -74,6 +74,11 @@ class FakeHost:
     def long_work_ahead(self) -> None:
         pass
 
+    passes_on = False  # no hand-off queue: a connection with after-response work is closed with the marker
+
+    def pass_on(self, conn: Any) -> bool:
+        return False
+
 
 class Exchange:
     """Server in this thread (signals work), client in another: sends ``data``, reads everything until EOF."""
@@ -192,6 +197,31 @@ def test_request_with_tasks_closes_connection_and_marks_no_reuse() -> None:
     assert ran == ["task"]
     assert ex.received.endswith(NO_REUSE)
     assert [r.type for r in ex.records()][-2:] == [RecordType.END_REQUEST, RecordType.GET_VALUES_RESULT]
+
+
+def test_request_with_tasks_passes_a_kept_connection_on_before_the_work() -> None:
+    """With the pool's hand-off queue the connection goes to another worker before the task runs: no close,
+    no marker behind END_REQUEST (Apache would read it as the next request's answer)."""
+    order: list[str] = []
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        background.add(order.append, "task")
+        start_response("200 OK", [])
+        return [b"x"]
+
+    def pass_on(conn: FastCGIConnection) -> bool:
+        assert conn.reusable  # END_REQUEST is out, the body read: at a clean request boundary
+        order.append("passed on")
+        conn.release()
+        return True
+
+    ex = Exchange(app, encode_request(1, PARAMS, keep_conn=True))
+    ex.host.passes_on = True
+    ex.host.pass_on = pass_on
+    assert ex.run() is False
+    assert order == ["passed on", "task"]
+    assert [r.type for r in ex.records()][-1] == RecordType.END_REQUEST
+    assert not ex.received.endswith(NO_REUSE)
 
 
 def test_app_exception_before_output_is_500() -> None:
