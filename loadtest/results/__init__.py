@@ -4,7 +4,7 @@ read from results.json in one place (loadtest/results/serial.py)."""
 from loadtest.results.common import Check, Latency, NginxSummary, StatusPage
 from loadtest.results.run import RunResults, Scenario
 from loadtest.results.sample import Baseline, Lock, LockWaits, Signup, Timeout
-from loadtest.results.spill import SpillAdvice, Spill, SpillFacts, SpillStep, SpillVerdict, TaskCounts
+from loadtest.results.spill import Spill, SpillAdvice, SpillFacts, SpillStep, SpillVerdict, TaskCounts
 from loadtest.results.stepped import Capacity, ClosedLoop, ModelPoint, Step, StepJudgement, Stepped, WaitCalibration
 from loadtest.results.sweep import Agreement, SweepCalibration, SweepPoint, SweepResults
 

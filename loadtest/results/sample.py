@@ -47,7 +47,8 @@ class Timeout(Record):
     SUMMARY_ORDER = 3
 
     def summary_lines(self, name: str) -> list[str]:
-        lines = [f"  timeout     budget {self.budget_s:g} s ({'?' if self.budget_source is None else self.budget_source}): lost {self.ledger_lost} "
+        source = "?" if self.budget_source is None else self.budget_source
+        lines = [f"  timeout     budget {self.budget_s:g} s ({source}): lost {self.ledger_lost} "
                  f"(ledger) / {self.pool_lost} (pool) / {self.sent_over_budget} sent over budget, of "
                  f"{self.tasks_sent}"]
         if self.note:

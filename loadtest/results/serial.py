@@ -94,15 +94,16 @@ class Record:
             value, meta = getattr(self, f.name), f.metadata
             if meta.get("flat"):
                 out.update(value.to_dict(clean) if value is not None else {})
-            elif clean and meta.get("samples"):
-                continue
-            elif value is None and (meta.get("omit_none") or meta.get("present_if")):
-                continue
-            elif "present_if" in meta and getattr(self, meta["present_if"]) is None:
-                continue
-            else:
+            elif not self._omitted(meta, value, clean):
                 out[f.name] = {} if value is None and meta.get("empty_none") else _plain(value, clean)
         return out
+
+    def _omitted(self, meta: typing.Mapping, value: Any, clean: bool) -> bool:
+        if clean and meta.get("samples"):
+            return True
+        if value is None and meta.get("omit_none"):
+            return True
+        return "present_if" in meta and getattr(self, meta["present_if"]) is None
 
     @classmethod
     def keys(cls) -> list[str]:

@@ -152,7 +152,8 @@ class Stepped(Record):
     def table_lines(self, name: str) -> list[str]:
         """The steps and the model's points as markdown tables (report.md, index.html)."""
         md = [f"## {name}: steps", "",
-              "| phase | rate | util | requests | throughput | p50 | p99 | p99 from actual send | mean queue | 502 | 504 |",
+              "| phase | rate | util | requests | throughput | p50 | p99 | p99 from actual send | mean queue | 502 "
+              "| 504 |",
               "|" + "---|" * 11]
         for s in self.steps:
             lat = s.latency

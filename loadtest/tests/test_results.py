@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtest import report
+from loadtest import checks, report
 from loadtest.results import RunResults, SweepResults
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -72,3 +72,10 @@ def test_the_report_renders_as_before(name, tmp_path):
 def test_the_sweep_summary_renders_as_before():
     res = SweepResults.from_dict(load("sweep"))
     assert "\n".join(res.summary_lines()) + "\n" == (FIXTURES / "golden" / "sweep.txt").read_text()
+
+
+@pytest.mark.parametrize("name", RUNS)
+def test_the_checks_read_back_from_the_fields_are_the_runs_own(name):
+    data = load(name)
+    res = RunResults.from_dict(data)
+    assert [c.to_dict() for c in checks.checks(res)] == data["checks"]
