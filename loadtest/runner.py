@@ -15,7 +15,18 @@ from pathlib import Path
 
 from loadtest import accesslog, advice, analysis, checks, model, modelcheck, requestlog, spillrun, stepped, userfile
 from loadtest.driver import run_user
-from loadtest.results import Baseline, ClosedLoop, Lock, NginxSummary, RunResults, Signup, StatusPage, Stepped, Timeout
+from loadtest.results import (
+    Baseline,
+    ClosedLoop,
+    Lock,
+    LocustView,
+    NginxSummary,
+    RunResults,
+    Signup,
+    StatusPage,
+    Stepped,
+    Timeout,
+)
 from loadtest.sampler import Sampler
 from loadtest.scenarios import USERS, Recorder
 from loadtest.stack import REPO, Stack, StackError
@@ -79,7 +90,7 @@ class Run:
 
     # --- one scenario = snapshots around a locust run -------------------------------------------------------
     def drive(self, name: str, label: str, params: dict, duration: float, users: int = 1,
-              user_cls: type | None = None) -> tuple[list, dict]:
+              user_cls: type | None = None) -> tuple[list, LocustView]:
         rec = Recorder()
         self.sampler.label = label
         params = {"scenario": name, "step": label, "run_id": self.run_id, "seed": self.cfg.seed, **params,
@@ -90,12 +101,10 @@ class Run:
         self.sampler.label = f"{label}:drain"
         if not self.stack.wait_idle(timeout=max(30.0, (self.cfg.budget or 0) * 3)):
             self.log(f"warning: pool still busy after {label}")
-        locust_view["start"], locust_view["duration"] = started, duration
-        locust_view["task_errors"] = rec.task_errors
         win = self.windows.setdefault(name.removesuffix("-closed"), [started, started])
         win[1] = max(win[1], time.time())
         self.requests.extend(rec.rows)
-        return rec.rows, locust_view
+        return rec.rows, LocustView(**locust_view, start=started, duration=duration, task_errors=rec.task_errors)
 
     def snapshot(self) -> tuple[dict, dict]:
         return self.stack.ledger(), self.stack.status()
@@ -121,7 +130,7 @@ class Run:
         rows, view = self.drive("exhaustion-closed", label, params, closed_s, users=users)
         out.closed_loop = ClosedLoop(
             rate=top.offered_rate, users=users, duration=closed_s, latency=analysis.latency_summary(rows),
-            throughput=round(analysis.step_throughput(rows, view["start"] + closed_s * 0.2, view["start"] + closed_s),
+            throughput=round(analysis.step_throughput(rows, view.start + closed_s * 0.2, view.start + closed_s),
                              3))
         return out
 
@@ -129,7 +138,7 @@ class Run:
         """One class of the user's locustfile, stepped like exhaustion (its occupancy probed first)."""
         out = stepped.run_stepped(self, name, userfile.open_loop(cls), lambda rate: {}, None, userfile.plan_for(cls))
         out.normal = userfile.is_normal(cls)
-        out.task_errors = sum(v.get("task_errors", 0) for v in out.locust or [])
+        out.task_errors = sum(v.task_errors for v in out.locust or [])
         return out
 
     def timeout(self, budget: float, budget_source: str) -> Timeout:

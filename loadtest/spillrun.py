@@ -81,7 +81,7 @@ def run_spill(run, capacity: float, base_ms: float) -> Spill:
             depths = [int(r["spill_depth"]) for r in samples if r.get("spill_depth") not in ("", None)]
             out.steps.append(SpillStep(
                 spill=half, load=load, offered_rate=rate, label=label, latency=analysis.latency_summary(rows),
-                throughput=round(analysis.step_throughput(rows, view["start"] + secs * 0.2, view["start"] + secs), 2),
+                throughput=round(analysis.step_throughput(rows, view.start + secs * 0.2, view.start + secs), 2),
                 tasks=delta(before, after), queue_depth_max=max(depths, default=depth or 0), drain_s=drained_s,
                 depth_at_end=depth))
     out.verdict = verdict(out)

@@ -90,7 +90,7 @@ def run_stepped(run, name: str, user_cls: type, params: Callable[[float], dict],
         label = f"{name}@{rate:g}/s"
         st0 = run.stack.status()
         rows, view = run.drive(name, label, {**params(rate), "rate": rate, "drain": 60.0}, secs, user_cls=user_cls)
-        st = {"label": label, "phase": phase, "rate": rate, "duration": secs, "start": view["start"], "rows": rows,
+        st = {"label": label, "phase": phase, "rate": rate, "duration": secs, "start": view.start, "rows": rows,
               "locust": view, "bg_seconds": analysis.status_delta(st0, run.stack.status())["background seconds"]}
         done.append(st)
         return st

@@ -42,8 +42,8 @@ def calibrate(run: Run, workers: int, seconds: float) -> SweepCalibration:
     offset = accesslog.log_size(run.stack.access_log)
     rows, view = _step(run, f"calibrate@{rate:g}/s", rate, seconds)
     delta = analysis.status_delta(st0, run.stack.status())
-    answer = accesslog.upstream_times(accesslog.read_from(run.stack.access_log, offset), "/work", view["start"],
-                                      view["start"] + seconds)
+    answer = accesslog.upstream_times(accesslog.read_from(run.stack.access_log, offset), "/work", view.start,
+                                      view.start + seconds)
     ratio = analysis.background_ratio(rows, delta["background seconds"])
     return analysis.measure_occupancy(rate, rows, ratio, answer or None)
 
@@ -57,7 +57,7 @@ def measure_point(run: Run, workers: int, load: float, cal: SweepCalibration, se
     seconds = min(max(seconds, MIN_REQUESTS / rate), 3 * seconds)
     label = f"w{workers}@{rate:g}/s"
     rows, view = _step(run, label, rate, seconds)
-    p = analysis.measure_step(rows, label, view["start"], seconds, workers, cal, run.sampler.rows)
+    p = analysis.measure_step(rows, label, view.start, seconds, workers, cal, run.sampler.rows)
     p.offered_rate, p.occupancy_s, p.seconds = rate, cal.occupancy_s, seconds
     p.measured_mean_queue = p.mean_listen_queue
     if not p.stable:

@@ -66,3 +66,18 @@ class StatusPage(Record):
     def line(self) -> str:
         return (f"  status      {self.samples} polls of /pool-status?json&full: p50 {self.p50} ms, max {self.max} ms, "
                 f"{self.errors} failed (served outside the worker pool: it answers when the pool is full)")
+
+
+@record
+class LocustView(Record):
+    """Locust's own view of a run (latency from the actual send, as a closed-loop tool reports it)."""
+
+    requests: int
+    failures: int
+    p50_ms: float | None
+    p99_ms: float | None
+    avg_ms: float | None
+    rps: float
+    start: float  # wall clock: when the run's first request could be sent
+    duration: float
+    task_errors: int  # a LOCUSTFILE's tasks that raised (their requests still count)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from loadtest.results.common import Latency
+from loadtest.results.common import Latency, LocustView
 from loadtest.results.serial import Record, flat, optional, record, samples
 
 
@@ -10,7 +10,7 @@ from loadtest.results.serial import Record, flat, optional, record, samples
 class Baseline(Record):
     rate: float
     latency: Latency = flat()
-    locust: dict | None = None
+    locust: LocustView | None = None
 
     SUMMARY_ORDER = 0
 
@@ -39,7 +39,7 @@ class Timeout(Record):
     background_samples_s: list[float] = samples()
     # what the runner adds
     rate: float | None = None
-    locust: dict | None = None
+    locust: LocustView | None = None
     ledger_delta: dict | None = None
     note: str | None = optional()
     budget_source: str | None = optional()
@@ -76,7 +76,7 @@ class Lock(Record):
     late_waits_about_hold: bool
     early_does_not_wait: bool
     users: int | None = None
-    locust: dict | None = None
+    locust: LocustView | None = None
 
     SUMMARY_ORDER = 4
 
@@ -95,7 +95,7 @@ class Signup(Record):
     missing_sample: list[str]
     no_mail_lost: bool
     ledger: dict
-    locust: dict | None = None
+    locust: LocustView | None = None
 
     SUMMARY_ORDER = 5
 

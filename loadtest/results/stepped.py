@@ -3,7 +3,7 @@ check's points, the capacity check, and how the report shows them."""
 
 from __future__ import annotations
 
-from loadtest.results.common import Latency
+from loadtest.results.common import Latency, LocustView
 from loadtest.results.serial import Record, flat, optional, present_if, record, samples
 
 
@@ -127,7 +127,7 @@ class Stepped(Record):
     estimated_capacity_before: float | None = None
     background_ratio: float | None = None
     request_log_lines: int | None = None
-    locust: list[dict] | None = None
+    locust: list[LocustView] | None = None
     answer_latency_samples_s: list[float] = samples()
     note: str | None = optional()
     closed_loop: ClosedLoop | None = optional()  # exhaustion
