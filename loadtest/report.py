@@ -42,7 +42,8 @@ def make_plots(out: Path, results: RunResults, sampler_rows: list[dict]) -> list
         made.append(plots.latency_vs_rate(sc, results.one(Baseline), out / f"{prefix}latency_vs_rate.png", name))
         made.append(plots.waits_vs_model(sc.model_points, out / f"{prefix}predicted_vs_measured.png", name))
     if timeout := results.one(Timeout):
-        rec = results.recommendations.get("background_timeout", {}).get("value")
+        setting = results.recommendations and results.recommendations.background_timeout
+        rec = setting.value if setting else None
         made.append(plots.lost_vs_budget(timeout, rec, out / "lost_vs_budget.png"))
     if lock := results.one(Lock):
         made.append(plots.lock_wait(lock, out / "lock_wait.png"))

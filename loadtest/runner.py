@@ -21,10 +21,12 @@ from loadtest.results import (
     Lock,
     LocustView,
     NginxSummary,
+    Recommendations,
     RunResults,
     Signup,
     StatusPage,
     Stepped,
+    Target,
     Timeout,
 )
 from loadtest.sampler import Sampler
@@ -259,7 +261,7 @@ class Run:
         xs = [float(r["rss_mb_max"]) for r in self.sampler.rows if r.get("rss_mb_max") not in ("", None)]
         return round(max(xs), 1) if xs else None
 
-    def _recommend(self) -> dict:
+    def _recommend(self) -> Recommendations:
         res = self.results
         normal = {n: s for n, s in res.stepped_scenarios() if n in res.normal}
         lat = [r["latency_ms"] / 1000 for r in self.requests
@@ -279,7 +281,7 @@ class Run:
                                target_rps=targets, target_p99_ms=self.cfg.target_p99_ms, memory_mb=self.cfg.memory_mb,
                                budget_now=self.cfg.budget, seed=self.cfg.seed,
                                after_s=(after, names) if after else None)
-        rec["target"] = {"rps": targets, "p99_wait_ms": self.cfg.target_p99_ms, "memory_mb": self.cfg.memory_mb}
+        rec.target = Target(rps=targets, p99_wait_ms=self.cfg.target_p99_ms, memory_mb=self.cfg.memory_mb)
         return rec
 
 

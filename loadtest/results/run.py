@@ -9,14 +9,13 @@ from typing import TypeVar
 from loadtest.results.common import Check, NginxSummary, StatusPage
 from loadtest.results.sample import Baseline, Lock, Signup, Timeout
 from loadtest.results.serial import Record, optional, record
+from loadtest.results.settings import Recommendations
 from loadtest.results.spill import Spill
 from loadtest.results.stepped import Stepped
 
 Scenario = Baseline | Stepped | Spill | Timeout | Lock | Signup
 SAMPLE = {"baseline": Baseline, "spill": Spill, "timeout": Timeout, "lock": Lock, "signup": Signup}
 S = TypeVar("S", Baseline, Stepped, Spill, Timeout, Lock, Signup)
-SETTINGS = (("workers", "--workers"), ("timeout", "--timeout"), ("background_timeout", "--background-timeout"),
-            ("fastcgi_read_timeout", "nginx fastcgi_read_timeout"))
 
 
 @record
@@ -41,7 +40,7 @@ class RunResults(Record):
     nginx: NginxSummary | None = None
     rss_mb_per_worker: float | None = None
     status_page_ms: StatusPage | None = None
-    recommendations: dict = dataclasses.field(default_factory=dict)  # loadtest.advice.recommend
+    recommendations: Recommendations | None = None
     checks: list[Check] = dataclasses.field(default_factory=list)
 
     @classmethod
@@ -77,10 +76,6 @@ class RunResults(Record):
         lines += [f"  [{c.mark}] {c.name}: {c.detail}" for c in self.checks]
         lines.append("recommended settings (from normal traffic: " + (", ".join(self.normal) or "none")
                      + "; predictions with their 95 % interval):")
-        rec = self.recommendations
-        for key, flag in SETTINGS:
-            if key in rec:
-                lines.append(f"  {flag} {rec[key]['value']}  — {rec[key]['reason']}")
-            elif key in rec.get("not_derived", {}):
-                lines.append(f"  {flag}: not derived — {rec['not_derived'][key]}")
+        if self.recommendations:
+            lines += self.recommendations.summary_lines()
         return lines

@@ -134,16 +134,16 @@ def test_advice_comes_from_normal_traffic_and_says_what_to_do_when_memory_bound(
     rec = advice.recommend({"exhaustion": good_run}, timeout, 0.5, 40.0, target_rps={"exhaustion": 40.0},
                            target_p99_ms=100, memory_mb=4096, budget_now=2.0)
     # the timeout scenario's 20-30 s tasks never set the budget: the normal work is under 0.1 s
-    assert rec["background_timeout"]["value"] == 1
-    assert "not used here" in rec["background_timeout"]["reason"]
-    w = rec["workers"]
-    assert w["value"] == w["needed"] and w["value"] >= 5  # 40 req/s x 80 ms = 3.2 busy workers
-    lo, value, hi = w["prediction"]["p99_wait_s"][1], w["prediction"]["p99_wait_s"][0], w["prediction"]["p99_wait_s"][2]
+    assert rec.background_timeout.value == 1
+    assert "not used here" in rec.background_timeout.reason
+    w = rec.workers
+    assert w.value == w.needed and w.value >= 5  # 40 req/s x 80 ms = 3.2 busy workers
+    lo, value, hi = w.prediction["p99_wait_s"][1], w.prediction["p99_wait_s"][0], w.prediction["p99_wait_s"][2]
     assert lo <= value <= hi and hi <= 0.1  # the whole interval meets the target
     tight = advice.recommend({"exhaustion": good_run}, None, 0.5, 40.0, target_rps={"exhaustion": 40.0},
                              target_p99_ms=100, memory_mb=160, budget_now=2.0)
-    reason = tight["workers"]["reason"]
-    assert tight["workers"]["value"] == 3 and "MEMORY-BOUND" in reason  # (160 - 40) / 40
+    reason = tight.workers.reason
+    assert tight.workers.value == 3 and "MEMORY-BOUND" in reason  # (160 - 40) / 40
     assert "cannot keep up" in reason and "queue" in reason and "spill" in reason
 
 
@@ -171,4 +171,4 @@ def test_a_mix_of_routes_is_calibrated_per_route_and_an_assumed_occupancy_is_not
                                     for p in res.model_points)
     rec = advice.recommend({"Shop": res}, None, 0.1, 40.0, target_rps={"Shop": 20.0}, target_p99_ms=100,
                            memory_mb=2048, budget_now=30.0)
-    assert "background_timeout" not in rec and "request log" in rec["not_derived"]["background_timeout"]
+    assert rec.background_timeout is None and "request log" in rec.not_derived["background_timeout"]
