@@ -59,12 +59,12 @@ def rows_in(sampler_rows: list[dict], label: str) -> list[dict]:
     return [r for r in sampler_rows if r.get("label") == label and not r.get("error")]
 
 
-def _mean(rows: list[dict], col: str) -> float | None:
+def column_mean(rows: list[dict], col: str) -> float | None:
     xs = [float(r[col]) for r in rows if r.get(col) not in ("", None)]
     return round(statistics.fmean(xs), 3) if xs else None
 
 
-def _max(rows: list[dict], col: str) -> float | None:
+def column_max(rows: list[dict], col: str) -> float | None:
     xs = [float(r[col]) for r in rows if r.get(col) not in ("", None)]
     return max(xs) if xs else None
 
@@ -118,7 +118,7 @@ def measure_step(rows: list[dict], label: str, start: float, duration: float, wo
     ci = model.quantile_ci(waits, 0.99)
     est = model.predict(workers, arrival, occ.occupancy_s, ca2=ca2, cs2=occ.cs2)
     srows = rows_in(sampler_rows, label)
-    active = _mean(srows, "active")
+    active = column_mean(srows, "active")
     return SweepPoint(
         label=label, workers=workers, arrival_rate=round(arrival, 3), throughput=round(thr, 3), ca2=round(ca2, 3),
         latency=latency_summary(rows), error_rate=round((len(rows) - len(ok)) / len(rows), 4) if rows else None,
@@ -130,9 +130,9 @@ def measure_step(rows: list[dict], label: str, start: float, duration: float, wo
         # beyond capacity the excess arrivals cannot be served in steady state
         predicted_error_rate=0.0 if est.stable else round(1 - 1 / est.utilization, 4),
         utilization=round(est.utilization, 3), stable=est.stable,
-        mean_listen_queue=_mean(srows, "listen_queue"), max_listen_queue=_max(srows, "listen_queue"),
-        mean_answering=_mean(srows, "answering"), mean_finishing=_mean(srows, "finishing"), mean_active=active,
-        mean_loadavg=_mean(srows, "loadavg1"),
+        mean_listen_queue=column_mean(srows, "listen_queue"), max_listen_queue=column_max(srows, "listen_queue"),
+        mean_answering=column_mean(srows, "answering"), mean_finishing=column_mean(srows, "finishing"),
+        mean_active=active, mean_loadavg=column_mean(srows, "loadavg1"),
         little_occupancy_s=round(active / thr, 4) if active is not None and thr > 0 else None)
 
 

@@ -15,7 +15,7 @@ import statistics
 from fcgipool.sizing.logs import AccessLine, Request, match_waits
 
 from loadtest import model, modelcheck
-from loadtest.analysis import latency_summary, rows_in, step_throughput
+from loadtest.analysis import column_max, column_mean, latency_summary, rows_in, step_throughput
 from loadtest.arrivals import interarrivals
 from loadtest.results import Capacity, Step, StepJudgement, Stepped
 
@@ -127,12 +127,6 @@ def measure(step: dict, workers: int, service_s: list[float], sampler_rows: list
     arrival = len(rows) / step["duration"]
     util = arrival * occ / workers if math.isfinite(occ) else math.nan
     srows = rows_in(sampler_rows, step["label"])
-
-    def mean(col: str) -> float | None:
-        xs = [float(r[col]) for r in srows if r.get(col) not in ("", None)]
-        return round(statistics.fmean(xs), 3) if xs else None
-
-    queue = [float(r["listen_queue"]) for r in srows if r.get("listen_queue") not in ("", None)]
     return Step(
         label=step["label"], phase=step["phase"], offered_rate=step["rate"], duration_s=step["duration"],
         workers=workers, arrival_rate=round(arrival, 3),
@@ -144,9 +138,10 @@ def measure(step: dict, workers: int, service_s: list[float], sampler_rows: list
         utilization=round(util, 3) if math.isfinite(util) else None,
         stable=bool(math.isfinite(util) and util < 1), relaxation_s=model.relaxation_time(
             workers, arrival, occ) if math.isfinite(occ) and occ > 0 else None,
-        mean_listen_queue=mean("listen_queue"), max_listen_queue=max(queue) if queue else None,
-        mean_answering=mean("answering"), mean_finishing=mean("finishing"), mean_active=mean("active"),
-        mean_loadavg=mean("loadavg1"), cores=os.cpu_count() or 1,
+        mean_listen_queue=column_mean(srows, "listen_queue"), max_listen_queue=column_max(srows, "listen_queue"),
+        mean_answering=column_mean(srows, "answering"), mean_finishing=column_mean(srows, "finishing"),
+        mean_active=column_mean(srows, "active"), mean_loadavg=column_mean(srows, "loadavg1"),
+        cores=os.cpu_count() or 1,
     )
 
 

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from loadtest import accesslog, analysis, model, plots, report
-from loadtest.results import Agreement, SweepCalibration, SweepPoint, SweepResults
+from loadtest.results import Agreement, LocustView, SweepCalibration, SweepPoint, SweepResults
 from loadtest.runner import Run, RunConfig, new_report_dir
 from loadtest.stack import Stack
 
@@ -28,7 +28,7 @@ def _ints(raw: str) -> list[int]:
     return [int(x) for x in raw.split(",") if x.strip()]
 
 
-def _step(run: Run, label: str, rate: float, seconds: float) -> tuple[list[dict], dict]:
+def _step(run: Run, label: str, rate: float, seconds: float) -> tuple[list[dict], LocustView]:
     cfg = run.cfg
     params = {"rate": rate, "respond_ms": cfg.respond_ms, "background_ms": cfg.background_ms, "drain": 60.0}
     return run.drive("exhaustion", label, params, seconds)

@@ -14,7 +14,8 @@ from loadtest.results.spill import Spill
 from loadtest.results.stepped import Stepped
 
 Scenario = Baseline | Stepped | Spill | Timeout | Lock | Signup
-SAMPLE = {"baseline": Baseline, "spill": Spill, "timeout": Timeout, "lock": Lock, "signup": Signup}
+SAMPLE: dict[str, type[Scenario]] = {"baseline": Baseline, "spill": Spill, "timeout": Timeout, "lock": Lock,
+                                     "signup": Signup}
 S = TypeVar("S", Baseline, Stepped, Spill, Timeout, Lock, Signup)
 
 
@@ -47,8 +48,8 @@ class RunResults(Record):
     def from_dict(cls, data: dict) -> RunResults:
         stepped = set(data.get("stepped", []))
         out = super().from_dict({k: v for k, v in data.items() if k != "scenarios"})
-        out.scenarios = {name: (Stepped if name in stepped else SAMPLE[name]).from_dict(d)
-                         for name, d in data.get("scenarios", {}).items()}
+        kinds = {name: Stepped if name in stepped else SAMPLE[name] for name in data.get("scenarios", {})}
+        out.scenarios = {name: kinds[name].from_dict(d) for name, d in data.get("scenarios", {}).items()}
         return out
 
     def one(self, cls: type[S]) -> S | None:

@@ -20,7 +20,13 @@ import typing
 from pathlib import Path
 from typing import Any, Self
 
-record = dataclasses.dataclass(kw_only=True)  # every result: keyword-only, so optional fields can sit anywhere
+T = typing.TypeVar("T")
+
+
+@typing.dataclass_transform(kw_only_default=True)
+def record(cls: type[T]) -> type[T]:
+    """Every result: a keyword-only dataclass, so optional fields can sit anywhere (in results.json's key order)."""
+    return dataclasses.dataclass(kw_only=True)(cls)
 
 
 def flat(optional: bool = False) -> Any:
@@ -115,7 +121,7 @@ class Record:
 
     @classmethod
     def from_dict(cls, data: dict) -> Self:
-        hints, kwargs, known = _hints(cls), {}, set()
+        hints, kwargs, known = _hints(cls), dict[str, Any](), set()
         for f in dataclasses.fields(cls):  # type: ignore[arg-type]
             if f.metadata.get("flat"):
                 sub = _flat_type(cls, f.name)
