@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else None
     try:
         if args.command == "run":
-            from loadtest import report, runner
+            from loadtest import runner
 
             names = [s.strip() for s in args.scenarios.split(",") if s.strip()]
             cfg = runner.RunConfig(
@@ -75,14 +75,14 @@ def main(argv: list[str] | None = None) -> int:
                 stack_file=args.stack_file, target=args.target, locustfile=args.locustfile,
                 status_url=args.status_url, request_log=args.request_log, access_log=args.access_log)
             folder, results = runner.run(cfg)
-            print("\n".join(report.summary_lines(results)))
+            print("\n".join(results.summary_lines()))
             print(f"report: {folder}/index.html")
-            hard_failures = [c for c in results["checks"] if c.get("hard") and c["ok"] is False]
+            hard_failures = [c for c in results.checks if c.hard and c.ok is False]
             return 1 if hard_failures else 0
         from loadtest import sweep
 
-        folder, results = sweep.run(args, out)
-        print("\n".join(sweep.summary_lines(results)))
+        folder, sweep_results = sweep.run(args, out)
+        print("\n".join(sweep_results.summary_lines()))
         print(f"report: {folder}/index.html")
         return 0
     except (StackError, LocustfileError) as exc:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from fcgipool.sizing.predict import Interval, WaitPrediction, predict_wait
 
 from loadtest import model
+from loadtest.results import Check, ModelPoint, Step, WaitCalibration
 
 # Up to 12 comparisons per run (4 quantities x 3 stable steps): each uses the 99.8 % interval of 1,000 simulated
 # runs, so a correct model fails a run with probability <= 12 x 0.2 % = 2.4 % (Bonferroni).
@@ -58,10 +59,10 @@ class Calibration:
         false = sum(1 for x in xs if x - med > tau) / len(xs)
         return cls(med, statistics.fmean(xs), resolution, tau, false, source)
 
-    def as_dict(self) -> dict:
-        return {"source": self.source, "median_ms": round(self.median_s * 1000, 2),
-                "resolution_ms": round(self.resolution_s * 1000, 2), "tau_ms": round(self.tau_s * 1000, 2),
-                "false_wait": round(self.false_wait, 4)}
+    def summary(self) -> WaitCalibration:
+        return WaitCalibration(source=self.source, median_ms=round(self.median_s * 1000, 2),
+                               resolution_ms=round(self.resolution_s * 1000, 2), tau_ms=round(self.tau_s * 1000, 2),
+                               false_wait=round(self.false_wait, 4))
 
 
 def after_warmup(values: list[float]) -> list[float]:
@@ -122,8 +123,8 @@ def _fmt(key: str, v: float) -> float | None:
     return round(v, 3) if key == "p_wait" else round(v * 1000, 1)
 
 
-def compare(step: dict, measured: dict, pred: WaitPrediction, cal: Calibration, unjudged: str | None = None
-            ) -> list[dict]:
+def compare(step: Step, measured: dict, pred: WaitPrediction, cal: Calibration, unjudged: str | None = None
+            ) -> list[ModelPoint]:
     """One point per quantity: it agrees when the measured value lies inside the prediction's interval for a run
     of this length, widened by the resolution for times (a difference below it is not a measurable wait).
     ``unjudged``: why no point can be judged (the prediction's input was assumed, not measured)."""
@@ -131,31 +132,29 @@ def compare(step: dict, measured: dict, pred: WaitPrediction, cal: Calibration, 
     points = []
     for key, name in QUANTITIES:
         p = p_wait_above(pred, cal.tau_s) if key == "p_wait" else getattr(pred, key)
-        point: dict = {"quantity": key, "name": name, "label": step["label"], "rate": step["arrival_rate"],
-                       "utilization": step["utilization"], "requests": n,
-                       "predicted": [_fmt(key, p.value), _fmt(key, p.low), _fmt(key, p.high)]}
+        point = ModelPoint(quantity=key, name=name, label=step.label, rate=step.arrival_rate,
+                           utilization=step.utilization or 0.0, requests=n, agrees=None, why="",
+                           predicted=[_fmt(key, p.value), _fmt(key, p.low), _fmt(key, p.high)])
         if n < MIN_REQUESTS[key] or key not in measured or unjudged:
-            why = unjudged or f"{n} requests, fewer than the {MIN_REQUESTS[key]} a {name} needs"
-            point.update(agrees=None, why=why)
+            point.why = unjudged or f"{n} requests, fewer than the {MIN_REQUESTS[key]} a {name} needs"
             if unjudged and key in measured:
-                point["measured_unjudged"] = [_fmt(key, v) for v in measured[key]]
+                point.measured_unjudged = [_fmt(key, v) for v in measured[key]]
             points.append(point)
             continue
         m = measured[key]
-        point["measured"] = [_fmt(key, v) for v in m]
+        point.measured = [_fmt(key, v) for v in m]
         slack = 0.0 if key == "p_wait" else cal.resolution_s
-        agrees = p.low - slack <= m[0] <= p.high + slack
-        point["agrees"] = agrees
-        point["error"] = round(model.relative_error(p.value, m[0]), 3) if m[0] and math.isfinite(p.value) else None
-        point["why"] = "" if agrees else disagreement_reason(step, m[0], p.value)
+        point.agrees = p.low - slack <= m[0] <= p.high + slack
+        point.error = round(model.relative_error(p.value, m[0]), 3) if m[0] and math.isfinite(p.value) else None
+        point.why = "" if point.agrees else disagreement_reason(step, m[0], p.value)
         points.append(point)
     return points
 
 
-def disagreement_reason(step: dict, meas: float, pred: float) -> str:
+def disagreement_reason(step: Step, meas: float, pred: float) -> str:
     """What the run itself says about a miss: CPU contention, a step too short to settle, or the model."""
-    load = step.get("mean_loadavg")
-    cores = step.get("cores") or 1
+    load = step.mean_loadavg
+    cores = step.cores or 1
     if meas > pred and load is not None and load > cores:
         return (f"the machine was overloaded during the step (load average {load:.1f} on {cores} cores): "
                 "requests waited for a CPU as well as for a worker")
@@ -165,26 +164,27 @@ def disagreement_reason(step: dict, meas: float, pred: float) -> str:
     return "measured shorter than the model: arrivals or service times were more regular than the sample"
 
 
-def summarize(points: list[dict], scenario: str) -> list[dict]:
+def summarize(points: list[ModelPoint], scenario: str) -> list[Check]:
     """One check per quantity over the stable steps: PASS when every judged step agrees, n/a when none could be
     judged (the detail says why: too few requests)."""
     out = []
     for key, name in QUANTITIES:
-        mine = [p for p in points if p["quantity"] == key]
-        judged = [p for p in mine if p["agrees"] is not None]
+        mine = [p for p in points if p.quantity == key]
+        judged = [p for p in mine if p.agrees is not None]
         unit = "" if key == "p_wait" else " ms"
         parts = []
         for p in mine:
-            lo, hi = p["predicted"][1], p["predicted"][2] if p["predicted"][2] is not None else "inf"
-            head = (f"{p['rate']:.1f}/s (u {p['utilization']:.2f}, {p['requests']} req): predicted "
-                    f"{p['predicted'][0]}{unit} [{lo}-{hi}]")
-            if p["agrees"] is None:
-                parts.append(f"{head}; not judged: {p['why']}")
+            value, lo, hi = p.predicted
+            head = (f"{p.rate:.1f}/s (u {p.utilization:.2f}, {p.requests} req): predicted "
+                    f"{value}{unit} [{lo}-{'inf' if hi is None else hi}]")
+            if p.agrees is None:
+                parts.append(f"{head}; not judged: {p.why}")
             else:
-                parts.append(f"{head}, measured {p['measured'][0]}{unit}" + (f" ({p['why']})" if p["why"] else ""))
+                measured = p.measured[0] if p.measured else None
+                parts.append(f"{head}, measured {measured}{unit}" + (f" ({p.why})" if p.why else ""))
         what = "P(wait > tau)" if key == "p_wait" else name
         need = f" (steps with >= {MIN_REQUESTS[key]} requests)" if key == "p99_wait_s" else ""
-        out.append({"name": f"{scenario}: model {what} within its interval at every stable step{need}",
-                    "ok": all(p["agrees"] for p in judged) if judged else None, "kind": "model",
-                    "detail": "; ".join(parts) or "no stable step", "judged": len(judged)})
+        out.append(Check(name=f"{scenario}: model {what} within its interval at every stable step{need}",
+                         ok=all(p.agrees for p in judged) if judged else None, kind="model",
+                         detail="; ".join(parts) or "no stable step", judged=len(judged)))
     return out

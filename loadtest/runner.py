@@ -15,6 +15,20 @@ from pathlib import Path
 
 from loadtest import accesslog, advice, analysis, checks, model, modelcheck, requestlog, spillrun, stepped, userfile
 from loadtest.driver import run_user
+from loadtest.results import (
+    Baseline,
+    ClosedLoop,
+    Lock,
+    LocustView,
+    NginxSummary,
+    Recommendations,
+    RunResults,
+    Signup,
+    StatusPage,
+    Stepped,
+    Target,
+    Timeout,
+)
 from loadtest.sampler import Sampler
 from loadtest.scenarios import USERS, Recorder
 from loadtest.stack import REPO, Stack, StackError
@@ -68,7 +82,7 @@ class Run:
         self.run_id = uuid.uuid4().hex[:8]
         self.sampler = Sampler(stack)
         self.requests: list[dict] = []
-        self.results: dict = {"scenarios": {}, "skipped": {}, "stepped": [], "normal": []}
+        self.results = RunResults()
         self.workers = stack.workers()
         self.windows: dict[str, list[float]] = {}  # scenario -> [first send, last answer]: its request-log lines
         self.log_offset = requestlog.log_size(stack.request_log)
@@ -78,7 +92,7 @@ class Run:
 
     # --- one scenario = snapshots around a locust run -------------------------------------------------------
     def drive(self, name: str, label: str, params: dict, duration: float, users: int = 1,
-              user_cls: type | None = None) -> tuple[list, dict]:
+              user_cls: type | None = None) -> tuple[list, LocustView]:
         rec = Recorder()
         self.sampler.label = label
         params = {"scenario": name, "step": label, "run_id": self.run_id, "seed": self.cfg.seed, **params,
@@ -89,22 +103,20 @@ class Run:
         self.sampler.label = f"{label}:drain"
         if not self.stack.wait_idle(timeout=max(30.0, (self.cfg.budget or 0) * 3)):
             self.log(f"warning: pool still busy after {label}")
-        locust_view["start"], locust_view["duration"] = started, duration
-        locust_view["task_errors"] = rec.task_errors
         win = self.windows.setdefault(name.removesuffix("-closed"), [started, started])
         win[1] = max(win[1], time.time())
         self.requests.extend(rec.rows)
-        return rec.rows, locust_view
+        return rec.rows, LocustView(**locust_view, start=started, duration=duration, task_errors=rec.task_errors)
 
     def snapshot(self) -> tuple[dict, dict]:
         return self.stack.ledger(), self.stack.status()
 
-    def baseline(self) -> dict:
+    def baseline(self) -> Baseline:
         rate = self.cfg.rate or 30.0
         rows, view = self.drive("baseline", "baseline", {"rate": rate}, self.cfg.seconds("baseline"))
-        return {"rate": rate, **analysis.latency_summary(rows), "locust": view}
+        return Baseline(rate=rate, latency=analysis.latency_summary(rows), locust=view)
 
-    def exhaustion(self, base_ms: float) -> dict:
+    def exhaustion(self, base_ms: float) -> Stepped:
         cfg = self.cfg
         work = {"respond_ms": cfg.respond_ms, "background_ms": cfg.background_ms}
         est_occ = (cfg.respond_ms + cfg.background_ms + base_ms) / 1000
@@ -112,26 +124,26 @@ class Run:
         out = stepped.run_stepped(self, "exhaustion", USERS["exhaustion"], lambda rate: dict(work), est_occ, plan,
                                   answer_prefix="/work")
         # the top step once more, closed loop, as a default locust run would measure it
-        top = out["steps"][-1]
+        top = out.steps[-1]
         users = self.workers * 2
-        closed_s = max(4.0, top["duration_s"] / 2)
-        params = {"rate": top["offered_rate"], "users": users, **work}
-        label = f"closed-loop@{top['offered_rate']:g}/s"
+        closed_s = max(4.0, top.duration_s / 2)
+        params = {"rate": top.offered_rate, "users": users, **work}
+        label = f"closed-loop@{top.offered_rate:g}/s"
         rows, view = self.drive("exhaustion-closed", label, params, closed_s, users=users)
-        out["closed_loop"] = {"rate": top["offered_rate"], "users": users, "duration": closed_s,
-                              **analysis.latency_summary(rows),
-                              "throughput": round(analysis.step_throughput(rows, view["start"] + closed_s * 0.2,
-                                                                           view["start"] + closed_s), 3)}
+        out.closed_loop = ClosedLoop(
+            rate=top.offered_rate, users=users, duration=closed_s, latency=analysis.latency_summary(rows),
+            throughput=round(analysis.step_throughput(rows, view.start + closed_s * 0.2, view.start + closed_s),
+                             3))
         return out
 
-    def user_scenario(self, name: str, cls: type) -> dict:
+    def user_scenario(self, name: str, cls: type) -> Stepped:
         """One class of the user's locustfile, stepped like exhaustion (its occupancy probed first)."""
         out = stepped.run_stepped(self, name, userfile.open_loop(cls), lambda rate: {}, None, userfile.plan_for(cls))
-        out["normal"] = userfile.is_normal(cls)
-        out["task_errors"] = sum(v.get("task_errors", 0) for v in out["locust"])
+        out.normal = userfile.is_normal(cls)
+        out.task_errors = sum(v.task_errors for v in out.locust or [])
         return out
 
-    def timeout(self, budget: float) -> dict:
+    def timeout(self, budget: float, budget_source: str) -> Timeout:
         # mean requested time ≈ 0.7 x budget: aim at half the pool busy, but send at least one request per
         # worker (a long budget allows only a few requests in the scenario's time)
         duration = self.cfg.seconds("timeout")
@@ -143,18 +155,21 @@ class Run:
         led1, st1 = self.snapshot()
         out = analysis.analyse_timeout(rows, budget, analysis.ledger_delta(led0, led1),
                                        analysis.status_delta(st0, st1))
-        out.update(rate=rate, locust=view, ledger_delta=analysis.ledger_delta(led0, led1))
+        out.rate, out.locust, out.ledger_delta = rate, view, analysis.ledger_delta(led0, led1)
         if budget > 5:
-            out["note"] = (f"the stack's budget is {budget:g} s, so few requests fit in {duration:g} s; start it "
-                           "with FCGIPOOL_BACKGROUND_TIMEOUT=2 for a statistically useful run")
+            out.note = (f"the stack's budget is {budget:g} s, so few requests fit in {duration:g} s; start it "
+                        "with FCGIPOOL_BACKGROUND_TIMEOUT=2 for a statistically useful run")
+        out.budget_source = budget_source
         return out
 
-    def lock(self) -> dict:
+    def lock(self) -> Lock:
         users = max(1, min(4, self.workers // 2))
         rows, view = self.drive("lock", "lock", {"hold_ms": self.cfg.hold_ms}, self.cfg.seconds("lock"), users=users)
-        return {**analysis.analyse_lock(rows, self.cfg.hold_ms), "users": users, "locust": view}
+        out = analysis.analyse_lock(rows, self.cfg.hold_ms)
+        out.users, out.locust = users, view
+        return out
 
-    def signup(self) -> dict:
+    def signup(self) -> Signup:
         led0, _ = self.snapshot()
         rows, view = self.drive("signup", "signup", {}, self.cfg.seconds("signup"), users=5)
         accepted = [r["email"] for r in rows if r.get("email") and r["status"] == 202]
@@ -164,30 +179,33 @@ class Run:
             time.sleep(1)
             text = self.stack.mail_text()
         led1, _ = self.snapshot()
-        return {**analysis.analyse_signup(rows, text, analysis.ledger_delta(led0, led1)), "locust": view}
+        out = analysis.analyse_signup(rows, text, analysis.ledger_delta(led0, led1))
+        out.locust = view
+        return out
 
     # --- the whole run ----------------------------------------------------------------------------------------
     def sample_scenarios(self, names: list[str], budget: float, budget_source: str) -> None:
-        sc, cfg = self.results["scenarios"], self.cfg
+        res, cfg = self.results, self.cfg
+        sc = res.scenarios
         base_ms = 5.0
         if "baseline" in names:
-            sc["baseline"] = self.baseline()
-            base_ms = sc["baseline"]["p50_ms"] or base_ms
+            sc["baseline"] = b = self.baseline()
+            base_ms = b.latency.p50_ms or base_ms
         if "exhaustion" in names:
             sc["exhaustion"] = self.exhaustion(base_ms)
-            self.results["stepped"].append("exhaustion")
-            self.results["normal"].append("exhaustion")
+            res.stepped.append("exhaustion")
+            res.normal.append("exhaustion")
         if "spill" in names:
-            sc["spill"] = spillrun.run_spill(self, self.pool_capacity(base_ms), base_ms)
-            if "skipped" in sc["spill"]:
-                self.results["skipped"]["spill"] = sc.pop("spill")["skipped"]
+            try:
+                sc["spill"] = spillrun.run_spill(self, self.pool_capacity(base_ms), base_ms)
+            except spillrun.Skipped as why:
+                res.skipped["spill"] = str(why)
         if "timeout" in names and cfg.smoke and budget > 5:
-            self.results["skipped"]["timeout"] = (
+            res.skipped["timeout"] = (
                 f"the pool's background budget is {budget:g} s ({budget_source}), too long for a smoke run; "
                 "start the stack with FCGIPOOL_BACKGROUND_TIMEOUT=2 (or pass --background-budget)")
         elif "timeout" in names:
-            sc["timeout"] = self.timeout(budget)
-            sc["timeout"]["budget_source"] = budget_source
+            sc["timeout"] = self.timeout(budget, budget_source)
         if "lock" in names:
             sc["lock"] = self.lock()
         if "signup" in names:
@@ -195,21 +213,21 @@ class Run:
 
     def pool_capacity(self, base_ms: float) -> float:
         """req/s the pool serves running every task itself: exhaustion's measurement, else workers / occupancy."""
-        exh = self.results["scenarios"].get("exhaustion") or {}
-        measured = exh.get("measured_capacity") or exh.get("expected_capacity")
+        exh = self.results.scenarios.get("exhaustion")
+        measured = exh and isinstance(exh, Stepped) and (exh.capacity.measured_capacity or exh.expected_capacity)
         if measured:
             return float(measured)
         return self.workers / ((self.cfg.respond_ms + self.cfg.background_ms + base_ms) / 1000)
 
-    def execute(self, user_classes: dict[str, type] | None = None) -> dict:
-        cfg = self.cfg
+    def execute(self, user_classes: dict[str, type] | None = None) -> RunResults:
+        cfg, res = self.cfg, self.results
         budget, budget_source = self.stack.background_budget(cfg.budget)
         cfg.budget = budget
         log_offset = accesslog.log_size(self.stack.access_log)
-        self.results.update(run_id=self.run_id, started=time.time(), workers=self.workers, mode=self.stack.mode,
-                            base_url=self.stack.base_url, status_url=self.stack.status_url, budget_s=budget,
-                            budget_source=budget_source, smoke=cfg.smoke, locustfile=cfg.locustfile,
-                            config={k: v for k, v in vars(cfg).items() if k not in ("out_dir",)})
+        res.run_id, res.started, res.workers, res.mode = self.run_id, time.time(), self.workers, self.stack.mode
+        res.base_url, res.status_url, res.budget_s = self.stack.base_url, self.stack.status_url, budget
+        res.budget_source, res.smoke, res.locustfile = budget_source, cfg.smoke, cfg.locustfile
+        res.config = {k: v for k, v in vars(cfg).items() if k not in ("out_dir",)}
         if not self.stack.wait_idle(timeout=30):
             self.log("warning: the pool was busy before the run started")
         led_start = self.stack.ledger() if user_classes is None else None
@@ -219,62 +237,62 @@ class Run:
                 self.sample_scenarios(cfg.scenarios or list(SCENARIOS), budget, budget_source)
             else:
                 for name, cls in user_classes.items():
-                    self.results["scenarios"][name] = self.user_scenario(name, cls)
-                    self.results["stepped"].append(name)
-                    if self.results["scenarios"][name]["normal"]:
-                        self.results["normal"].append(name)
+                    res.scenarios[name] = one = self.user_scenario(name, cls)
+                    res.stepped.append(name)
+                    if one.normal:
+                        res.normal.append(name)
         finally:
             self.sampler.stop()
-        self.results["finished"] = time.time()
+        res.finished = time.time()
         if led_start is not None:
-            self.results["ledger"] = {"before": led_start, "after": self.stack.ledger()}
+            res.ledger = {"before": led_start, "after": self.stack.ledger()}
         self.access = accesslog.read_from(self.stack.access_log, log_offset)
-        self.results["nginx"] = accesslog.summarize(self.access) if self.stack.access_log else None
-        self.results["rss_mb_per_worker"] = self._rss()
+        res.nginx = NginxSummary(**accesslog.summarize(self.access)) if self.stack.access_log else None
+        res.rss_mb_per_worker = self._rss()
         polls = [float(r["poll_ms"]) for r in self.sampler.rows if not r.get("error")]
-        self.results["status_page_ms"] = {"samples": len(polls), "p50": analysis.pct(polls, 0.5),
-                                          "max": analysis.pct(polls, 1.0),
-                                          "errors": sum(1 for r in self.sampler.rows if r.get("error"))}
-        self.results["recommendations"] = self._recommend()
-        self.results["checks"] = checks.checks(self.results)
-        return self.results
+        res.status_page_ms = StatusPage(samples=len(polls), p50=analysis.pct(polls, 0.5),
+                                        max=analysis.pct(polls, 1.0),
+                                        errors=sum(1 for r in self.sampler.rows if r.get("error")))
+        res.recommendations = self._recommend()
+        res.checks = checks.checks(res)
+        return res
 
     def _rss(self) -> float | None:
         xs = [float(r["rss_mb_max"]) for r in self.sampler.rows if r.get("rss_mb_max") not in ("", None)]
         return round(max(xs), 1) if xs else None
 
-    def _recommend(self) -> dict:
-        sc = self.results["scenarios"]
-        normal = {n: sc[n] for n in self.results["normal"]}
+    def _recommend(self) -> Recommendations:
+        res = self.results
+        normal = {n: s for n, s in res.stepped_scenarios() if n in res.normal}
         lat = [r["latency_ms"] / 1000 for r in self.requests
                if 200 <= r["status"] < 300 and r["scenario"] in ("baseline", "signup")]
         for s in normal.values():
-            lat += s.get("answer_latency_samples_s") or []
+            lat += s.answer_latency_samples_s
         p999 = model.quantile(lat, 0.999) if lat else 1.0
         targets = {n: self.cfg.rate or best_stable_rate(s) for n, s in normal.items()}
         # after-response times of every normal scenario (signup's mail, lock's hold too) from the request log
-        names = [n for n in self.windows if n in self.results["normal"] or n in ("baseline", "lock", "signup")]
+        names = [n for n in self.windows if n in res.normal or n in ("baseline", "lock", "signup")]
         wins = [self.windows[n] for n in names]
         if self.stack.request_log:
             time.sleep(1.2)  # workers write their request-log lines once a second
         after = [r.after_s for r in requestlog.read_from(self.stack.request_log, self.log_offset)
                  if 200 <= r.status < 400 and any(lo <= r.time <= hi for lo, hi in wins)]
-        rec = advice.recommend(normal, sc.get("timeout"), p999, self.results.get("rss_mb_per_worker"),
+        rec = advice.recommend(normal, res.one(Timeout), p999, res.rss_mb_per_worker,
                                target_rps=targets, target_p99_ms=self.cfg.target_p99_ms, memory_mb=self.cfg.memory_mb,
                                budget_now=self.cfg.budget, seed=self.cfg.seed,
                                after_s=(after, names) if after else None)
-        rec["target"] = {"rps": targets, "p99_wait_ms": self.cfg.target_p99_ms, "memory_mb": self.cfg.memory_mb}
+        rec.target = Target(rps=targets, p99_wait_ms=self.cfg.target_p99_ms, memory_mb=self.cfg.memory_mb)
         return rec
 
 
-def best_stable_rate(sc: dict) -> float:
+def best_stable_rate(sc: Stepped) -> float:
     """The highest arrival rate the run measured below 90 % utilisation: the advice's default target."""
-    rates = [s["arrival_rate"] for s in sc["steps"] if s["phase"] == "stable" and s["stable"]
-             and (s["utilization"] or 1) <= modelcheck.MAX_UTILIZATION]
-    return max(rates) if rates else round(sc["expected_capacity"] * 0.5, 2)
+    rates = [s.arrival_rate for s in sc.steps if s.phase == "stable" and s.stable
+             and (s.utilization or 1) <= modelcheck.MAX_UTILIZATION]
+    return max(rates) if rates else round((sc.expected_capacity or 0.0) * 0.5, 2)
 
 
-def run(cfg: RunConfig) -> tuple[Path, dict]:
+def run(cfg: RunConfig) -> tuple[Path, RunResults]:
     from loadtest import report  # matplotlib only when there is something to draw
 
     user_classes = None
@@ -300,6 +318,6 @@ def run(cfg: RunConfig) -> tuple[Path, dict]:
     r = Run(cfg, stack)
     results = r.execute(user_classes)
     report.write(r.out, results, r.requests, r.sampler, r.access)
-    if not math.isfinite(results["finished"] - results["started"]):
+    if not math.isfinite(results.finished - results.started):
         raise RuntimeError("clock went backwards")
     return r.out, results

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from loadtest import accesslog, analysis, requestlog, steps
+from loadtest.results import Stepped
 
 CALIBRATION_LOAD = 0.25  # Erlang C: at 4 workers fewer than 2 % of requests wait; the wait measurement's zero
 STABLE_LOADS = (0.5, 0.65, 0.8)
@@ -72,7 +73,7 @@ def probe_occupancy(run, name: str, user_cls: type, params: dict) -> float:
 
 
 def run_stepped(run, name: str, user_cls: type, params: Callable[[float], dict], est_occ: float | None,
-                plan: Plan, answer_prefix: str = "/") -> dict:
+                plan: Plan, answer_prefix: str = "/") -> Stepped:
     """Run the steps of one scenario and analyse them. ``params(rate)`` gives the user class's parameters;
     ``est_occ`` the first occupancy guess (None: probe for it)."""
     cfg = run.cfg
@@ -89,7 +90,7 @@ def run_stepped(run, name: str, user_cls: type, params: Callable[[float], dict],
         label = f"{name}@{rate:g}/s"
         st0 = run.stack.status()
         rows, view = run.drive(name, label, {**params(rate), "rate": rate, "drain": 60.0}, secs, user_cls=user_cls)
-        st = {"label": label, "phase": phase, "rate": rate, "duration": secs, "start": view["start"], "rows": rows,
+        st = {"label": label, "phase": phase, "rate": rate, "duration": secs, "start": view.start, "rows": rows,
               "locust": view, "bg_seconds": analysis.status_delta(st0, run.stack.status())["background seconds"]}
         done.append(st)
         return st
@@ -112,10 +113,11 @@ def run_stepped(run, name: str, user_cls: type, params: Callable[[float], dict],
                                       cal["start"] + cal["duration"] + 5)
     out = steps.analyse(done, run.workers, sampler_rows=run.sampler.rows, log=log, access_rows=access_rows,
                         answer_s=answer or None, bg_seconds=cal["bg_seconds"], bg_ratio=ratio, seed=cfg.seed)
-    out.update(pool_delta=delta, estimated_capacity_before=round(est_cap, 2), background_ratio=round(ratio, 4),
-               request_log_lines=len(log), locust=[s["locust"] for s in done],
-               answer_latency_samples_s=[r["latency_ms"] / 1000 for s in done if s["phase"] != "overload"
-                                         for r in s["rows"] if 200 <= r["status"] < 400])
-    if math.isinf(out["expected_capacity"]):
-        out["note"] = "no successful request at the calibration step: no occupancy, no model"
+    out.pool_delta, out.estimated_capacity_before = delta, round(est_cap, 2)
+    out.background_ratio, out.request_log_lines = round(ratio, 4), len(log)
+    out.locust = [s["locust"] for s in done]
+    out.answer_latency_samples_s = [r["latency_ms"] / 1000 for s in done if s["phase"] != "overload"
+                                    for r in s["rows"] if 200 <= r["status"] < 400]
+    if out.expected_capacity is None or math.isinf(out.expected_capacity):
+        out.note = "no successful request at the calibration step: no occupancy, no model"
     return out

@@ -15,8 +15,9 @@ import statistics
 from fcgipool.sizing.logs import AccessLine, Request, match_waits
 
 from loadtest import model, modelcheck
-from loadtest.analysis import latency_summary, rows_in, step_throughput
+from loadtest.analysis import column_max, column_mean, latency_summary, rows_in, step_throughput
 from loadtest.arrivals import interarrivals
+from loadtest.results import Capacity, Step, StepJudgement, Stepped
 
 CAPACITY_AGREE = 0.15  # measured capacity within 15 % of workers / occupancy
 SERVER_WAITS_MIN_MATCH = 0.9  # use nginx-minus-pool waits only when 90 % of a step's requests were matched
@@ -118,7 +119,7 @@ def step_values(step: dict, log: list[Request], access: list[AccessLine], unload
     return [r["latency_ms"] / 1000 - unloaded.get(r.get("name") or "", overall) for r in ok], "client"
 
 
-def measure(step: dict, workers: int, service_s: list[float], sampler_rows: list[dict]) -> dict:
+def measure(step: dict, workers: int, service_s: list[float], sampler_rows: list[dict]) -> Step:
     """Rate, throughput, latency, utilisation and the pool's queue at one step."""
     rows = step["rows"]
     ok = _ok(rows)
@@ -126,32 +127,27 @@ def measure(step: dict, workers: int, service_s: list[float], sampler_rows: list
     arrival = len(rows) / step["duration"]
     util = arrival * occ / workers if math.isfinite(occ) else math.nan
     srows = rows_in(sampler_rows, step["label"])
-
-    def mean(col: str) -> float | None:
-        xs = [float(r[col]) for r in srows if r.get(col) not in ("", None)]
-        return round(statistics.fmean(xs), 3) if xs else None
-
-    queue = [float(r["listen_queue"]) for r in srows if r.get("listen_queue") not in ("", None)]
-    return {
-        "label": step["label"], "phase": step["phase"], "offered_rate": step["rate"], "duration_s": step["duration"],
-        "workers": workers, "arrival_rate": round(arrival, 3),
-        "throughput": round(step_throughput(rows, step["start"] + step["duration"] * 0.2,
-                                            step["start"] + step["duration"]), 3),
-        "ca2": round(model.cv2(interarrivals([r["intended"] for r in ok])), 3), **latency_summary(rows),
-        "error_rate": round((len(rows) - len(ok)) / len(rows), 4) if rows else None,
-        "occupancy_s": round(occ, 4) if math.isfinite(occ) else None, "service_n": len(service_s),
-        "utilization": round(util, 3) if math.isfinite(util) else None,
-        "stable": bool(math.isfinite(util) and util < 1), "relaxation_s": model.relaxation_time(
+    return Step(
+        label=step["label"], phase=step["phase"], offered_rate=step["rate"], duration_s=step["duration"],
+        workers=workers, arrival_rate=round(arrival, 3),
+        throughput=round(step_throughput(rows, step["start"] + step["duration"] * 0.2,
+                                         step["start"] + step["duration"]), 3),
+        ca2=round(model.cv2(interarrivals([r["intended"] for r in ok])), 3), latency=latency_summary(rows),
+        error_rate=round((len(rows) - len(ok)) / len(rows), 4) if rows else None,
+        occupancy_s=round(occ, 4) if math.isfinite(occ) else None, service_n=len(service_s),
+        utilization=round(util, 3) if math.isfinite(util) else None,
+        stable=bool(math.isfinite(util) and util < 1), relaxation_s=model.relaxation_time(
             workers, arrival, occ) if math.isfinite(occ) and occ > 0 else None,
-        "mean_listen_queue": mean("listen_queue"), "max_listen_queue": max(queue) if queue else None,
-        "mean_answering": mean("answering"), "mean_finishing": mean("finishing"), "mean_active": mean("active"),
-        "mean_loadavg": mean("loadavg1"), "cores": os.cpu_count() or 1,
-    }
+        mean_listen_queue=column_mean(srows, "listen_queue"), max_listen_queue=column_max(srows, "listen_queue"),
+        mean_answering=column_mean(srows, "answering"), mean_finishing=column_mean(srows, "finishing"),
+        mean_active=column_mean(srows, "active"), mean_loadavg=column_mean(srows, "loadavg1"),
+        cores=os.cpu_count() or 1,
+    )
 
 
 def analyse(steps: list[dict], workers: int, *, sampler_rows: list[dict], log: list[Request], access_rows: list[dict],
             answer_s: list[float] | None = None, bg_seconds: float | None = None, bg_ratio: float = 1.0,
-            seed: int = 1) -> dict:
+            seed: int = 1) -> Stepped:
     """steps: [{"label", "phase", "rate", "duration", "start", "rows"}], the calibration step first."""
     access = access_lines(access_rows)
     cal_step = steps[0]
@@ -170,17 +166,18 @@ def analyse(steps: list[dict], workers: int, *, sampler_rows: list[dict], log: l
             per_step.append(one)
         svc = svc or cal["samples"]  # without a request log the calibration's occupancy stands for every step
         entry = measure(st, workers, svc, sampler_rows)
-        if st["phase"] == "stable" and entry["stable"] and entry["utilization"] <= modelcheck.MAX_UTILIZATION:
+        if st["phase"] == "stable" and entry.stable and (entry.utilization or 0) <= modelcheck.MAX_UTILIZATION:
             # a step is measured the way its calibration was (server-side only if the calibration was)
             values, src = step_values(st, log, access, unloaded, server=cal_src == "server")
             # the step's whole count decides what is judged; both it and the simulation drop their first 10 %
             measured = modelcheck.measure_waits(modelcheck.after_warmup(values), cals[src])
             measured["requests"] = len(values)
             gaps = interarrivals([r["intended"] for r in _ok(st["rows"])])
-            pred = modelcheck.predict_step(workers, entry["arrival_rate"], svc, gaps, len(values), seed)
-            entry.update(wait_source=cals[src].source, prediction_method=pred.method, prediction_notes=pred.notes,
-                         measured_p99_wait_ms=modelcheck._fmt("p99_wait_s", measured.get("p99_wait_s", [math.nan])[0]),
-                         predicted_p99_wait_ms=modelcheck._fmt("p99_wait_s", pred.p99_wait_s.value))
+            pred = modelcheck.predict_step(workers, entry.arrival_rate, svc, gaps, len(values), seed)
+            entry.judged = StepJudgement(
+                wait_source=cals[src].source, prediction_method=pred.method, prediction_notes=pred.notes,
+                measured_p99_wait_ms=modelcheck._fmt("p99_wait_s", measured.get("p99_wait_s", [math.nan])[0]),
+                predicted_p99_wait_ms=modelcheck._fmt("p99_wait_s", pred.p99_wait_s.value))
             points += modelcheck.compare(entry, measured, pred, cals[src], None if cal["measured"] else (
                 "the occupancy's variability was not measured (no per-request after-response times: pass the "
                 "pool's request log, REQUEST_LOG=), so the model's input is an assumption"))
@@ -193,30 +190,29 @@ def analyse(steps: list[dict], workers: int, *, sampler_rows: list[dict], log: l
     occ = statistics.fmean(svc) if svc else math.nan
     capacity = workers / occ if occ and math.isfinite(occ) else math.inf
     se = statistics.stdev(svc) / math.sqrt(len(svc)) if len(svc) > 1 else math.nan
-    out: dict = {"workers": workers, "occupancy_s": round(occ, 4) if math.isfinite(occ) else None,
-                 "occupancy_se_s": round(se, 5) if math.isfinite(se) else None, "occupancy_n": len(svc),
-                 "cs2": round(model.cv2(svc), 4), "service_source": cal["source"],
-                 "response_s": round(statistics.fmean(pooled["answer"]), 4) if pooled["answer"] else None,
-                 "background_s": round(statistics.fmean(pooled["after"]), 4) if pooled["after"] else None,
-                 "after_samples_s": after_samples(steps, log, bg_ratio) or (cal["after"] if cal["measured"] else []),
-                 "variability_measured": cal["measured"],
-                 "expected_capacity": round(capacity, 3), "steps": out_steps, "model_points": points,
-                 "calibration": {k: c.as_dict() for k, c in cals.items()}, "service_samples_s": svc,
-                 "answer_samples_s": pooled["answer"]}
-    out.update(capacity_check(out_steps, capacity, se / occ if occ and math.isfinite(se) else 0.0))
-    return out
+    return Stepped(
+        workers=workers, occupancy_s=round(occ, 4) if math.isfinite(occ) else None,
+        occupancy_se_s=round(se, 5) if math.isfinite(se) else None, occupancy_n=len(svc),
+        cs2=round(model.cv2(svc), 4), service_source=cal["source"],
+        response_s=round(statistics.fmean(pooled["answer"]), 4) if pooled["answer"] else None,
+        background_s=round(statistics.fmean(pooled["after"]), 4) if pooled["after"] else None,
+        after_samples_s=after_samples(steps, log, bg_ratio) or (cal["after"] if cal["measured"] else []),
+        variability_measured=cal["measured"], expected_capacity=round(capacity, 3), steps=out_steps,
+        model_points=points, calibration={k: c.summary() for k, c in cals.items()}, service_samples_s=svc,
+        answer_samples_s=pooled["answer"],
+        capacity=capacity_check(out_steps, capacity, se / occ if occ and math.isfinite(se) else 0.0))
 
 
-def capacity_check(steps: list[dict], capacity: float, occupancy_rel_se: float = 0.0) -> dict:
+def capacity_check(steps: list[Step], capacity: float, occupancy_rel_se: float = 0.0) -> Capacity:
     """Throughput at the overload step against workers / occupancy: within 15 %, or within two standard errors
     of the occupancy's mean when that is wider (the expected capacity is itself an estimate)."""
-    over = [s for s in steps if s["phase"] == "overload" and s["arrival_rate"] > capacity * 1.05]
+    over = [s for s in steps if s.phase == "overload" and s.arrival_rate > capacity * 1.05]
     tolerance = max(CAPACITY_AGREE, 2 * occupancy_rel_se)
-    out: dict = {"measured_capacity": None, "capacity_error": None, "capacity_ok": None,
-                 "capacity_tolerance": round(tolerance, 3)}
+    out = Capacity(measured_capacity=None, capacity_error=None, capacity_ok=None,
+                   capacity_tolerance=round(tolerance, 3))
     if over:
-        top = max(over, key=lambda s: s["arrival_rate"])
-        out["measured_capacity"] = top["throughput"]
-        out["capacity_error"] = round(model.relative_error(capacity, top["throughput"]), 3)
-        out["capacity_ok"] = out["capacity_error"] <= tolerance
+        top = max(over, key=lambda s: s.arrival_rate)
+        out.measured_capacity = top.throughput
+        out.capacity_error = round(model.relative_error(capacity, top.throughput), 3)
+        out.capacity_ok = out.capacity_error <= tolerance
     return out

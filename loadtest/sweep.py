@@ -6,6 +6,7 @@ recommend a worker count for a target rate, p99 wait and memory budget.
 from __future__ import annotations
 
 import argparse
+import base64
 import csv
 import html
 import json
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 
 from loadtest import accesslog, analysis, model, plots, report
+from loadtest.results import Agreement, LocustView, SweepCalibration, SweepPoint, SweepResults
 from loadtest.runner import Run, RunConfig, new_report_dir
 from loadtest.stack import Stack
 
@@ -26,13 +28,13 @@ def _ints(raw: str) -> list[int]:
     return [int(x) for x in raw.split(",") if x.strip()]
 
 
-def _step(run: Run, label: str, rate: float, seconds: float) -> tuple[list[dict], dict]:
+def _step(run: Run, label: str, rate: float, seconds: float) -> tuple[list[dict], LocustView]:
     cfg = run.cfg
     params = {"rate": rate, "respond_ms": cfg.respond_ms, "background_ms": cfg.background_ms, "drain": 60.0}
     return run.drive("exhaustion", label, params, seconds)
 
 
-def calibrate(run: Run, workers: int, seconds: float) -> dict:
+def calibrate(run: Run, workers: int, seconds: float) -> SweepCalibration:
     """One light step (load ~0.4): occupancy, its variability and the client's unloaded latency."""
     occ_guess = (run.cfg.respond_ms + run.cfg.background_ms + 5) / 1000
     rate = round(0.4 * workers / occ_guess, 2)
@@ -40,40 +42,41 @@ def calibrate(run: Run, workers: int, seconds: float) -> dict:
     offset = accesslog.log_size(run.stack.access_log)
     rows, view = _step(run, f"calibrate@{rate:g}/s", rate, seconds)
     delta = analysis.status_delta(st0, run.stack.status())
-    answer = accesslog.upstream_times(accesslog.read_from(run.stack.access_log, offset), "/work", view["start"],
-                                      view["start"] + seconds)
+    answer = accesslog.upstream_times(accesslog.read_from(run.stack.access_log, offset), "/work", view.start,
+                                      view.start + seconds)
     ratio = analysis.background_ratio(rows, delta["background seconds"])
-    return {"rate": rate, **analysis.measure_occupancy(rows, ratio, answer or None)}
+    return analysis.measure_occupancy(rate, rows, ratio, answer or None)
 
 
 MIN_REQUESTS = 400  # a p99 from fewer rests on a handful of samples
 
 
-def measure_point(run: Run, workers: int, load: float, cal: dict, seconds: float) -> dict:
-    rate = round(load * workers / cal["occupancy_s"], 2)
+def measure_point(run: Run, workers: int, load: float, cal: SweepCalibration, seconds: float) -> SweepPoint:
+    rate = round(load * workers / cal.occupancy_s, 2)
     # slow points run longer (up to 3x) so that every p99 rests on a few samples
     seconds = min(max(seconds, MIN_REQUESTS / rate), 3 * seconds)
     label = f"w{workers}@{rate:g}/s"
     rows, view = _step(run, label, rate, seconds)
-    p = analysis.measure_step(rows, label, view["start"], seconds, workers, cal, run.sampler.rows)
-    p.update(offered_rate=rate, occupancy_s=cal["occupancy_s"], seconds=seconds,
-             measured_mean_queue=p["mean_listen_queue"],
-             predicted_p99_wait_ms=p["predicted_p99_wait_ms"] if p["stable"] else math.inf)
-    err = model.relative_error(p["predicted_p99_wait_ms"], p["measured_p99_wait_ms"])
-    p["agrees"] = err <= analysis.AGREE if p["stable"] else None
-    p["why"] = "" if p["agrees"] is not False else analysis.disagreement_reason(
-        p, p["predicted_p99_wait_ms"], p["measured_p99_wait_ms"], cal["occupancy_s"], seconds)
+    p = analysis.measure_step(rows, label, view.start, seconds, workers, cal, run.sampler.rows)
+    p.offered_rate, p.occupancy_s, p.seconds = rate, cal.occupancy_s, seconds
+    p.measured_mean_queue = p.mean_listen_queue
+    if not p.stable:
+        p.predicted_p99_wait_ms = math.inf
+    pred = p.predicted_p99_wait_ms if p.predicted_p99_wait_ms is not None else math.inf
+    p.agrees = model.relative_error(pred, p.measured_p99_wait_ms) <= analysis.AGREE if p.stable else None
+    if p.agrees is False:
+        p.why = analysis.disagreement_reason(p, pred, p.measured_p99_wait_ms, cal.occupancy_s, seconds)
     return p
 
 
-def run(args: argparse.Namespace, out: Path | None) -> tuple[Path, dict]:
+def run(args: argparse.Namespace, out: Path | None) -> tuple[Path, SweepResults]:
     stack = Stack.load(args.stack_file)
     cfg = RunConfig(target_p99_ms=args.p99_ms, memory_mb=args.memory_mb, out_dir=out or new_report_dir())
     r = Run(cfg, stack)
     original = r.workers
     counts = _ints(args.workers) if args.workers else sorted({max(2, original - 2), original, original + 2})
     loads = [float(x) for x in args.loads.split(",") if x.strip()]
-    points: list[dict] = []
+    points: list[SweepPoint] = []
     r.sampler.start()
     try:
         stack.wait_idle(30)
@@ -90,73 +93,40 @@ def run(args: argparse.Namespace, out: Path | None) -> tuple[Path, dict]:
             stack.resize(original)
         r.sampler.stop()
     rss = r._rss()
-    target = args.target_rps or max(p["throughput"] for p in points)
-    need = model.smallest_workers(target, cal["occupancy_s"], args.p99_ms / 1000, ca2=1.0, cs2=cal["cs2"])
+    target = args.target_rps or max(p.throughput for p in points)
+    need = model.smallest_workers(target, cal.occupancy_s, args.p99_ms / 1000, ca2=1.0, cs2=cal.cs2)
     cap = model.memory_cap(args.memory_mb, rss, reserve_mb=rss) if rss else None
-    results = {"calibration": cal, "points": points, "workers_swept": counts, "loads": loads, "rss_mb": rss,
-               "original_workers": original, "target_rps": target, "p99_ms": args.p99_ms,
-               "memory_mb": args.memory_mb, "needed_workers": need, "memory_cap": cap,
-               "recommended_workers": need if cap is None or need is None else min(need, cap),
-               "agreement": _agreement(points)}
+    results = SweepResults(calibration=cal, points=points, workers_swept=counts, loads=loads, rss_mb=rss,
+                           original_workers=original, target_rps=target, p99_ms=args.p99_ms, memory_mb=args.memory_mb,
+                           needed_workers=need, memory_cap=cap,
+                           recommended_workers=need if cap is None or need is None else min(need, cap),
+                           agreement=Agreement.of(points))
     write(cfg.out_dir, results, r)
     return cfg.out_dir, results
 
 
-def _agreement(points: list[dict]) -> dict:
-    judged = [p for p in points if p["agrees"] is not None]
-    good = [p for p in judged if p["agrees"]]
-    bad = [p for p in judged if not p["agrees"]]
-    return {"judged": len(judged), "agree": len(good),
-            "where_it_agrees": [p["label"] for p in good],
-            "where_it_does_not": [f"{p['label']} (utilization {p['utilization']}: predicted "
-                                  f"{p['predicted_p99_wait_ms']} ms, measured {p['measured_p99_wait_ms']} ms): "
-                                  f"{p['why']}"
-                                  for p in bad]}
-
-
-def summary_lines(res: dict) -> list[str]:
-    cal = res["calibration"]
-    lines = [f"sizing sweep — workers {res['workers_swept']}, loads {res['loads']}, occupancy "
-             f"{cal['occupancy_s'] * 1000:.0f} ms/request (cs² {cal['cs2']})"]
-    for p in res["points"]:
-        lines.append(f"  {p['workers']:2d} workers {p['arrival_rate']:6.1f}/s (u={p['utilization']:.2f}): p99 wait "
-                     f"measured {p['measured_p99_wait_ms']} ms, model {p['predicted_p99_wait_ms']} ms; queue "
-                     f"{p['measured_mean_queue']} vs {p['predicted_mean_queue']}; errors {p['error_rate']} — "
-                     f"{ {True: 'agrees', False: 'DISAGREES', None: 'n/a'}[p['agrees']]}")
-    a = res["agreement"]
-    lines.append(f"model agrees within 25 % at {a['agree']} of {a['judged']} points")
-    for why in a["where_it_does_not"]:
-        lines.append(f"  does not agree: {why}")
-    lines.append(f"--workers {res['recommended_workers']}: smallest count with predicted p99 wait <= {res['p99_ms']:g} "
-                 f"ms at {res['target_rps']:g} req/s is {res['needed_workers']}; memory {res['memory_mb']:g} MB / "
-                 f"{res['rss_mb']} MB per worker allows {res['memory_cap']}")
-    return lines
-
-
-def write(out: Path, res: dict, r: Run) -> None:
+def write(out: Path, res: SweepResults, r: Run) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with (out / "sweep.csv").open("w", newline="") as fh:
         w = csv.DictWriter(fh, SWEEP_COLUMNS, extrasaction="ignore")
         w.writeheader()
-        w.writerows(res["points"])
+        w.writerows(p.to_dict(clean=False) for p in res.points)
     r.sampler.write_csv(out / "status.csv")
     report.write_csv(out / "requests.csv", r.requests, report.REQUEST_COLUMNS)
-    (out / "results.json").write_text(json.dumps(report._clean(res), indent=2))
-    pts = [{"label": p["label"], "predicted_ms": p["predicted_p99_wait_ms"], "measured_ms": p["measured_p99_wait_ms"],
-            "agrees": p["agrees"]} for p in res["points"] if p["agrees"] is not None]
-    images = [plots.predicted_vs_measured(pts, out / "predicted_vs_measured.png", "sizing sweep: p99 wait"),
+    (out / "results.json").write_text(json.dumps(res.to_dict(), indent=2))
+    images = [plots.predicted_vs_measured(res.points, out / "predicted_vs_measured.png", "sizing sweep: p99 wait"),
               plots.sweep_curves(res, out / "sweep_wait_vs_rate.png"),
-              plots.sweep_panels(res["points"], out / "sweep_predicted_vs_measured.png"),
+              plots.sweep_panels(res.points, out / "sweep_predicted_vs_measured.png"),
               plots.workers_over_time(r.sampler.rows, out / "workers_over_time.png")]
     images = [i for i in images if i]
-    lines = summary_lines(res)
+    lines = res.summary_lines()
     md = ["# fcgipool sizing sweep", "", "```", *lines, "```", ""]
     md += [f"![{i.stem}]({i.name})\n" for i in images]
     (out / "report.md").write_text("\n".join(md))
     body = [f"<h1>fcgipool sizing sweep</h1><pre>{html.escape(chr(10).join(lines))}</pre>"]
     for i in images:
         body.append(f"<img style='max-width:100%' alt='{i.stem}' src='data:image/png;base64,"
-                    f"{report.base64.b64encode(i.read_bytes()).decode()}'>")
+                    f"{base64.b64encode(i.read_bytes()).decode()}'>")
     (out / "index.html").write_text("<!doctype html><html><head><meta charset='utf-8'><title>sizing</title></head>"
                                     "<body style='font-family:sans-serif;max-width:1000px;margin:auto'>"
                                     + "\n".join(body) + "</body></html>")

@@ -3,11 +3,13 @@ with an extra delay the model does not know of must fail, and too few requests m
 
 import heapq
 import random
+from types import SimpleNamespace
 
 import pytest
 from fcgipool.sizing.logs import Request
 
 from loadtest import advice, modelcheck, stepped, steps
+from loadtest.results import Stepped
 
 WORKERS, ANSWER_S = 4, 0.02
 
@@ -38,7 +40,7 @@ def simulate_step(label: str, phase: str, rate: float, duration: float, rng: ran
     return {"label": label, "phase": phase, "rate": rate, "duration": duration, "start": start, "rows": rows}
 
 
-def synthetic_run(seed: int, stable_s: float = 40.0, extra_s: float = 0.0, with_logs: bool = False) -> dict:
+def synthetic_run(seed: int, stable_s: float = 40.0, extra_s: float = 0.0, with_logs: bool = False) -> Stepped:
     rng = random.Random(seed)
     logs: tuple[list, list] | None = ([], []) if with_logs else None
     cap = WORKERS / (ANSWER_S + 0.06)
@@ -60,45 +62,45 @@ def good_run():
 
 def test_a_pool_the_model_describes_passes_every_check(good_run):
     res = good_run
-    assert res["occupancy_s"] == pytest.approx(ANSWER_S + 0.06, rel=0.05)
-    assert res["capacity_ok"], (res["measured_capacity"], res["expected_capacity"])
-    checks = modelcheck.summarize(res["model_points"], "exhaustion")
-    assert [c["ok"] for c in checks] == [True, True, True, True], [c["detail"] for c in checks]
+    assert res.occupancy_s == pytest.approx(ANSWER_S + 0.06, rel=0.05)
+    assert res.capacity.capacity_ok, (res.capacity.measured_capacity, res.expected_capacity)
+    checks = modelcheck.summarize(res.model_points, "exhaustion")
+    assert [c.ok for c in checks] == [True, True, True, True], [c.detail for c in checks]
     # every prediction comes with an interval around its value
-    for p in res["model_points"]:
-        assert p["predicted"][1] <= p["predicted"][0] <= p["predicted"][2]
+    for p in res.model_points:
+        assert p.predicted[1] <= p.predicted[0] <= p.predicted[2]
 
 
 def test_with_the_pools_logs_occupancy_and_waits_are_measured_per_request():
     res = synthetic_run(seed=11, with_logs=True)
-    assert res["service_source"].startswith("pool request log")
-    assert res["calibration"]["server"]["source"] == "nginx upstream time - pool answer time"
-    assert res["calibration"]["server"]["resolution_ms"] <= 0.5  # no client jitter in nginx - pool
-    assert all(st["wait_source"].startswith("nginx") for st in res["steps"] if st["phase"] == "stable")
-    assert res["occupancy_s"] == pytest.approx(ANSWER_S + 0.06, rel=0.05)
-    checks = modelcheck.summarize(res["model_points"], "exhaustion")
-    assert [c["ok"] for c in checks] == [True, True, True, True], [c["detail"] for c in checks]
+    assert res.service_source.startswith("pool request log")
+    assert res.calibration["server"].source == "nginx upstream time - pool answer time"
+    assert res.calibration["server"].resolution_ms <= 0.5  # no client jitter in nginx - pool
+    assert all(st.judged.wait_source.startswith("nginx") for st in res.steps if st.phase == "stable")
+    assert res.occupancy_s == pytest.approx(ANSWER_S + 0.06, rel=0.05)
+    checks = modelcheck.summarize(res.model_points, "exhaustion")
+    assert [c.ok for c in checks] == [True, True, True, True], [c.detail for c in checks]
 
 
 def test_p99_is_judged_only_on_steps_with_1000_requests(good_run):
-    p99 = [p for p in good_run["model_points"] if p["quantity"] == "p99_wait_s"]
+    p99 = [p for p in good_run.model_points if p.quantity == "p99_wait_s"]
     assert len(p99) == 3
     for p in p99:
-        assert (p["agrees"] is not None) == (p["requests"] >= 1000), p
+        assert (p.agrees is not None) == (p.requests >= 1000), p
     short = synthetic_run(seed=3, stable_s=12.0)  # 300-480 requests a step: a p99 rests on 3-5 samples
-    checks = {c["name"].split(" model ")[1].split(" within")[0]: c for c in
-              modelcheck.summarize(short["model_points"], "exhaustion")}
-    assert checks["p99 wait"]["ok"] is None and "fewer than the 1000" in checks["p99 wait"]["detail"]
-    assert checks["P(wait > tau)"]["ok"] is not None and checks["mean wait"]["ok"] is not None
+    checks = {c.name.split(" model ")[1].split(" within")[0]: c for c in
+              modelcheck.summarize(short.model_points, "exhaustion")}
+    assert checks["p99 wait"].ok is None and "fewer than the 1000" in checks["p99 wait"].detail
+    assert checks["P(wait > tau)"].ok is not None and checks["mean wait"].ok is not None
 
 
 def test_a_delay_the_model_does_not_know_of_fails_the_check():
     # every request waits 30 ms more than the queue explains (e.g. a lock the workers share)
     res = synthetic_run(seed=7, extra_s=0.03)
-    checks = {c["name"].split(" model ")[1].split(" within")[0]: c for c in
-              modelcheck.summarize(res["model_points"], "exhaustion")}
-    assert checks["mean wait"]["ok"] is False
-    assert "measured longer than the model" in checks["mean wait"]["detail"]
+    checks = {c.name.split(" model ")[1].split(" within")[0]: c for c in
+              modelcheck.summarize(res.model_points, "exhaustion")}
+    assert checks["mean wait"].ok is False
+    assert "measured longer than the model" in checks["mean wait"].detail
 
 
 def test_calibration_noise_and_resolution():
@@ -127,20 +129,21 @@ def test_plan_runs_each_stable_step_long_enough_for_a_p99():
 
 
 def test_advice_comes_from_normal_traffic_and_says_what_to_do_when_memory_bound(good_run):
-    timeout = {"ledger_lost": 7, "ledger_started": 30, "background_samples_s": [20.0, 25.0, 30.0]}
+    # the parts of the timeout scenario's result the advice may read
+    timeout = SimpleNamespace(ledger_lost=7, ledger_started=30, background_samples_s=[20.0, 25.0, 30.0])
     rec = advice.recommend({"exhaustion": good_run}, timeout, 0.5, 40.0, target_rps={"exhaustion": 40.0},
                            target_p99_ms=100, memory_mb=4096, budget_now=2.0)
     # the timeout scenario's 20-30 s tasks never set the budget: the normal work is under 0.1 s
-    assert rec["background_timeout"]["value"] == 1
-    assert "not used here" in rec["background_timeout"]["reason"]
-    w = rec["workers"]
-    assert w["value"] == w["needed"] and w["value"] >= 5  # 40 req/s x 80 ms = 3.2 busy workers
-    lo, value, hi = w["prediction"]["p99_wait_s"][1], w["prediction"]["p99_wait_s"][0], w["prediction"]["p99_wait_s"][2]
+    assert rec.background_timeout.value == 1
+    assert "not used here" in rec.background_timeout.reason
+    w = rec.workers
+    assert w.value == w.needed and w.value >= 5  # 40 req/s x 80 ms = 3.2 busy workers
+    lo, value, hi = w.prediction["p99_wait_s"][1], w.prediction["p99_wait_s"][0], w.prediction["p99_wait_s"][2]
     assert lo <= value <= hi and hi <= 0.1  # the whole interval meets the target
     tight = advice.recommend({"exhaustion": good_run}, None, 0.5, 40.0, target_rps={"exhaustion": 40.0},
                              target_p99_ms=100, memory_mb=160, budget_now=2.0)
-    reason = tight["workers"]["reason"]
-    assert tight["workers"]["value"] == 3 and "MEMORY-BOUND" in reason  # (160 - 40) / 40
+    reason = tight.workers.reason
+    assert tight.workers.value == 3 and "MEMORY-BOUND" in reason  # (160 - 40) / 40
     assert "cannot keep up" in reason and "queue" in reason and "spill" in reason
 
 
@@ -161,11 +164,11 @@ def test_a_mix_of_routes_is_calibrated_per_route_and_an_assumed_occupancy_is_not
         start += secs + 100
     # no request log: the pool's counter says 10 ms of after-response work per request on average
     res = steps.analyse(steps_in, WORKERS, sampler_rows=[], log=[], access_rows=[], bg_seconds=0.01 * 300)
-    assert "ASSUMED exponential" in res["service_source"] and not res["variability_measured"]
-    stable = next(s for s in res["steps"] if s["phase"] == "stable")
-    assert stable["measured_p99_wait_ms"] < 3  # a search's 30 ms answer is its own, not a wait
-    assert res["model_points"] and all(p["agrees"] is None and "variability was not measured" in p["why"]
-                                       for p in res["model_points"])
+    assert "ASSUMED exponential" in res.service_source and not res.variability_measured
+    stable = next(s for s in res.steps if s.phase == "stable")
+    assert stable.judged.measured_p99_wait_ms < 3  # a search's 30 ms answer is its own, not a wait
+    assert res.model_points and all(p.agrees is None and "variability was not measured" in p.why
+                                    for p in res.model_points)
     rec = advice.recommend({"Shop": res}, None, 0.1, 40.0, target_rps={"Shop": 20.0}, target_p99_ms=100,
                            memory_mb=2048, budget_now=30.0)
-    assert "background_timeout" not in rec and "request log" in rec["not_derived"]["background_timeout"]
+    assert rec.background_timeout is None and "request log" in rec.not_derived["background_timeout"]

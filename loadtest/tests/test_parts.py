@@ -142,9 +142,9 @@ def test_timeout_agreement_is_exact():
             _row("timeout", 10, bg_ms=1600, over_budget=True)]
     ledger = {"total": {"started": 3, "finished": 1, "failed": 0, "lost": 2}}
     res = analysis.analyse_timeout(rows, 1.0, ledger, {"background tasks lost": 2})
-    assert res["lost_agrees"] and res["predicted_lost_share"] == pytest.approx(2 / 3, abs=1e-3)
+    assert res.lost_agrees and res.predicted_lost_share == pytest.approx(2 / 3, abs=1e-3)
     res = analysis.analyse_timeout(rows, 1.0, ledger, {"background tasks lost": 1})
-    assert not res["lost_agrees"]
+    assert not res.lost_agrees
 
 
 def test_lock_and_signup_analysis():
@@ -152,11 +152,11 @@ def test_lock_and_signup_analysis():
             _row("lock", 5, role="follow", release="early", lock_wait_ms=0.4),
             _row("lock", 5, role="first", release="late", lock_wait_ms=0.0)]
     res = analysis.analyse_lock(rows, 300)
-    assert res["late_waits_about_hold"] and res["early_does_not_wait"] and res["late"]["n"] == 1
+    assert res.late_waits_about_hold and res.early_does_not_wait and res.late.n == 1
     rows = [_row("signup", 3, status=202, email="a@x.org"), _row("signup", 3, status=202, email="b@x.org"),
             _row("signup", 3, status=500, email="c@x.org")]
     res = analysis.analyse_signup(rows, '{"messages": [{"to": "a@x.org"}]}', {})
-    assert res["signups_accepted"] == 2 and res["mail_missing"] == 1 and not res["no_mail_lost"]
+    assert res.signups_accepted == 2 and res.mail_missing == 1 and not res.no_mail_lost
 
 
 def test_resize_signals_the_arbiter_in_both_modes(tmp_path, monkeypatch):

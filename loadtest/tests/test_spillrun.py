@@ -4,34 +4,43 @@ the stack in test_pipeline.py's smoke run."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 
 from loadtest import spillrun
+from loadtest.results import Latency, RunResults, Spill, SpillStep, TaskCounts
 
 
 def step(half: str, load: float, p99: float, *, spilled: int = 0, ran: int = 0, lost: int = 0, s502: int = 0,
-         drain: float | None = 0.0) -> dict:  # fmt: skip
-    tasks = {"started": 100, "finished": 100 - lost, "failed": 0, "lost": lost, "spilled": spilled,
-             "ran_in_queue": ran}  # fmt: skip
-    return {"spill": half, "load": load, "offered_rate": 40 * load, "p50_ms": p99 / 3, "p99_ms": p99,
-            "status_502": s502, "status_504": 0, "tasks": tasks, "queue_depth_max": spilled // 2, "drain_s": drain}
+         drain: float | None = 0.0) -> SpillStep:  # fmt: skip
+    tasks = TaskCounts(started=100, finished=100 - lost, failed=0, lost=lost, spilled=spilled, ran_in_queue=ran)
+    latency = Latency(requests=100, errors=0, status_5xx=s502, status_502=s502, status_504=0, p50_ms=p99 / 3,
+                      p90_ms=p99 / 2, p99_ms=p99, max_ms=p99, send_p50_ms=p99 / 3, send_p99_ms=p99)
+    return SpillStep(spill=half, load=load, offered_rate=40 * load, label=f"spill-{half}@{load:g}x", latency=latency,
+                     throughput=40 * load, tasks=tasks, queue_depth_max=spilled // 2, drain_s=drain, depth_at_end=0)
 
 
-def run_out(**top_on: object) -> dict:
-    on_top = step("on", 2.0, 80.0, spilled=200, ran=200)
-    on_top.update(top_on)
-    out = {"loads": [0.25, 2.0], "step_s": 10.0, "background_ms": 60, "capacity": 40.0,
-           "steps": [step("off", 0.25, 50.0), step("off", 2.0, 4000.0), step("on", 0.25, 45.0), on_top]}
-    out["verdict"] = spillrun.verdict(out)
-    out["advice"] = spillrun.advice(out)
+def changed(s: SpillStep, change: dict) -> SpillStep:
+    """``change``: step fields, or the latency's (p99_ms, status_502), or the task counts as a dict."""
+    latency = {k: v for k, v in change.items() if k in ("p99_ms", "status_502")}
+    own = {k: (TaskCounts(**v) if k == "tasks" else v) for k, v in change.items() if k not in latency}
+    return dataclasses.replace(s, latency=dataclasses.replace(s.latency, **latency), **own)
+
+
+def run_out(**top_on: object) -> Spill:
+    on_top = changed(step("on", 2.0, 80.0, spilled=200, ran=200), top_on)
+    out = Spill(loads=[0.25, 2.0], step_s=10.0, background_ms=60, capacity=40.0,
+                steps=[step("off", 0.25, 50.0), step("off", 2.0, 4000.0), step("on", 0.25, 45.0), on_top])
+    out.verdict = spillrun.verdict(out)
+    out.advice = spillrun.advice(out)
     return out
 
 
 def test_the_verdict_passes_when_spill_holds_the_p99_and_loses_nothing() -> None:
-    v = run_out()["verdict"]
-    assert v["ok"] is True
-    assert v["on_p99_ratio"] == 1.6 and v["off_p99_ratio"] == 80.0 and v["spilled_not_run"] == 0
+    v = run_out().verdict
+    assert v.ok is True
+    assert v.facts.on_p99_ratio == 1.6 and v.facts.off_p99_ratio == 80.0 and v.facts.spilled_not_run == 0
 
 
 @pytest.mark.parametrize(
@@ -47,22 +56,23 @@ def test_the_verdict_passes_when_spill_holds_the_p99_and_loses_nothing() -> None
     ],
 )
 def test_the_verdict_fails_on_each_broken_promise(change: dict, why: str) -> None:
-    assert run_out(**copy.deepcopy(change))["verdict"]["ok"] is False, why
+    assert run_out(**copy.deepcopy(change)).verdict.ok is False, why
 
 
 def test_advice_sizes_the_queue_workers_from_the_measured_spill_rate() -> None:
-    a = run_out()["advice"]
+    a = run_out().advice
     # 200 tasks in 10 s = 20/s x 60 ms = 1.2 workers busy; at 70 % busy: 2
-    assert a["turn_on"] is True and a["spill_rate_per_s"] == 20.0 and a["queue_workers"] == 2
-    assert "RQ_WORKERS=2" in a["queue_workers_why"]
+    assert a.turn_on is True and a.spill_rate_per_s == 20.0 and a.queue_workers == 2
+    assert "RQ_WORKERS=2" in a.queue_workers_why
     calm = run_out()
-    calm["steps"][1]["p99_ms"] = 90.0  # spill off at 2x no worse than on: spill is not needed
-    assert spillrun.advice(calm)["turn_on"] is False
+    calm.steps[1].latency.p99_ms = 90.0  # spill off at 2x no worse than on: spill is not needed
+    assert spillrun.advice(calm).turn_on is False
 
 
 def test_summary_lines_have_one_row_per_step_and_say_pass_or_fail() -> None:
-    lines = spillrun.summary_lines(run_out())
+    lines = run_out().table_lines()
     rows = [line for line in lines if line.startswith("| on") or line.startswith("| off")]
     assert len(rows) == 4
     assert any("PASS" in line for line in lines) and any("RQ_WORKERS=2" in line for line in lines)
-    assert spillrun.summary_lines({"skipped": "no queue"}) == ["spill: skipped — no queue"]
+    skipped = RunResults(skipped={"spill": "no queue"}).summary_lines()
+    assert "  spill       SKIPPED: no queue" in skipped
