@@ -20,14 +20,13 @@ import socket
 import struct
 import tempfile
 import time
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gunicorn.http.wsgi import FileWrapper
 
 from . import background
 from .background import RunResult, Spill, TaskList, run_tasks
-from .environ import BadRequestParams, build_environ, request_uri, script_root
+from .environ import BadRequestParams, build_environ, request_uri
 from .lost import LostTask, report_lost
 from .peer import describe_peer
 from .protocol import (
@@ -47,6 +46,7 @@ from .protocol.connection import State as ProtoState
 from .recorder import Recorder
 from .requestlog import RequestLog
 from .response import ResponseError, ResponseWriter, error_body, iter_file_wrapper
+from .settings import ServerSettings
 from .streams import InputStream
 from .watchdog import BackgroundTimeout, RequestTimeout, Watchdog, calls_user_code
 
@@ -63,21 +63,6 @@ _RECV_VIEW = memoryview(_RECV_BUF)
 ROUTE_KEY = "fcgipool.route"
 NO_LIMIT = 10 * 365 * 86400.0  # "no deadline" as a deadline: the arbiter never kills for it
 SPOOL_MEMORY = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    timeout: float = 30.0  # response phase (gunicorn's --timeout); 0 = none
-    background_timeout: float = 30.0
-    kill_grace: float = 2.0
-    max_params_size: int = 256 * 1024
-    max_body_size: int = 64 * 1024**2  # 0 = none
-    keep_conn: bool = True
-    buffer_size: int = 256 * 1024
-    stop_on_error: bool = False
-    only_on_success: bool = False
-    values: dict[str, str] = field(default_factory=dict)
-    root: str = field(default_factory=script_root)
 
 
 class Host(Protocol):

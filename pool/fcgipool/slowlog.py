@@ -21,6 +21,8 @@ from typing import Any, TextIO
 
 import gunicorn
 
+from . import config
+from .config_status import PoolName
 from .scoreboard import Scoreboard, SlotSnapshot, State
 
 __all__ = ["SlowlogWatcher", "format_entry", "start_for_worker"]
@@ -50,7 +52,7 @@ class SlowlogWatcher:
         timeout: float,
         *,
         path: str = "",
-        pool: str = "www",
+        pool: str = PoolName.default,
         log: Any = None,
         thread_ident: int | None = None,
     ) -> None:
@@ -154,7 +156,7 @@ def _write_all(stream: TextIO, text: str) -> None:
 def start_for_worker(worker: Any) -> SlowlogWatcher | None:
     """Start the watcher in a worker process if ``slowlog_timeout`` is set; returns it (or None)."""
     cfg = worker.cfg
-    timeout = float(getattr(cfg, "slowlog_timeout", 0) or 0)
+    timeout = config.get(cfg, "slowlog_timeout")
     board = getattr(worker, "scoreboard", None)
     index = getattr(worker, "slot_index", None)
     if timeout <= 0 or board is None or index is None:
@@ -163,8 +165,8 @@ def start_for_worker(worker: Any) -> SlowlogWatcher | None:
         board,
         index,
         timeout,
-        path=getattr(cfg, "slowlog", "") or "",
-        pool=getattr(cfg, "pool_name", "www"),
+        path=config.get(cfg, "slowlog"),
+        pool=config.get(cfg, "pool_name"),
         log=worker.log,
         thread_ident=threading.get_ident(),
     )

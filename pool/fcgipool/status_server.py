@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import protocol
+from . import config, protocol
 from .config_status import parse_address
 from .peer import describe_peer
 from .status import PoolMonitor, PoolStatus
@@ -118,12 +118,12 @@ class StatusServer:
     def from_config(cls, cfg: Any, monitor: PoolMonitor, *, on_sample: Any = None, log: Any = None) -> StatusServer:
         return cls(
             monitor,
-            cfg.status_listen,
-            status_path=cfg.status_path,
-            ping_path=cfg.ping_path,
-            ping_response=cfg.ping_response,
+            config.get(cfg, "status_listen"),
+            status_path=config.get(cfg, "status_path"),
+            ping_path=config.get(cfg, "ping_path"),
+            ping_response=config.get(cfg, "ping_response"),
             on_sample=on_sample,
-            umask=getattr(cfg, "umask", 0) or 0,
+            umask=config.get(cfg, "umask") or 0,
             log=log,
         )
 
