@@ -27,8 +27,8 @@ from .handoff import HandoffQueue, Parking
 from .keeper import Keeper
 from .lost import LostTask, report_lost
 from .scoreboard import Scoreboard, SlotSnapshot, State
+from .services import PoolServices
 from .spill.flags import PoolFlags
-from .status_hooks import PoolServices
 
 _spawning: tuple[Scoreboard, int] | None = None
 _handoff: HandoffQueue | None = None
@@ -114,7 +114,7 @@ class PoolArbiter(Arbiter):
             self.services.before_reload()  # the pm must not count the old generation as its own workers
         super().reload()
 
-    # pm-reload (owned by fcgipool.status_hooks): gunicorn's reload() calls setup() right after app.reload()
+    # pm-reload (owned by fcgipool.services): gunicorn's reload() calls setup() right after app.reload()
     # re-read the config, before it spawns the new generation; the pm is rebuilt from the new settings there
     def setup(self, app: Any) -> None:
         super().setup(app)

@@ -20,7 +20,7 @@ from typing import Any
 from .handoff import Parking
 from .scoreboard import SlotSnapshot, State
 from .settings import PmSettings
-from .status import PoolMonitor, PoolStatus
+from .status.monitor import PoolMonitor, PoolStatus
 
 __all__ = ["DynamicPM", "OndemandPM", "ProcessManager", "StaticPM", "create", "rebuild"]
 

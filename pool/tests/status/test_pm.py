@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 from fcgipool import pm as pm_mod
 from fcgipool.scoreboard import Scoreboard, State
-from fcgipool.status import PoolMonitor
+from fcgipool.status.monitor import PoolMonitor
 
 
 def cfg(**kw):

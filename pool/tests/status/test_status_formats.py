@@ -10,8 +10,8 @@ import time
 
 import pytest
 from fcgipool.scoreboard import Scoreboard, State
-from fcgipool.status import PoolMonitor
-from fcgipool.status_formats import parse_query, render
+from fcgipool.status.formats import parse_query, render
+from fcgipool.status.monitor import PoolMonitor
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 PHP_FPM_POOL_KEYS = [

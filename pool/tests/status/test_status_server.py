@@ -10,10 +10,11 @@ import subprocess
 import time
 
 import pytest
-from fcgipool import protocol, status_cli
+from fcgipool import protocol
 from fcgipool.scoreboard import Scoreboard, State
-from fcgipool.status import PoolMonitor
-from fcgipool.status_server import StatusServer
+from fcgipool.status import cli as status_cli
+from fcgipool.status.listener import StatusServer
+from fcgipool.status.monitor import PoolMonitor
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@
 queue, max active processes) and detects "max children reached" episodes: every worker the pool may have
 is busy and connections are waiting. Each episode is logged once and counted once, in every pm mode.
 ``PoolStatus.fields()`` turns a sample into PHP-FPM's field names (see docs/status.md); the formats in
-``status_formats`` render those.
+``fcgipool.status.formats`` render those.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import listenq
-from .scoreboard import PoolSnapshot, Scoreboard, SlotSnapshot, State
+from .. import listenq
+from ..scoreboard import PoolSnapshot, Scoreboard, SlotSnapshot, State
 
 #: seconds a "max children reached" episode must stay calm (an idle worker, nobody waiting) to end: a pool
 #: that stays overloaded has a free worker for an instant between requests many times a second, and

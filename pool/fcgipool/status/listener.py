@@ -19,11 +19,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import config, protocol
-from .config_status import parse_address
-from .peer import describe_peer
-from .status import PoolMonitor, PoolStatus
-from .status_formats import parse_query, render
+from .. import config, protocol
+from ..peer import describe_peer
+from .address import parse_address
+from .formats import parse_query, render
+from .monitor import PoolMonitor, PoolStatus
 
 __all__ = ["StatusServer", "handle_request"]
 

@@ -16,8 +16,8 @@ import socket
 import sys
 from typing import Any
 
-from . import protocol
-from .config_status import parse_address
+from .. import protocol
+from .address import parse_address
 
 __all__ = ["StatusError", "fetch", "main"]
 

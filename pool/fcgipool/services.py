@@ -21,8 +21,8 @@ from .scoreboard import Scoreboard
 from .spill.flags import PoolFlags
 from .spill.target import RQTarget
 from .spill.watch import SpillWatch
-from .status import PoolMonitor
-from .status_server import StatusServer
+from .status.listener import StatusServer
+from .status.monitor import PoolMonitor
 
 __all__ = ["PoolServices"]
 
