@@ -97,8 +97,8 @@ def test_writer_killed_mid_write_does_not_block_reader(monkeypatch):
     sb = Scoreboard(1)
     i = sb.acquire()
     # simulate a stuck writer: sequence left odd
-    sbmod._SEQ.pack_into(sb._mm, i * sbmod.SLOT_SIZE, 7)
-    monkeypatch.setattr(sbmod, "_READ_RETRIES", 5)
+    sbmod.layout._SEQ.pack_into(sb._mm, i * sbmod.SLOT_SIZE, 7)
+    monkeypatch.setattr(sbmod.reader, "_READ_RETRIES", 5)
     t0 = time.monotonic()
     s = sb.read(i)
     assert s.torn and time.monotonic() - t0 < 1.0
