@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from .handoff import Parking
-from .scoreboard import SlotSnapshot, State
+from .scoreboard import SlotSnapshot, WorkerState
 from .settings import PmSettings
 from .status.monitor import PoolMonitor, PoolStatus
 
@@ -159,7 +159,7 @@ class DynamicPM(ProcessManager):
         self._next_round = now + self.ROUND
         status = self._sample()
         slots = self._slots(status)
-        idle = [pid for pid in live if (s := slots.get(pid)) is None or s.state == State.IDLE]
+        idle = [pid for pid in live if (s := slots.get(pid)) is None or s.state == WorkerState.IDLE]
         total, max_children = self._trim_to_cap(arbiter, live, idle, slots), self.settings.max_children
         if len(idle) > self.settings.max_spare:
             victim = min(idle, key=lambda pid: _idle_since(slots.get(pid)))
@@ -215,7 +215,7 @@ class OndemandPM(ProcessManager):
         if waiting and status.idle == 0 and status.total < self.settings.max_children:
             self._wake(arbiter)  # a connection waits and nobody can take it: spawn now, not in a second
         elif status.idle and status.snapshot.slots:
-            oldest_idle = min((s.state_since for s in status.snapshot.slots if s.state == State.IDLE), default=0)
+            oldest_idle = min((s.state_since for s in status.snapshot.slots if s.state == WorkerState.IDLE), default=0)
             if oldest_idle and time.time() - oldest_idle >= self.settings.idle_timeout:
                 self._wake(arbiter)
 
@@ -224,7 +224,7 @@ class OndemandPM(ProcessManager):
         status = self._sample()
         slots = self._slots(status)
         now = time.time()
-        idle = [pid for pid in live if (s := slots.get(pid)) is None or s.state == State.IDLE]
+        idle = [pid for pid in live if (s := slots.get(pid)) is None or s.state == WorkerState.IDLE]
         total = self._trim_to_cap(arbiter, live, idle, slots)
         kept = self._kept_demand if not live else (status.kept_waiting or 0)
         queue = (status.listen_queue or 0) + int(kept)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from .scoreboard import Slot, State
+from .scoreboard import Slot, WorkerState
 
 
 class NullSlot:
@@ -40,7 +40,7 @@ class NullSlot:
     def rest(self) -> float:
         return time.monotonic()
 
-    def set_state(self, state: State) -> None:
+    def set_state(self, state: WorkerState) -> None:
         pass
 
     def set_deadline(self, monotonic: float) -> None:
@@ -115,7 +115,7 @@ class Recorder:
     def finishing(self) -> None:
         self._resting = False
         self._finishing = True
-        self.slot.set_state(State.FINISHING)
+        self.slot.set_state(WorkerState.FINISHING)
 
     def idle(self) -> None:
         """Idle, and no deadline: back to gunicorn's heartbeat."""
@@ -131,7 +131,7 @@ class Recorder:
         self._resting = False
         if self._finishing:
             return
-        self.slot.set_state(State.ENDING)
+        self.slot.set_state(WorkerState.ENDING)
 
     def deadline(self, monotonic: float) -> None:
         self._resting = False

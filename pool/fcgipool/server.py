@@ -38,11 +38,11 @@ from .protocol import (
     RecordType,
     RemoteProtocolError,
     RequestStarted,
+    State,
     StdinData,
     StdinEnd,
     encode_record,
 )
-from .protocol.connection import State as ProtoState
 from .recorder import Recorder
 from .requestlog import RequestLog
 from .response import ResponseError, ResponseWriter, error_body, iter_file_wrapper
@@ -298,7 +298,7 @@ class FastCGIConnection:
         while True:
             event = self._next_event(block=False)
             if event is NEED_DATA:
-                mid = self.conn.their_state in (ProtoState.PARAMS, ProtoState.STDIN)
+                mid = self.conn.their_state in (State.PARAMS, State.STDIN)
                 if not (mid or recvs == 0):
                     return None
                 if not self._deadline_published:  # this read may wait: the arbiter must know the deadline
@@ -314,7 +314,7 @@ class FastCGIConnection:
                 return None
             if isinstance(event, AbortRequested):
                 self._sendall(self.conn.end_request(event.request_id))
-                if self.conn.our_state is ProtoState.MUST_CLOSE:
+                if self.conn.our_state is State.MUST_CLOSE:
                     self.close()
                     return None
             # StdinData/StdinEnd of a request we already ended cannot reach here (the protocol drops them)

@@ -23,7 +23,7 @@ import gunicorn
 
 from . import config
 from .config_status import PoolName
-from .scoreboard import Scoreboard, SlotSnapshot, State
+from .scoreboard import Scoreboard, SlotSnapshot, WorkerState
 
 __all__ = ["SlowlogWatcher", "format_entry", "start_for_worker"]
 
@@ -89,9 +89,9 @@ class SlowlogWatcher:
         """Log the request if it is slow and not yet logged in this phase. Returns True if it logged."""
         snap = self.scoreboard.read(self.index)
         now = time.time() if now is None else now
-        if snap.state in (State.READING, State.RUNNING) and snap.request_start:
+        if snap.state in (WorkerState.READING, WorkerState.RUNNING) and snap.request_start:
             phase, since = "response", snap.request_start
-        elif snap.state == State.FINISHING and snap.finishing_start:
+        elif snap.state == WorkerState.FINISHING and snap.finishing_start:
             phase, since = "after-response", snap.finishing_start
         else:
             if len(self._done) > 64:

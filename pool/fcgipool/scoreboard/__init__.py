@@ -10,10 +10,10 @@ Pool totals (accepted connections, requests, tasks, slow requests, memory peak) 
 ``release`` the arbiter folds the dead worker's counters into totals kept in the arbiter's own memory.
 """
 
-from .layout import PENDING_BYTES, SLOT_SIZE, State, rss_bytes
+from .layout import PENDING_BYTES, SLOT_SIZE, WorkerState, rss_bytes
 from .reader import Scoreboard
 from .snapshots import PoolSnapshot, PoolTotals, SlotSnapshot
 from .writer import Slot
 
-__all__ = ["PENDING_BYTES", "SLOT_SIZE", "PoolSnapshot", "PoolTotals", "Scoreboard", "Slot", "SlotSnapshot", "State",
-           "rss_bytes"]  # fmt: skip
+__all__ = ["PENDING_BYTES", "SLOT_SIZE", "PoolSnapshot", "PoolTotals", "Scoreboard", "Slot", "SlotSnapshot",
+           "WorkerState", "rss_bytes"]  # fmt: skip

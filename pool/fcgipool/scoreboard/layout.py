@@ -10,11 +10,11 @@ import enum
 import os
 import struct
 
-__all__ = ["METHOD_BYTES", "PENDING_BYTES", "QUERY_BYTES", "SCRIPT_BYTES", "SLOT_SIZE", "URI_BYTES", "State",
+__all__ = ["METHOD_BYTES", "PENDING_BYTES", "QUERY_BYTES", "SCRIPT_BYTES", "SLOT_SIZE", "URI_BYTES", "WorkerState",
            "rss_bytes"]  # fmt: skip
 
 
-class State(enum.IntEnum):
+class WorkerState(enum.IntEnum):
     IDLE = 0
     READING = 1
     RUNNING = 2
@@ -28,11 +28,11 @@ class State(enum.IntEnum):
 
 # Labels as the status page prints them; "Reading headers" is PHP-FPM's text for the reading stage.
 _LABELS = {
-    State.IDLE: "Idle",
-    State.READING: "Reading headers",
-    State.RUNNING: "Running",
-    State.FINISHING: "Finishing",
-    State.ENDING: "Ending",
+    WorkerState.IDLE: "Idle",
+    WorkerState.READING: "Reading headers",
+    WorkerState.RUNNING: "Running",
+    WorkerState.FINISHING: "Finishing",
+    WorkerState.ENDING: "Ending",
 }
 
 METHOD_BYTES = 16

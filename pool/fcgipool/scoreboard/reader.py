@@ -10,7 +10,7 @@ import mmap
 import threading
 import time
 
-from .layout import _FIELDS, _OFFSETS, _RECORD, _SEQ, SLOT_SIZE, State, _dec
+from .layout import _FIELDS, _OFFSETS, _RECORD, _SEQ, SLOT_SIZE, WorkerState, _dec
 from .snapshots import PoolSnapshot, PoolTotals, SlotSnapshot
 from .writer import Slot
 
@@ -49,7 +49,7 @@ class Scoreboard:
             base = i * SLOT_SIZE
             self._mm[base : base + SLOT_SIZE] = bytes(SLOT_SIZE)
             now = time.time()
-            for name, value in (("pid", pid), ("state", State.IDLE), ("start_time", now), ("state_since", now)):
+            for name, value in (("pid", pid), ("state", WorkerState.IDLE), ("start_time", now), ("state_since", now)):
                 off, st = _OFFSETS[name]
                 st.pack_into(self._mm, base + off, value)
             self._owner[i] = pid
@@ -117,7 +117,7 @@ class Scoreboard:
         return SlotSnapshot(
             index=index,
             pid=pid,
-            state=State(v["state"]) if v["state"] in State._value2member_map_ else State.IDLE,
+            state=WorkerState(v["state"]) if v["state"] in WorkerState._value2member_map_ else WorkerState.IDLE,
             start_time=v["start_time"],
             state_since=v["state_since"],
             requests=v["requests"],
@@ -161,7 +161,7 @@ class Scoreboard:
     def overdue(self, now: float | None = None) -> list[SlotSnapshot]:
         """Busy slots whose deadline (monotonic) has passed."""
         now = time.monotonic() if now is None else now
-        return [s for s in self.snapshot().slots if s.deadline and s.deadline < now and s.state != State.IDLE]
+        return [s for s in self.snapshot().slots if s.deadline and s.deadline < now and s.state != WorkerState.IDLE]
 
     def close(self) -> None:
         self._mm.close()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from .layout import State
+from .layout import WorkerState
 
 __all__ = ["PoolSnapshot", "PoolTotals", "SlotSnapshot"]
 
@@ -15,7 +15,7 @@ __all__ = ["PoolSnapshot", "PoolTotals", "SlotSnapshot"]
 class SlotSnapshot:
     index: int
     pid: int
-    state: State
+    state: WorkerState
     start_time: float
     state_since: float
     requests: int
@@ -55,11 +55,11 @@ class SlotSnapshot:
 
     @property
     def busy(self) -> bool:
-        return self.state in (State.READING, State.RUNNING, State.FINISHING)
+        return self.state in (WorkerState.READING, WorkerState.RUNNING, WorkerState.FINISHING)
 
     def current_duration(self, now: float | None = None) -> float:
         """Elapsed response-phase seconds while reading/running, otherwise the last request's duration."""
-        if self.state in (State.READING, State.RUNNING) and self.request_start:
+        if self.state in (WorkerState.READING, WorkerState.RUNNING) and self.request_start:
             return max(0.0, (time.time() if now is None else now) - self.request_start)
         return self.request_duration
 
@@ -113,20 +113,20 @@ class PoolSnapshot:
     slots: tuple[SlotSnapshot, ...]
     totals: PoolTotals = field(default_factory=PoolTotals)
 
-    def count(self, *states: State) -> int:
+    def count(self, *states: WorkerState) -> int:
         return sum(1 for s in self.slots if s.state in states)
 
     @property
     def idle(self) -> int:
-        return self.count(State.IDLE)
+        return self.count(WorkerState.IDLE)
 
     @property
     def active(self) -> int:
-        return self.count(State.READING, State.RUNNING, State.FINISHING)
+        return self.count(WorkerState.READING, WorkerState.RUNNING, WorkerState.FINISHING)
 
     @property
     def finishing(self) -> int:
-        return self.count(State.FINISHING)
+        return self.count(WorkerState.FINISHING)
 
     def _sum(self, name: str) -> int | float:
         return getattr(self.totals, name) + sum(getattr(s, name) for s in self.slots)

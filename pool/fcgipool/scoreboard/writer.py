@@ -21,7 +21,7 @@ from .layout import (
     SCRIPT_BYTES,
     SLOT_SIZE,
     URI_BYTES,
-    State,
+    WorkerState,
     _block,
     _enc,
     rss_bytes,
@@ -42,7 +42,8 @@ _REST_OFF, _REST = _block("state", "deadline")
 _END_OFF, _END = _block("requests", "memory_rss")
 _REST_END_OFF, _REST_END = _block("state", "memory_rss")
 _ACCEPTED_OFF, _ACCEPTED = _OFFSETS["accepted"]
-_IDLE, _READING, _RUNNING = int(State.IDLE), int(State.READING), int(State.RUNNING)  # plain ints: hot paths
+# plain ints: hot paths
+_IDLE, _READING, _RUNNING = int(WorkerState.IDLE), int(WorkerState.READING), int(WorkerState.RUNNING)
 _ENC_CACHE_SIZE = 256  # distinct (method, uri, query, script) kept encoded; cleared when full
 
 
@@ -204,12 +205,12 @@ class Slot:
         _SEQ.pack_into(mm, base, seq + 1)
         return self._cpu_at
 
-    def set_state(self, state: State) -> None:
-        if state == State.READING:
+    def set_state(self, state: WorkerState) -> None:
+        if state == WorkerState.READING:
             self.reading(self._deadline)
             return
         now = time.time()
-        if state == State.FINISHING:
+        if state == WorkerState.FINISHING:
             self._write(state=state, state_since=now, finishing_start=now)
         else:
             mm, base = self._mm, self._base

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 from fcgipool import pm as pm_mod
-from fcgipool.scoreboard import State
+from fcgipool.scoreboard import WorkerState
 from support import wait_for
 from test_pm import cfg, make
 from test_status_nginx import start_stack, status
@@ -146,7 +146,7 @@ def test_rebuild_to_ondemand_stops_the_new_generation_when_idle():
     arb.reap()
     assert len(arb.WORKERS) == 3
     for p in arb.WORKERS:
-        arb.slots[p].set_state(State.IDLE)
+        arb.slots[p].set_state(WorkerState.IDLE)
     time.sleep(0.05)
     new.manage(arb)
     arb.reap()
