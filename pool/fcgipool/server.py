@@ -256,6 +256,8 @@ class FastCGIConnection:
         return True
 
     def _next_event(self, *, block: bool = True) -> Any:
+        """The stashed event, else the protocol's next one (its automatic replies sent); ``block``: read until
+        there is one, else NEED_DATA when what is buffered holds none."""
         if self._stashed is not None:
             event, self._stashed = self._stashed, None
             return event
@@ -264,21 +266,16 @@ class FastCGIConnection:
             out = self.conn.data_to_send()
             if out:
                 self._sendall(out)
-            if event is not NEED_DATA:
+            if event is not NEED_DATA or not block:
                 return event
-            if not block:
-                return NEED_DATA
             self._recv()
 
     def _stash_ahead(self) -> None:
-        if not self.conn.has_pending_input:
-            return  # the common case: nothing read ahead, nothing to parse
-        event = self.conn.next_event()  # parses only what is already buffered; may raise
-        out = self.conn.data_to_send()
-        if out:
-            self._sendall(out)
-        if event is not NEED_DATA:
-            self._stashed = event
+        """Parse what the last read brought beyond the request just served (may raise), for the next round."""
+        if self.conn.has_pending_input:  # the common case is nothing read ahead, nothing to parse
+            event = self._next_event(block=False)
+            if event is not NEED_DATA:
+                self._stashed = event
 
     # --- reading a request -------------------------------------------------------------------------------
     def _read_request(self) -> RequestStarted | None:
