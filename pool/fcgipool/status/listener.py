@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import config, protocol
+from ..config_status import PingPath, PingResponse, StatusPath
 from ..peer import describe_peer
 from .address import parse_address
 from .formats import parse_query, render
@@ -87,9 +88,9 @@ class StatusServer:
         monitor: PoolMonitor,
         address: str = "",
         *,
-        status_path: str = "/pool-status",
-        ping_path: str = "/pool-ping",
-        ping_response: str = "pong",
+        status_path: str = StatusPath.default,
+        ping_path: str = PingPath.default,
+        ping_response: str = PingResponse.default,
         interval: float = 0.1,
         on_sample: Callable[[PoolStatus], None] | None = None,
         umask: int = 0,
