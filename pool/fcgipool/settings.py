@@ -31,7 +31,8 @@ def _default(name: str) -> Any:
 def most_workers(cfg: Any) -> int:
     """The most workers this pool may run: ``workers``, or ``pm_max_children`` under dynamic/ondemand."""
     static = config.get(cfg, "pm") == "static"
-    return max(1, cfg.workers if static else config.get(cfg, "pm_max_children") or cfg.workers)
+    workers = config.get(cfg, "workers")
+    return max(1, workers if static else config.get(cfg, "pm_max_children") or workers)
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class ServerSettings:
     def from_config(cls, cfg: Any) -> ServerSettings:
         workers = str(most_workers(cfg))  # FCGI_MAX_CONNS/MAX_REQS: the most workers this pool may run
         return cls(
-            timeout=float(cfg.timeout),
+            timeout=float(config.get(cfg, "timeout")),
             background_timeout=config.get(cfg, "background_timeout"),
             kill_grace=config.get(cfg, "kill_grace"),
             max_params_size=config.get(cfg, "max_params_size"),
