@@ -26,9 +26,9 @@ from . import config
 from .handoff import HandoffQueue, Parking
 from .keeper import Keeper
 from .lost import LostTask, report_lost
-from .scoreboard import Scoreboard, SlotSnapshot, State
+from .scoreboard import Scoreboard, SlotSnapshot, WorkerState
+from .services import PoolServices
 from .spill.flags import PoolFlags
-from .status_hooks import PoolServices
 
 _spawning: tuple[Scoreboard, int] | None = None
 _handoff: HandoffQueue | None = None
@@ -114,7 +114,7 @@ class PoolArbiter(Arbiter):
             self.services.before_reload()  # the pm must not count the old generation as its own workers
         super().reload()
 
-    # pm-reload (owned by fcgipool.status_hooks): gunicorn's reload() calls setup() right after app.reload()
+    # pm-reload (owned by fcgipool.services): gunicorn's reload() calls setup() right after app.reload()
     # re-read the config, before it spawns the new generation; the pm is rebuilt from the new settings there
     def setup(self, app: Any) -> None:
         super().setup(app)
@@ -197,7 +197,7 @@ class PoolArbiter(Arbiter):
                 why += " (hard stop: the soft stop did not end it within kill_grace)"
                 if snap.pending_names:
                     why += f"; pending tasks: {', '.join(snap.pending_names)}"
-                kill_counter = "background_kills" if snap.state == State.FINISHING else "request_kills"
+                kill_counter = "background_kills" if snap.state == WorkerState.FINISHING else "request_kills"
             else:
                 if not self.timeout:
                     continue
@@ -260,6 +260,6 @@ class PoolArbiter(Arbiter):
         names = list(snap.pending_names)
         if snap.pending_truncated:
             names.append(f"<{snap.pending_count - len(names)} more tasks whose names did not fit in the slot>")
-        running = snap.state == State.FINISHING
+        running = snap.state == WorkerState.FINISHING
         lost = [LostTask(name, reason, snap.uri, pid, started=running and i == 0) for i, name in enumerate(names)]
         report_lost(self, lost, self.log, config.get(self.cfg, "on_task_lost"))

@@ -1,7 +1,7 @@
 """The ``fcgipool`` command: gunicorn with the FastCGI worker and the pool arbiter.
 
 ``fcgipool --bind unix:/run/app.sock --workers 4 myapp:app`` takes every gunicorn option plus the fcgipool
-settings (``fcgipool --help``). ``fcgipool status ...`` is dispatched to ``fcgipool.status_cli``, ``fcgipool advise
+settings (``fcgipool --help``). ``fcgipool status ...`` is dispatched to ``fcgipool.status.cli``, ``fcgipool advise
 ...`` (sizing from the request log) to ``fcgipool.sizing.advise_cli``.
 """
 
@@ -73,7 +73,7 @@ def _subcommand(name: str, module_name: str, argv: list[str]) -> int:
     return int(module.main(argv) or 0)
 
 
-SUBCOMMANDS = {"status": "fcgipool.status_cli", "advise": "fcgipool.sizing.advise_cli"}
+SUBCOMMANDS = {"status": "fcgipool.status.cli", "advise": "fcgipool.sizing.advise_cli"}
 
 
 def main(argv: list[str] | None = None) -> int:

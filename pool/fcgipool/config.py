@@ -27,15 +27,33 @@ SECTION = "FastCGI pool"
 ENV_PREFIX = "FCGIPOOL_"
 
 
+# argparse `type=` for flags: a bad value is reported by argparse as "argument --flag: ..." and exit 2
+def _flag_type(validator: Callable[[Any], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            return validator(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+
+    parse.__name__ = "value"
+    return parse
+
+
 class _FcgiSettingMeta(SettingMeta):
-    """gunicorn registers every Setting subclass; the abstract base must not become a setting itself."""
+    """Derives what a declaration would otherwise repeat, and keeps the abstract bases out of gunicorn's registry.
+
+    ``env``: ``FCGIPOOL_`` + the upper-cased name for every setting with a flag (declare ``env = None`` to have
+    none). ``type``: the argparse type built from the validator, so a bad flag value is reported by argparse.
+    ``section``: inherited like any class attribute (a module's abstract base sets its own).
+    """
 
     def __new__(mcs, name: str, bases: tuple[type, ...], attrs: dict[str, Any]):
         if attrs.pop("abstract", False):
             return type.__new__(mcs, name, bases, attrs)
-        attrs.setdefault("section", SECTION)
-        if inspect.isfunction(attrs.get("type")):  # else argparse gets a bound method ("invalid value")
-            attrs["type"] = staticmethod(attrs["type"])
+        if attrs.get("cli"):
+            attrs.setdefault("env", ENV_PREFIX + attrs["name"].upper())
+            if not attrs.get("action"):
+                attrs.setdefault("type", staticmethod(_flag_type(attrs["validator"])))
         return super().__new__(mcs, name, bases, attrs)
 
 
@@ -140,28 +158,14 @@ def hook(name: str, arity: int) -> Callable[[Any], Callable[..., Any]]:
     return validate
 
 
-# argparse `type=` for flags: a bad value is reported by argparse as "argument --flag: ..." and exit 2
-def _flag_type(validator: Callable[[Any], Any]) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        try:
-            return validator(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from exc
-
-    parse.__name__ = "value"
-    return parse
-
-
 # --- the settings ----------------------------------------------------------------------------------------
 
 
 class BackgroundTimeout(FcgiSetting):
     name = "background_timeout"
     cli = ["--background-timeout"]
-    env = "FCGIPOOL_BACKGROUND_TIMEOUT"
     meta = "SECONDS"
     validator = non_negative_float("background_timeout")
-    type = _flag_type(validator)
     default = 30.0
     desc = """\
         Total budget in seconds for one request's after-response work.
@@ -178,7 +182,6 @@ class BackgroundTimeout(FcgiSetting):
 class BackgroundStopOnError(FcgiSetting):
     name = "background_stop_on_error"
     cli = ["--background-stop-on-error"]
-    env = "FCGIPOOL_BACKGROUND_STOP_ON_ERROR"
     validator = boolean("background_stop_on_error")
     action = "store_const"
     const = True
@@ -194,7 +197,6 @@ class BackgroundStopOnError(FcgiSetting):
 class BackgroundOnlyOnSuccess(FcgiSetting):
     name = "background_only_on_success"
     cli = ["--background-only-on-success"]
-    env = "FCGIPOOL_BACKGROUND_ONLY_ON_SUCCESS"
     validator = boolean("background_only_on_success")
     action = "store_const"
     const = True
@@ -209,10 +211,8 @@ class BackgroundOnlyOnSuccess(FcgiSetting):
 class KillGrace(FcgiSetting):
     name = "kill_grace"
     cli = ["--kill-grace"]
-    env = "FCGIPOOL_KILL_GRACE"
     meta = "SECONDS"
     validator = non_negative_float("kill_grace")
-    type = _flag_type(validator)
     default = 2.0
     desc = """\
         Seconds between a soft limit and the hard kill.
@@ -227,10 +227,8 @@ class KillGrace(FcgiSetting):
 class KeepConn(FcgiSetting):
     name = "keep_conn"
     cli = ["--keep-conn"]
-    env = "FCGIPOOL_KEEP_CONN"
     meta = "allow|disable"
     validator = choice("keep_conn", "allow", "disable")
-    type = _flag_type(validator)
     default = "allow"
     desc = """\
         Honour the web server's FCGI_KEEP_CONN flag (``allow``) or close after every request (``disable``).
@@ -245,10 +243,8 @@ class KeepConn(FcgiSetting):
 class HandoffAfter(FcgiSetting):
     name = "handoff_after"
     cli = ["--handoff-after"]
-    env = "FCGIPOOL_HANDOFF_AFTER"
     meta = "SECONDS"
     validator = non_negative_float("handoff_after")
-    type = _flag_type(validator)
     default = 0.005
     desc = """\
         How long a busy worker may keep its idle kept connections from the rest of the pool, in seconds.
@@ -266,10 +262,8 @@ class HandoffAfter(FcgiSetting):
 class MaxParamsSize(FcgiSetting):
     name = "max_params_size"
     cli = ["--max-params-size"]
-    env = "FCGIPOOL_MAX_PARAMS_SIZE"
     meta = "BYTES"
     validator = size_bytes("max_params_size", minimum=1024)
-    type = _flag_type(validator)
     default = 256 * 1024
     desc = """\
         Largest PARAMS stream (CGI variables and request headers) a request may send, in bytes.
@@ -282,10 +276,8 @@ class MaxParamsSize(FcgiSetting):
 class MaxBodySize(FcgiSetting):
     name = "max_body_size"
     cli = ["--max-body-size"]
-    env = "FCGIPOOL_MAX_BODY_SIZE"
     meta = "BYTES"
     validator = size_bytes("max_body_size")
-    type = _flag_type(validator)
     default = 64 * 1024**2
     desc = """\
         Largest request body, in bytes; larger requests get HTTP 413 without the application being called.
@@ -299,10 +291,8 @@ class MaxBodySize(FcgiSetting):
 class OutputBufferSize(FcgiSetting):
     name = "output_buffer_size"
     cli = ["--output-buffer-size"]
-    env = "FCGIPOOL_OUTPUT_BUFFER_SIZE"
     meta = "BYTES"
     validator = size_bytes("output_buffer_size", minimum=1024)
-    type = _flag_type(validator)
     default = 256 * 1024
     desc = """\
         Response bytes collected before they are written to the socket.
@@ -316,10 +306,8 @@ class OutputBufferSize(FcgiSetting):
 class ScoreboardSlots(FcgiSetting):
     name = "scoreboard_slots"
     cli = ["--scoreboard-slots"]
-    env = "FCGIPOOL_SCOREBOARD_SLOTS"
     meta = "INT"
     validator = non_negative_int("scoreboard_slots")
-    type = _flag_type(validator)
     default = 0
     desc = """\
         Number of worker slots in the shared-memory scoreboard; 0 sizes it automatically.
@@ -332,7 +320,6 @@ class ScoreboardSlots(FcgiSetting):
 class OnTaskLost(FcgiSetting):
     name = "on_task_lost"
     validator = hook("on_task_lost", 2)
-    type = callable
 
     def on_task_lost(server, task):
         pass

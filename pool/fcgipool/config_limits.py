@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .config import FcgiSetting, _flag_type, non_negative_int
+from .config import FcgiSetting, non_negative_int
 
 __all__ = ["MaxWorkerMemory"]
 
@@ -10,10 +10,8 @@ __all__ = ["MaxWorkerMemory"]
 class MaxWorkerMemory(FcgiSetting):
     name = "max_worker_memory"
     cli = ["--max-worker-memory"]
-    env = "FCGIPOOL_MAX_WORKER_MEMORY"
     meta = "MIB"
     validator = non_negative_int("max_worker_memory")
-    type = _flag_type(validator)
     default = 0
     desc = """\
         Recycle a worker whose resident memory (RSS) grows past this many MiB; 0 turns the check off.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import FcgiSetting, _flag_type, boolean
+from .config import FcgiSetting, boolean
 
 __all__ = ["RequestLogPath", "RequestLogQuery"]
 
@@ -20,10 +20,8 @@ def _path(val: Any) -> str:
 class RequestLogPath(FcgiSetting):
     name = "request_log"
     cli = ["--request-log"]
-    env = "FCGIPOOL_REQUEST_LOG"
     meta = "PATH"
     validator = _path
-    type = _flag_type(validator)
     default = ""
     desc = """\
         Write one JSON line per request to this file: time, method, URI, route, status, answer ms,
@@ -39,7 +37,6 @@ class RequestLogPath(FcgiSetting):
 class RequestLogQuery(FcgiSetting):
     name = "request_log_query"
     cli = ["--request-log-query"]
-    env = "FCGIPOOL_REQUEST_LOG_QUERY"
     validator = boolean("request_log_query")
     action = "store_const"
     const = True

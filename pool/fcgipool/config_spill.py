@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from .config import FcgiSetting, _flag_type, hook, non_negative_float
+from .config import FcgiSetting, hook, non_negative_float
 
 SECTION = "FastCGI pool: spill to a queue"
 REASONS = ("shutdown", "saturated", "slow")  # fcgipool.spill.policy.REASONS (not imported: rq stays optional)
@@ -45,13 +45,18 @@ def _share(val: Any) -> float:
     return num
 
 
-class SpillTo(FcgiSetting):
+class _S(FcgiSetting):
+    """This module's settings: their own section of the reference."""
+
+    abstract = True
+    section = SECTION
+
+
+class SpillTo(_S):
     name = "spill_to"
     cli = ["--spill-to"]
-    env = "FCGIPOOL_SPILL_TO"
     meta = "URL"
     validator = _url
-    type = _flag_type(validator)
     default = ""
     desc = """\
         A Redis URL (``redis://host:6379/0``): after-response tasks that should not run in the pool
@@ -64,13 +69,11 @@ class SpillTo(FcgiSetting):
         """
 
 
-class SpillWhen(FcgiSetting):
+class SpillWhen(_S):
     name = "spill_when"
     cli = ["--spill-when"]
-    env = "FCGIPOOL_SPILL_WHEN"
     meta = "REASONS"
     validator = parse_when
-    type = _flag_type(validator)
     default = ["shutdown", "saturated"]
     desc = """\
         When a task goes to the queue instead of running in the pool (comma-separated):
@@ -83,13 +86,11 @@ class SpillWhen(FcgiSetting):
         """
 
 
-class SpillThreshold(FcgiSetting):
+class SpillThreshold(_S):
     name = "spill_threshold"
     cli = ["--spill-threshold"]
-    env = "FCGIPOOL_SPILL_THRESHOLD"
     meta = "SHARE"
     validator = _share
-    type = _flag_type(validator)
     default = 0.5
     desc = """\
         ``saturated``: the share of the pool's workers busy with after-response work at which new tasks go to
@@ -97,13 +98,11 @@ class SpillThreshold(FcgiSetting):
         """
 
 
-class SpillSlowerThan(FcgiSetting):
+class SpillSlowerThan(_S):
     name = "spill_slower_than"
     cli = ["--spill-slower-than"]
-    env = "FCGIPOOL_SPILL_SLOWER_THAN"
     meta = "MS"
     validator = non_negative_float("spill_slower_than")
-    type = _flag_type(validator)
     default = 1000.0
     desc = """\
         ``slow``: a task name whose p95 over its last 50 runs (at least 10) in a worker passes this many
@@ -111,23 +110,20 @@ class SpillSlowerThan(FcgiSetting):
         """
 
 
-class SpillQueue(FcgiSetting):
+class SpillQueue(_S):
     name = "spill_queue"
     cli = ["--spill-queue"]
-    env = "FCGIPOOL_SPILL_QUEUE"
     meta = "NAME"
     validator = _queue_name
-    type = _flag_type(validator)
     default = "fcgipool"
     desc = """\
         The RQ queue's name (``rq worker --url URL NAME`` runs its jobs).
         """
 
 
-class OnTaskSpilled(FcgiSetting):
+class OnTaskSpilled(_S):
     name = "on_task_spilled"
     validator = hook("on_task_spilled", 2)
-    type = callable
 
     def on_task_spilled(server, task):
         pass
@@ -140,7 +136,3 @@ class OnTaskSpilled(FcgiSetting):
         ``reason`` (``shutdown``, ``saturated``, ``slow``), ``request_uri``, ``job_id`` and ``pid``. The task's
         own code runs later in the queue's worker. Exceptions from the hook are logged and ignored.
         """
-
-
-for _setting in (SpillTo, SpillWhen, SpillThreshold, SpillSlowerThan, SpillQueue, OnTaskSpilled):
-    _setting.section = SECTION  # the metaclass gave them the generic section

@@ -17,10 +17,10 @@ import signal
 import time
 from typing import Any
 
-from .config_status import validate_pm
 from .handoff import Parking
-from .scoreboard import SlotSnapshot, State
-from .status import PoolMonitor, PoolStatus
+from .scoreboard import SlotSnapshot, WorkerState
+from .settings import PmSettings
+from .status.monitor import PoolMonitor, PoolStatus
 
 __all__ = ["DynamicPM", "OndemandPM", "ProcessManager", "StaticPM", "create", "rebuild"]
 
@@ -30,7 +30,7 @@ _WAKE_EVERY = 0.05  # seconds between wake-ups of the arbiter from the status th
 class ProcessManager:
     name = "static"
 
-    def __init__(self, settings: dict[str, Any], log: Any) -> None:
+    def __init__(self, settings: PmSettings, log: Any) -> None:
         self.settings = settings
         self.log = log
         self.monitor: PoolMonitor | None = None
@@ -95,7 +95,7 @@ class ProcessManager:
 
     def _trim_to_cap(self, arbiter: Any, live: dict[int, Any], idle: list[int], slots: dict[int, SlotSnapshot]) -> int:
         """Stop idle workers above pm_max_children (a reload spawns ``workers``, or lowered the cap); the count left."""
-        total, cap = len(live), int(self.settings["max_children"])
+        total, cap = len(live), self.settings.max_children
         for pid in sorted(idle, key=lambda pid: _idle_since(slots.get(pid)))[: max(0, total - cap)]:
             self._stop(arbiter, pid, f"{total} workers > max children {cap}")
             idle.remove(pid)
@@ -134,46 +134,46 @@ class DynamicPM(ProcessManager):
     name = "dynamic"
     ROUND = 1.0
 
-    def __init__(self, settings: dict[str, Any], log: Any) -> None:
+    def __init__(self, settings: PmSettings, log: Any) -> None:
         super().__init__(settings, log)
         self._rate = 1
         self._next_round = 0.0
         self._started = False
 
     def initial_workers(self, arbiter: Any) -> int:
-        return int(self.settings["start_servers"])
+        return self.settings.start_servers
 
     def max_children(self, arbiter: Any) -> int:
-        return int(self.settings["max_children"])
+        return self.settings.max_children
 
     def manage(self, arbiter: Any) -> bool:
         live = self._retire_old_generation(arbiter, self._live(arbiter))
         if not self._started:  # PHP-FPM: pm.start_servers at startup, then spare-driven
             self._started = True
-            self._spawn(arbiter, max(0, int(self.settings["start_servers"]) - len(live)))
+            self._spawn(arbiter, max(0, self.settings.start_servers - len(live)))
             live = self._live(arbiter)
         now = time.monotonic()
-        if now < self._next_round and len(live) >= self.settings["min_spare"]:
+        if now < self._next_round and len(live) >= self.settings.min_spare:
             arbiter.num_workers = len(live)
             return True
         self._next_round = now + self.ROUND
         status = self._sample()
         slots = self._slots(status)
-        idle = [pid for pid in live if (s := slots.get(pid)) is None or s.state == State.IDLE]
-        total, max_children = self._trim_to_cap(arbiter, live, idle, slots), self.settings["max_children"]
-        if len(idle) > self.settings["max_spare"]:
+        idle = [pid for pid in live if (s := slots.get(pid)) is None or s.state == WorkerState.IDLE]
+        total, max_children = self._trim_to_cap(arbiter, live, idle, slots), self.settings.max_children
+        if len(idle) > self.settings.max_spare:
             victim = min(idle, key=lambda pid: _idle_since(slots.get(pid)))
-            self._stop(arbiter, victim, f"{len(idle)} idle > max spare {self.settings['max_spare']}")
+            self._stop(arbiter, victim, f"{len(idle)} idle > max spare {self.settings.max_spare}")
             total -= 1
             self._rate = 1
-        elif len(idle) < self.settings["min_spare"]:
+        elif len(idle) < self.settings.min_spare:
             if total >= max_children:
                 if not idle and self.monitor is not None:
                     self.monitor.note_max_children()
             else:
-                n = min(self._rate, self.settings["min_spare"] - len(idle), max_children - total)
+                n = min(self._rate, self.settings.min_spare - len(idle), max_children - total)
                 total += self._spawn(arbiter, n)
-                self._rate = min(self._rate * 2, self.settings["max_spawn_rate"])
+                self._rate = min(self._rate * 2, self.settings.max_spawn_rate)
         else:
             self._rate = 1
         arbiter.num_workers = total
@@ -194,7 +194,7 @@ class OndemandPM(ProcessManager):
         return getattr(arbiter, "parking", None)
 
     def max_children(self, arbiter: Any) -> int:
-        return int(self.settings["max_children"])
+        return self.settings.max_children
 
     def adopt(self, old: ProcessManager) -> None:
         super().adopt(old)
@@ -212,11 +212,11 @@ class OndemandPM(ProcessManager):
             elif len(parking):
                 parking.release()
         waiting = bool(status.listen_queue) or kept
-        if waiting and status.idle == 0 and status.total < self.settings["max_children"]:
+        if waiting and status.idle == 0 and status.total < self.settings.max_children:
             self._wake(arbiter)  # a connection waits and nobody can take it: spawn now, not in a second
         elif status.idle and status.snapshot.slots:
-            oldest_idle = min((s.state_since for s in status.snapshot.slots if s.state == State.IDLE), default=0)
-            if oldest_idle and time.time() - oldest_idle >= self.settings["idle_timeout"]:
+            oldest_idle = min((s.state_since for s in status.snapshot.slots if s.state == WorkerState.IDLE), default=0)
+            if oldest_idle and time.time() - oldest_idle >= self.settings.idle_timeout:
                 self._wake(arbiter)
 
     def manage(self, arbiter: Any) -> bool:
@@ -224,20 +224,20 @@ class OndemandPM(ProcessManager):
         status = self._sample()
         slots = self._slots(status)
         now = time.time()
-        idle = [pid for pid in live if (s := slots.get(pid)) is None or s.state == State.IDLE]
+        idle = [pid for pid in live if (s := slots.get(pid)) is None or s.state == WorkerState.IDLE]
         total = self._trim_to_cap(arbiter, live, idle, slots)
         kept = self._kept_demand if not live else (status.kept_waiting or 0)
         queue = (status.listen_queue or 0) + int(kept)
         if queue and not idle:
             self._kept_demand = False
-            room = self.settings["max_children"] - total
+            room = self.settings.max_children - total
             if room > 0:
-                total += self._spawn(arbiter, min(queue, room, self.settings["max_spawn_rate"]))
+                total += self._spawn(arbiter, min(queue, room, self.settings.max_spawn_rate))
             elif self.monitor is not None:
                 # the same demand that would spawn a worker, and none may be added: a request on a kept
                 # connection in the hand-off queue waits as surely as one in the listen queue
                 self.monitor.note_max_children()
-        timeout = self.settings["idle_timeout"]
+        timeout = self.settings.idle_timeout
         for pid in idle:
             s = slots.get(pid)
             if s is not None and now - _idle_since(s) >= timeout and not (queue and len(idle) == 1):
@@ -258,13 +258,13 @@ def create(cfg: Any, workers: int, log: Any, slots: int | None = None) -> Proces
 
     ``slots``: the scoreboard's size, which ``pm_max_children`` must fit (the scoreboard is made once, at start).
     """
-    settings = validate_pm(cfg, workers)
-    if slots is not None and int(settings["max_children"]) > slots:
-        what = "pm_max_children" if settings["pm"] != "static" else "workers"
+    settings = PmSettings.from_config(cfg, workers)
+    if slots is not None and settings.max_children > slots:
+        what = "pm_max_children" if settings.pm != "static" else "workers"
         raise ValueError(
-            f"{what} ({settings['max_children']}) is larger than the scoreboard ({slots} slots); raise scoreboard_slots"
+            f"{what} ({settings.max_children}) is larger than the scoreboard ({slots} slots); raise scoreboard_slots"
         )
-    cls = {"static": StaticPM, "dynamic": DynamicPM, "ondemand": OndemandPM}[str(settings["pm"])]
+    cls = {"static": StaticPM, "dynamic": DynamicPM, "ondemand": OndemandPM}[settings.pm]
     return cls(settings, log)
 
 

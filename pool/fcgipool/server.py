@@ -23,14 +23,13 @@ import socket
 import struct
 import tempfile
 import time
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gunicorn.http.wsgi import FileWrapper
 
 from . import background
 from .background import RunResult, Spill, TaskList, run_tasks
-from .environ import BadRequestParams, body_length, build_environ, request_uri, script_root
+from .environ import BadRequestParams, body_length, build_environ, request_uri
 from .lost import LostTask, report_lost
 from .peer import describe_peer
 from .protocol import (
@@ -42,14 +41,15 @@ from .protocol import (
     RecordType,
     RemoteProtocolError,
     RequestStarted,
+    State,
     StdinData,
     StdinEnd,
     encode_record,
 )
-from .protocol.connection import State as ProtoState
 from .recorder import Recorder
 from .requestlog import RequestLog
 from .response import ResponseError, ResponseWriter, error_body, iter_file_wrapper
+from .settings import ServerSettings
 from .streams import InputStream
 from .watchdog import BackgroundTimeout, RequestTimeout, Watchdog, calls_user_code
 
@@ -66,21 +66,6 @@ _RECV_VIEW = memoryview(_RECV_BUF)
 ROUTE_KEY = "fcgipool.route"
 NO_LIMIT = 10 * 365 * 86400.0  # "no deadline" as a deadline: the arbiter never kills for it
 SPOOL_MEMORY = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    timeout: float = 30.0  # response phase (gunicorn's --timeout); 0 = none
-    background_timeout: float = 30.0
-    kill_grace: float = 2.0
-    max_params_size: int = 256 * 1024
-    max_body_size: int = 64 * 1024**2  # 0 = none
-    keep_conn: bool = True
-    buffer_size: int = 256 * 1024
-    stop_on_error: bool = False
-    only_on_success: bool = False
-    values: dict[str, str] = field(default_factory=dict)
-    root: str = field(default_factory=script_root)
 
 
 class Host(Protocol):
@@ -283,6 +268,8 @@ class FastCGIConnection:
         return True
 
     def _next_event(self, *, block: bool = True) -> Any:
+        """The stashed event, else the protocol's next one (its automatic replies sent); ``block``: read until
+        there is one, else NEED_DATA when what is buffered holds none."""
         if self._stashed is not None:
             event, self._stashed = self._stashed, None
             return event
@@ -291,21 +278,16 @@ class FastCGIConnection:
             out = self.conn.data_to_send()
             if out:
                 self._sendall(out)
-            if event is not NEED_DATA:
+            if event is not NEED_DATA or not block:
                 return event
-            if not block:
-                return NEED_DATA
             self._recv()
 
     def _stash_ahead(self) -> None:
-        if not self.conn.has_pending_input:
-            return  # the common case: nothing read ahead, nothing to parse
-        event = self.conn.next_event()  # parses only what is already buffered; may raise
-        out = self.conn.data_to_send()
-        if out:
-            self._sendall(out)
-        if event is not NEED_DATA:
-            self._stashed = event
+        """Parse what the last read brought beyond the request just served (may raise), for the next round."""
+        if self.conn.has_pending_input:  # the common case is nothing read ahead, nothing to parse
+            event = self._next_event(block=False)
+            if event is not NEED_DATA:
+                self._stashed = event
 
     # --- reading a request -------------------------------------------------------------------------------
     def _read_request(self) -> RequestStarted | None:
@@ -325,7 +307,7 @@ class FastCGIConnection:
         while True:
             event = self._next_event(block=False)
             if event is NEED_DATA:
-                mid = self.conn.their_state in (ProtoState.PARAMS, ProtoState.STDIN)
+                mid = self.conn.their_state in (State.PARAMS, State.STDIN)
                 if not (mid or recvs == 0):
                     return None
                 if not self._deadline_published:  # this read may wait: the arbiter must know the deadline
@@ -341,7 +323,7 @@ class FastCGIConnection:
                 return None
             if isinstance(event, AbortRequested):
                 self._sendall(self.conn.end_request(event.request_id))
-                if self.conn.our_state is ProtoState.MUST_CLOSE:
+                if self.conn.our_state is State.MUST_CLOSE:
                     self.close()
                     return None
             # StdinData/StdinEnd of a request we already ended cannot reach here (the protocol drops them)

@@ -21,7 +21,9 @@ from typing import Any, TextIO
 
 import gunicorn
 
-from .scoreboard import Scoreboard, SlotSnapshot, State
+from . import config
+from .config_status import PoolName
+from .scoreboard import Scoreboard, SlotSnapshot, WorkerState
 
 __all__ = ["SlowlogWatcher", "format_entry", "start_for_worker"]
 
@@ -50,7 +52,7 @@ class SlowlogWatcher:
         timeout: float,
         *,
         path: str = "",
-        pool: str = "www",
+        pool: str = PoolName.default,
         log: Any = None,
         thread_ident: int | None = None,
     ) -> None:
@@ -87,9 +89,9 @@ class SlowlogWatcher:
         """Log the request if it is slow and not yet logged in this phase. Returns True if it logged."""
         snap = self.scoreboard.read(self.index)
         now = time.time() if now is None else now
-        if snap.state in (State.READING, State.RUNNING) and snap.request_start:
+        if snap.state in (WorkerState.READING, WorkerState.RUNNING) and snap.request_start:
             phase, since = "response", snap.request_start
-        elif snap.state == State.FINISHING and snap.finishing_start:
+        elif snap.state == WorkerState.FINISHING and snap.finishing_start:
             phase, since = "after-response", snap.finishing_start
         else:
             if len(self._done) > 64:
@@ -154,7 +156,7 @@ def _write_all(stream: TextIO, text: str) -> None:
 def start_for_worker(worker: Any) -> SlowlogWatcher | None:
     """Start the watcher in a worker process if ``slowlog_timeout`` is set; returns it (or None)."""
     cfg = worker.cfg
-    timeout = float(getattr(cfg, "slowlog_timeout", 0) or 0)
+    timeout = config.get(cfg, "slowlog_timeout")
     board = getattr(worker, "scoreboard", None)
     index = getattr(worker, "slot_index", None)
     if timeout <= 0 or board is None or index is None:
@@ -163,8 +165,8 @@ def start_for_worker(worker: Any) -> SlowlogWatcher | None:
         board,
         index,
         timeout,
-        path=getattr(cfg, "slowlog", "") or "",
-        pool=getattr(cfg, "pool_name", "www"),
+        path=config.get(cfg, "slowlog"),
+        pool=config.get(cfg, "pool_name"),
         log=worker.log,
         thread_ident=threading.get_ident(),
     )

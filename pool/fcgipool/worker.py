@@ -30,10 +30,10 @@ from . import config, slowlog
 from .background import Spill
 from .handoff import HandoffQueue, readable_bytes
 from .keeper import KeptConns
-from .protocol import FCGI_MAX_CONNS, FCGI_MAX_REQS
 from .recorder import Recorder
 from .requestlog import RequestLog
-from .server import FastCGIConnection, ServerSettings
+from .server import FastCGIConnection
+from .settings import ServerSettings
 from .upkeep import Upkeep, make_spiller
 from .watchdog import Watchdog
 
@@ -98,21 +98,7 @@ class FastCGIWorker(base.Worker):
         if self.scoreboard is not None and self.slot_index is not None:
             self.recorder = Recorder(self.scoreboard.slot(self.slot_index))
             slowlog.start_for_worker(self)  # a thread, started after fork: no ptrace needed to read our stack
-        # FCGI_MAX_CONNS/MAX_REQS: the most workers this pool may run (dynamic/ondemand: pm_max_children)
-        most = cfg.workers if config.get(cfg, "pm") == "static" else config.get(cfg, "pm_max_children") or cfg.workers
-        workers = str(max(1, most))
-        self.settings = ServerSettings(
-            timeout=float(cfg.timeout),
-            background_timeout=config.get(cfg, "background_timeout"),
-            kill_grace=config.get(cfg, "kill_grace"),
-            max_params_size=config.get(cfg, "max_params_size"),
-            max_body_size=config.get(cfg, "max_body_size"),
-            keep_conn=config.get(cfg, "keep_conn") == "allow",
-            buffer_size=config.get(cfg, "output_buffer_size"),
-            stop_on_error=config.get(cfg, "background_stop_on_error"),
-            only_on_success=config.get(cfg, "background_only_on_success"),
-            values={FCGI_MAX_CONNS: workers, FCGI_MAX_REQS: workers},
-        )
+        self.settings = ServerSettings.from_config(cfg)
         self.spill = make_spiller(self) if config.get(cfg, "spill_to") else None
         path = config.get(cfg, "request_log")
         keep_query = config.get(cfg, "request_log_query")

@@ -174,3 +174,48 @@ def test_shipped_gunicorn_conf_makes_sockets_0660(monkeypatch: pytest.MonkeyPatc
         assert oct(path.stat().st_mode & 0o777) == oct(0o660)
     finally:
         listener.close()
+
+
+# Users' configs name these: a flag or environment variable must never change name or vanish by accident
+# (env and type are derived from the name, so a rename of a setting would silently rename both).
+PINNED = [
+    ('background_timeout', '--background-timeout', 'FCGIPOOL_BACKGROUND_TIMEOUT'),
+    ('background_stop_on_error', '--background-stop-on-error', 'FCGIPOOL_BACKGROUND_STOP_ON_ERROR'),
+    ('background_only_on_success', '--background-only-on-success', 'FCGIPOOL_BACKGROUND_ONLY_ON_SUCCESS'),
+    ('kill_grace', '--kill-grace', 'FCGIPOOL_KILL_GRACE'),
+    ('keep_conn', '--keep-conn', 'FCGIPOOL_KEEP_CONN'),
+    ('handoff_after', '--handoff-after', 'FCGIPOOL_HANDOFF_AFTER'),
+    ('max_params_size', '--max-params-size', 'FCGIPOOL_MAX_PARAMS_SIZE'),
+    ('max_body_size', '--max-body-size', 'FCGIPOOL_MAX_BODY_SIZE'),
+    ('output_buffer_size', '--output-buffer-size', 'FCGIPOOL_OUTPUT_BUFFER_SIZE'),
+    ('scoreboard_slots', '--scoreboard-slots', 'FCGIPOOL_SCOREBOARD_SLOTS'),
+    ('on_task_lost', None, None),
+    ('max_worker_memory', '--max-worker-memory', 'FCGIPOOL_MAX_WORKER_MEMORY'),
+    ('request_log', '--request-log', 'FCGIPOOL_REQUEST_LOG'),
+    ('request_log_query', '--request-log-query', 'FCGIPOOL_REQUEST_LOG_QUERY'),
+    ('spill_to', '--spill-to', 'FCGIPOOL_SPILL_TO'),
+    ('spill_when', '--spill-when', 'FCGIPOOL_SPILL_WHEN'),
+    ('spill_threshold', '--spill-threshold', 'FCGIPOOL_SPILL_THRESHOLD'),
+    ('spill_slower_than', '--spill-slower-than', 'FCGIPOOL_SPILL_SLOWER_THAN'),
+    ('spill_queue', '--spill-queue', 'FCGIPOOL_SPILL_QUEUE'),
+    ('on_task_spilled', None, None),
+    ('status_listen', '--status-listen', 'FCGIPOOL_STATUS_LISTEN'),
+    ('status_path', '--status-path', 'FCGIPOOL_STATUS_PATH'),
+    ('ping_path', '--ping-path', 'FCGIPOOL_PING_PATH'),
+    ('ping_response', '--ping-response', None),
+    ('pool_name', '--pool-name', 'FCGIPOOL_POOL_NAME'),
+    ('slowlog_timeout', '--slowlog-timeout', 'FCGIPOOL_SLOWLOG_TIMEOUT'),
+    ('slowlog', '--slowlog', 'FCGIPOOL_SLOWLOG'),
+    ('pm', '--pm', 'FCGIPOOL_PM'),
+    ('pm_max_children', '--pm-max-children', 'FCGIPOOL_PM_MAX_CHILDREN'),
+    ('pm_start_servers', '--pm-start-servers', 'FCGIPOOL_PM_START_SERVERS'),
+    ('pm_min_spare_servers', '--pm-min-spare-servers', 'FCGIPOOL_PM_MIN_SPARE_SERVERS'),
+    ('pm_max_spare_servers', '--pm-max-spare-servers', 'FCGIPOOL_PM_MAX_SPARE_SERVERS'),
+    ('pm_max_spawn_rate', '--pm-max-spawn-rate', 'FCGIPOOL_PM_MAX_SPAWN_RATE'),
+    ('pm_process_idle_timeout', '--pm-process-idle-timeout', 'FCGIPOOL_PM_PROCESS_IDLE_TIMEOUT'),
+]
+
+
+def test_every_flag_and_environment_variable_keeps_its_name() -> None:
+    assert [(s.name, (s.cli or [None])[0], s.env) for s in config.load_all()] == PINNED
+    assert all(len(s.cli or []) <= 1 for s in config.load_all())  # a second spelling would escape the pin

@@ -116,7 +116,7 @@ def test_a_request_after_a_long_idle_wait_starts_its_clock_when_it_arrives(tmp_p
     """A request's start is the worker's last clock reading (no read of its own): after a wait that reading is
     taken when poll returns. Were it the one from before the wait, a request after 2.5 s of idling would be
     past its 1 s timeout at once (504) and the status page would show a 2.8 s duration."""
-    from fcgipool import status_cli
+    from fcgipool.status import cli as status_cli
 
     tests = Path(__file__).parent
     with PoolProcess("support.pidapp:app", workers=1, args=["--timeout", "1"], app_dir=tests, status=True) as pool:

@@ -12,8 +12,8 @@ import signal
 import socket
 from pathlib import Path
 
-from fcgipool import status_cli
 from fcgipool.handoff import HandoffQueue, Parking
+from fcgipool.status import cli as status_cli
 from support import PoolProcess, fcgi_request, wait_for
 
 APPS = Path(__file__).parent / "apps"

@@ -1,6 +1,6 @@
 """Sans-IO FastCGI 1.0 for the application side (h11 style). No socket code: see ``fcgipool.server``."""
 
-from .connection import DEFAULT_VALUES, Connection, State
+from .connection import DEFAULT_VALUES, Connection
 from .constants import (
     FCGI_KEEP_CONN,
     FCGI_MAX_CONNS,
@@ -37,6 +37,7 @@ from .records import (
     encode_unknown_type,
     parse_records,
 )
+from .states import State
 
 __all__ = [
     "DEFAULT_VALUES",

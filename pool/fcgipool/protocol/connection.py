@@ -6,25 +6,8 @@ return. No socket code here: the caller owns I/O.
 
 One request at a time (``FCGI_MPXS_CONNS=0``), RESPONDER role only.
 
-States (``their_state`` tracks what the web server sends for the current request, ``our_state`` what we
-may send). A RemoteProtocolError moves both to ERROR; a LocalProtocolError changes nothing.
-
-=================  ===============================  ============  ==============================
-their_state        event / input                    our_state     notes
-=================  ===============================  ============  ==============================
-IDLE               BEGIN_REQUEST (RESPONDER)        IDLE          no event yet
-PARAMS             empty PARAMS → RequestStarted    RESPONDING    send_stdout/send_stderr allowed
-STDIN              STDIN → StdinData                RESPONDING
-STDIN              empty STDIN → StdinEnd           RESPONDING
-DONE               (request fully received)         RESPONDING
-PARAMS/STDIN/DONE  ABORT_REQUEST → AbortRequested   RESPONDING    answer with end_request()
-ABORTED            later PARAMS/STDIN ignored       RESPONDING
-any                end_request(), keep_conn         IDLE          automatic next cycle; their → IDLE
-any                end_request(), no keep_conn      MUST_CLOSE    flush, then close the socket
-IDLE / DONE / ...  EOF at a record boundary         unchanged     their → CLOSED, ConnectionClosed
-PARAMS / STDIN     EOF                              ERROR         "connection closed mid-request"
-any                malformed input                  ERROR         RemoteProtocolError, sticky
-=================  ===============================  ============  ==============================
+States and transitions: :mod:`fcgipool.protocol.states` (one table that every state change reads). The
+output half (send_stdout, end_request, ...) is :mod:`fcgipool.protocol.sending`.
 
 Answered automatically (queued for :meth:`data_to_send`, no event), at any time, even mid-request:
 
@@ -41,7 +24,6 @@ the application did not read is skipped. Records for an id that never had a BEGI
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
 
 from .constants import (
@@ -58,51 +40,15 @@ from .constants import (
     type_name,
 )
 from .errors import LocalProtocolError, ParamsTooLarge, RemoteProtocolError
-from .events import (
-    NEED_DATA,
-    AbortRequested,
-    ConnectionClosed,
-    Event,
-    RequestStarted,
-    StdinData,
-    StdinEnd,
-    _NeedData,
-)
+from .events import NEED_DATA, AbortRequested, ConnectionClosed, Event, RequestStarted, StdinData, StdinEnd, _NeedData
 from .pairs import decode_pairs, decode_params, encode_pairs
-from .records import (
-    BEGIN_REQUEST_BODY,
-    HEADER,
-    encode_end_request,
-    encode_record,
-    encode_unknown_type,
-    stream_chunks,
-)
+from .records import BEGIN_REQUEST_BODY, HEADER, encode_end_request, encode_record, encode_unknown_type
+from .sending import Sending
+from .states import ABORTED, ERROR, IDLE, MUST_CLOSE, PARAMS, STDIN, Move, State, after
 
-
-class State(enum.Enum):
-    IDLE = "IDLE"
-    PARAMS = "PARAMS"
-    STDIN = "STDIN"
-    DONE = "DONE"
-    ABORTED = "ABORTED"
-    RESPONDING = "RESPONDING"
-    MUST_CLOSE = "MUST_CLOSE"
-    CLOSED = "CLOSED"
-    ERROR = "ERROR"
-
-    def __repr__(self) -> str:
-        return self.value
-
-
-IDLE = State.IDLE
-PARAMS = State.PARAMS
-STDIN = State.STDIN
-DONE = State.DONE
-ABORTED = State.ABORTED
-RESPONDING = State.RESPONDING
-MUST_CLOSE = State.MUST_CLOSE
-CLOSED = State.CLOSED
-ERROR = State.ERROR
+# moves that start from one pair of states only: their outcome, read from the transition table once
+_AFTER_BEGIN, _AFTER_PARAMS_END = after(Move.BEGIN), after(Move.PARAMS_END)
+_AFTER_STDIN_END, _AFTER_REJECT_CLOSE = after(Move.STDIN_END), after(Move.REJECT_CLOSE)
 
 DEFAULT_VALUES = {FCGI_MAX_CONNS: "1", FCGI_MAX_REQS: "1", FCGI_MPXS_CONNS: "0"}
 
@@ -122,7 +68,7 @@ _unpack_header = HEADER.unpack_from
 _BEGIN_RECORD_LEN = HEADER_LEN + BEGIN_REQUEST_BODY.size
 
 
-class Connection:
+class Connection(Sending):
     """Server (application) side of one FastCGI transport connection.
 
     ``max_params_size`` bounds the accumulated PARAMS stream of a request (:class:`ParamsTooLarge`).
@@ -203,7 +149,7 @@ class Connection:
         if len(buf) - pos < HEADER_LEN + plen:
             return False
         self._pos = pos + HEADER_LEN + plen
-        self.their_state = DONE
+        self.their_state, self.our_state = _AFTER_STDIN_END
         return True
 
     def receive_data(self, data: bytes) -> None:
@@ -318,20 +264,9 @@ class Connection:
             if size > limit:
                 return None  # the record loop raises ParamsTooLarge at the same record
             chunks.append(buf[start : start + clen])
-        # as _on_begin + _on_params would leave it, also if decoding the stream fails
         self._pos = pos
-        self._seen.add(rid)
-        self.keep_conn = keep = bool(flags & FCGI_KEEP_CONN)
-        self._active = rid
-        self.their_state = PARAMS
-        self._params = []
-        self._params_len = 0
-        self._sent_stderr = False
-        stream = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        params = decode_params(stream)
-        self.their_state = STDIN
-        self.our_state = RESPONDING
-        return RequestStarted(rid, keep, params, stream)
+        self._begin(rid, bool(flags & FCGI_KEEP_CONN))
+        return self._start_request(rid, chunks)
 
     def _consolidate(self) -> None:
         self._buf = b"".join((self._buf[self._pos :], *self._chunks))
@@ -348,7 +283,7 @@ class Connection:
             raise RemoteProtocolError(
                 f"connection closed mid-request (request {self._active} was sending {self.their_state.value})"
             )
-        self.their_state = CLOSED
+        self._move(Move.EOF)
         return ConnectionClosed()
 
     def _inactive(self, rtype: int, rid: int) -> Event | None:
@@ -363,7 +298,7 @@ class Connection:
         if state is STDIN:
             if clen:
                 return StdinData(rid, buf[start : start + clen])
-            self.their_state = DONE
+            self.their_state, self.our_state = _AFTER_STDIN_END
             return StdinEnd(rid)
         if state is ABORTED:
             return None
@@ -384,14 +319,7 @@ class Connection:
                     )
                 self._params.append(buf[start : start + clen])
                 return None
-            chunks = self._params
-            stream = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            params = decode_params(stream)
-            self._params = []
-            self._params_len = 0
-            self.their_state = STDIN
-            self.our_state = RESPONDING
-            return RequestStarted(rid, self.keep_conn, params, stream)
+            return self._start_request(rid, self._params)
         if state is ABORTED:
             return None
         raise RemoteProtocolError(f"PARAMS record for request {rid} after the end of its PARAMS")
@@ -413,29 +341,45 @@ class Connection:
             raise RemoteProtocolError(
                 f"BEGIN_REQUEST for request {rid} on a connection whose last request did not set FCGI_KEEP_CONN"
             )
-        self._seen.add(rid)
-        self.keep_conn = keep
         if role != _RESPONDER:
+            self._seen.add(rid)
+            self.keep_conn = keep
             self._out.append(
                 encode_end_request(rid, 0, ProtocolStatus.UNKNOWN_ROLE, close_stdout=False, close_stderr=False)
             )
             if not keep:
-                self.our_state = MUST_CLOSE
+                self.their_state, self.our_state = _AFTER_REJECT_CLOSE
             return None
+        self._begin(rid, keep)
+        return None
+
+    def _begin(self, rid: int, keep: bool) -> None:
+        """A BEGIN_REQUEST for the RESPONDER role was accepted: request ``rid`` is active, its PARAMS follow."""
+        self._seen.add(rid)
+        self.keep_conn = keep
         self._active = rid
-        self.their_state = PARAMS
         self._params = []
         self._params_len = 0
         self._sent_stderr = False
-        return None
+        self.their_state, self.our_state = _AFTER_BEGIN
+
+    def _start_request(self, rid: int, chunks: list[bytes]) -> RequestStarted:
+        """The PARAMS stream of request ``rid`` ended (``chunks``): the application may respond. Used by the record
+        loop and by the whole-request fast path alike. A stream that does not decode raises (their state is
+        still PARAMS; next_event() then fails the connection)."""
+        stream = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        params = decode_params(stream)
+        self._params = []
+        self._params_len = 0
+        self.their_state, self.our_state = _AFTER_PARAMS_END
+        return RequestStarted(rid, self.keep_conn, params, stream)
 
     def _on_abort(self, rid: int) -> Event | None:
         if rid != self._active:
             return self._inactive(_ABORT, rid)
         if self.their_state is ABORTED:
             return None
-        self.their_state = ABORTED
-        self.our_state = RESPONDING
+        self._move(Move.ABORT)
         self._params = []
         self._params_len = 0
         return AbortRequested(rid)
@@ -449,86 +393,3 @@ class Connection:
                 answer[key] = self.values[key]
         self._out.append(encode_record(_GET_VALUES_RESULT, 0, encode_pairs(answer)))
         return None
-
-    # --- output --------------------------------------------------------------------------------------
-
-    def data_to_send(self) -> bytes:
-        """Bytes of automatic replies (GET_VALUES_RESULT, UNKNOWN_TYPE, rejections); clears the queue."""
-        if not self._out:
-            return b""
-        out = b"".join(self._out)
-        self._out = []
-        return out
-
-    def _check_sending(self, request_id: int, what: str) -> None:
-        if self.our_state is not RESPONDING or request_id != self._active:
-            raise LocalProtocolError(
-                f"cannot {what} for request {request_id}: our state is {self.our_state.value}, "
-                f"active request is {self._active or 'none'}"
-            )
-
-    def send_stdout(self, request_id: int, data: bytes) -> bytes:
-        """STDOUT records carrying ``data``; ``b""`` returns ``b""`` (the terminator comes from end_request)."""
-        self._check_sending(request_id, "send STDOUT")
-        return _stream(_STDOUT, request_id, data)
-
-    def send_stderr(self, request_id: int, data: bytes) -> bytes:
-        """STDERR records carrying ``data``; end_request() then also ends the STDERR stream."""
-        self._check_sending(request_id, "send STDERR")
-        if data:
-            self._sent_stderr = True
-        return _stream(_STDERR, request_id, data)
-
-    def end_request(
-        self,
-        request_id: int,
-        app_status: int = 0,
-        protocol_status: int = ProtocolStatus.REQUEST_COMPLETE,
-    ) -> bytes:
-        """Empty STDOUT (and STDERR, if used) + END_REQUEST; then the next cycle starts (see table)."""
-        self._check_sending(request_id, "end the request")
-        out = encode_end_request(request_id, app_status, protocol_status, close_stderr=self._sent_stderr)
-        self._finish()
-        return out
-
-    def send_response(self, request_id: int, stdout: bytes, app_status: int = 0) -> bytes:
-        """Fast path: ``stdout`` + end of streams + END_REQUEST in one bytes object."""
-        self._check_sending(request_id, "send a response")
-        tail = encode_end_request(
-            request_id, app_status, ProtocolStatus.REQUEST_COMPLETE, close_stderr=self._sent_stderr
-        )
-        self._finish()
-        if not stdout:
-            return tail
-        out: list[bytes | memoryview] = []
-        stream_chunks(_STDOUT, request_id, stdout, out)
-        out.append(tail)
-        return b"".join(out)
-
-    def _finish(self) -> None:
-        self._active = 0
-        self._params = []
-        self._params_len = 0
-        self._sent_stderr = False
-        if self.their_state is not CLOSED:
-            self.their_state = IDLE
-        self.our_state = IDLE if self.keep_conn else MUST_CLOSE
-
-    def start_next_cycle(self) -> None:
-        """Kept for h11-style callers: end_request() on a keep-conn request already returns to IDLE.
-
-        Raises :class:`LocalProtocolError` if the request has not ended or the connection must close.
-        """
-        if self.our_state is IDLE:
-            return
-        if self.our_state is MUST_CLOSE:
-            raise LocalProtocolError("the last request did not set FCGI_KEEP_CONN: close the connection")
-        raise LocalProtocolError(f"cannot start the next cycle in state {self.our_state.value}")
-
-
-def _stream(rtype: int, request_id: int, data: bytes) -> bytes:
-    if not data:
-        return b""
-    out: list[bytes | memoryview] = []
-    stream_chunks(rtype, request_id, data, out)
-    return b"".join(out)

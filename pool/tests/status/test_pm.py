@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 from fcgipool import pm as pm_mod
-from fcgipool.scoreboard import Scoreboard, State
-from fcgipool.status import PoolMonitor
+from fcgipool.scoreboard import Scoreboard, WorkerState
+from fcgipool.status.monitor import PoolMonitor
 
 
 def cfg(**kw):
@@ -94,22 +94,22 @@ def test_dynamic_keeps_spares_within_bounds_under_a_step_load():
 
     # step: 5 requests in flight → spare count below min → spawn (rate doubles), never above max children
     def busy():
-        return [p for p in arb.WORKERS if arb.slots[p]._get("state") != State.IDLE]
+        return [p for p in arb.WORKERS if arb.slots[p]._get("state") != WorkerState.IDLE]
 
     history = []
     for _ in range(8):
         for p in list(arb.WORKERS):
-            if len(busy()) < 5 and arb.slots[p]._get("state") == State.IDLE:
+            if len(busy()) < 5 and arb.slots[p]._get("state") == WorkerState.IDLE:
                 arb.slots[p].begin_request("GET", "/", "", 0)
         pm.manage(arb)
         arb.reap()
         history.append(len(arb.WORKERS))
-    busy = sum(1 for p in arb.WORKERS if arb.slots[p]._get("state") != State.IDLE)
+    busy = sum(1 for p in arb.WORKERS if arb.slots[p]._get("state") != WorkerState.IDLE)
     idle = len(arb.WORKERS) - busy
     assert busy == 5 and 2 <= idle <= 3 and max(history) <= 8
     # load drops: all idle → one idle worker stopped per round until max spare
     for p in arb.WORKERS:
-        arb.slots[p].set_state(State.IDLE)
+        arb.slots[p].set_state(WorkerState.IDLE)
     for _ in range(10):
         pm.manage(arb)
         arb.reap()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 from fcgipool import pm as pm_mod
-from fcgipool.scoreboard import State
+from fcgipool.scoreboard import WorkerState
 from support import wait_for
 from test_pm import cfg, make
 from test_status_nginx import start_stack, status
@@ -146,7 +146,7 @@ def test_rebuild_to_ondemand_stops_the_new_generation_when_idle():
     arb.reap()
     assert len(arb.WORKERS) == 3
     for p in arb.WORKERS:
-        arb.slots[p].set_state(State.IDLE)
+        arb.slots[p].set_state(WorkerState.IDLE)
     time.sleep(0.05)
     new.manage(arb)
     arb.reap()
@@ -162,10 +162,10 @@ def test_rebuild_to_ondemand_stops_the_new_generation_when_idle():
 )
 def test_rebuild_with_invalid_settings_raises_and_leaves_the_old_pm_alone(kw, message):
     _arb, old = make("dynamic", pm_max_children=4, pm_min_spare_servers=1, pm_max_spare_servers=2)
-    before = dict(old.settings)
+    before = old.settings  # frozen: unchanged means the same object
     with pytest.raises(ValueError, match=message):
         pm_mod.rebuild(old, cfg(**kw), 4, QUIET, slots=16)
-    assert old.settings == before and old.monitor is not None
+    assert old.settings is before and old.monitor is not None
 
 
 def test_a_pm_that_replaces_ondemand_gives_its_parked_connections_back_once_workers_run():

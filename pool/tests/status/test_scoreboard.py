@@ -8,7 +8,7 @@ import time
 
 import pytest
 from fcgipool import scoreboard as sbmod
-from fcgipool.scoreboard import PENDING_BYTES, Scoreboard, State
+from fcgipool.scoreboard import PENDING_BYTES, Scoreboard, WorkerState
 
 
 def _fork(fn):
@@ -31,7 +31,7 @@ def test_worker_writes_are_seen_by_arbiter_and_totals_survive_release():
         s.begin_request("POST", "/signup", "a=1", 42, script="/app.py")
         s.end_response()
         s.set_pending(["send_mail", "ledger"])
-        s.set_state(State.FINISHING)
+        s.set_state(WorkerState.FINISHING)
         s.task_finished("send_mail", ok=False, seconds=0.25)
         s.slow_request()
 
@@ -42,7 +42,7 @@ def test_worker_writes_are_seen_by_arbiter_and_totals_survive_release():
     (s,) = snap.slots
     assert (s.pid, s.state, s.method, s.uri, s.query, s.content_length, s.script) == (
         pid,
-        State.FINISHING,
+        WorkerState.FINISHING,
         "POST",
         "/signup",
         "a=1",
@@ -64,7 +64,7 @@ def test_worker_writes_are_seen_by_arbiter_and_totals_survive_release():
     assert after.memory_peak == s.memory_peak
     # the slot is free again and comes back clean
     j = sb.acquire()
-    assert j == i and sb.read(j).requests == 0 and sb.read(j).state == State.IDLE
+    assert j == i and sb.read(j).requests == 0 and sb.read(j).state == WorkerState.IDLE
 
 
 def test_reader_never_sees_a_half_written_slot():
@@ -97,14 +97,14 @@ def test_writer_killed_mid_write_does_not_block_reader(monkeypatch):
     sb = Scoreboard(1)
     i = sb.acquire()
     # simulate a stuck writer: sequence left odd
-    sbmod._SEQ.pack_into(sb._mm, i * sbmod.SLOT_SIZE, 7)
-    monkeypatch.setattr(sbmod, "_READ_RETRIES", 5)
+    sbmod.layout._SEQ.pack_into(sb._mm, i * sbmod.SLOT_SIZE, 7)
+    monkeypatch.setattr(sbmod.reader, "_READ_RETRIES", 5)
     t0 = time.monotonic()
     s = sb.read(i)
     assert s.torn and time.monotonic() - t0 < 1.0
     # a new owner of the slot repairs the sequence
     slot = sb.slot(i)
-    slot.set_state(State.RUNNING)
+    slot.set_state(WorkerState.RUNNING)
     assert not sb.read(i).torn
 
 
@@ -158,13 +158,13 @@ def test_killed_worker_slot_is_released_with_its_pending_tasks():
     def child():
         s = sb.slot(i)
         s.set_pending(["a", "b", "c"])
-        s.set_state(State.FINISHING)
+        s.set_state(WorkerState.FINISHING)
         time.sleep(30)
 
     pid = _fork(child)
     sb.assign(i, pid)
     for _ in range(200):
-        if sb.read(i).state == State.FINISHING:
+        if sb.read(i).state == WorkerState.FINISHING:
             break
         time.sleep(0.01)
     os.kill(pid, signal.SIGKILL)

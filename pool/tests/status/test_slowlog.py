@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from fcgipool.scoreboard import Scoreboard, State
+from fcgipool.scoreboard import Scoreboard, WorkerState
 from fcgipool.slowlog import SlowlogWatcher
 from support.unprivileged import passes_unprivileged
 
@@ -25,10 +25,10 @@ def test_slow_request_traceback_names_the_running_function(tmp_path):
         slot.begin_request("GET", "/slow", "n=1", 0)
         sluggish_view_function_for_test(0.6)
         slot.end_response()
-        slot.set_state(State.IDLE)
+        slot.set_state(WorkerState.IDLE)
         slot.begin_request("GET", "/fast", "", 0)  # a fast request is not logged
         slot.end_response()
-        slot.set_state(State.IDLE)
+        slot.set_state(WorkerState.IDLE)
         time.sleep(0.3)
     finally:
         watcher.stop()
@@ -52,7 +52,7 @@ def test_after_response_phase_is_logged_separately_but_counted_once(tmp_path):
     assert not watcher.check(now + 3)  # once per phase
     slot.end_response()
     slot.set_pending(["send_welcome_mail"])
-    slot.set_state(State.FINISHING)
+    slot.set_state(WorkerState.FINISHING)
     assert watcher.check(time.time() + 2)
     text = log.read_text()
     assert "(after-response running for" in text and "pending after-response tasks: send_welcome_mail" in text

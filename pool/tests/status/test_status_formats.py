@@ -9,9 +9,9 @@ import socket
 import time
 
 import pytest
-from fcgipool.scoreboard import Scoreboard, State
-from fcgipool.status import PoolMonitor
-from fcgipool.status_formats import parse_query, render
+from fcgipool.scoreboard import Scoreboard, WorkerState
+from fcgipool.status.formats import parse_query, render
+from fcgipool.status.monitor import PoolMonitor
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 PHP_FPM_POOL_KEYS = [
@@ -77,7 +77,7 @@ def monitor(tmp_path):
     slots[1].begin_request("POST", "/signup", "", 12)
     slots[1].end_response(cpu_seconds=0.01, memory_bytes=50_000_000)
     slots[1].set_pending(["send_mail", 'write "ledger"'])
-    slots[1].set_state(State.FINISHING)
+    slots[1].set_state(WorkerState.FINISHING)
     slots[1].task_finished("send_mail", ok=False, seconds=0.5)
     slots[2].slow_request()
     slots[0].count_timeout("request")
@@ -208,7 +208,7 @@ def test_max_children_episodes_are_logged_once_and_counted(tmp_path, caplog):
         "(--pm-max-children, or --workers with pm static)"
     ) == 1
     conn, _ = lsock.accept()
-    a.set_state(State.IDLE)
+    a.set_state(WorkerState.IDLE)
     mon.episode_calm = 0.2
     assert mon.sample().max_children_reached == 1 and mon.in_episode  # an instant of calm ends nothing
     a.begin_request("GET", "/", "", 0)
@@ -216,7 +216,7 @@ def test_max_children_episodes_are_logged_once_and_counted(tmp_path, caplog):
     c3.connect(lsock.getsockname())
     assert mon.sample().max_children_reached == 1  # saturated again: the same episode
     conn3, _ = lsock.accept()
-    a.set_state(State.IDLE)
+    a.set_state(WorkerState.IDLE)
     mon.sample()
     time.sleep(0.25)
     assert mon.sample().max_children_reached == 1 and not mon.in_episode  # calm for episode_calm: over

@@ -10,10 +10,11 @@ import subprocess
 import time
 
 import pytest
-from fcgipool import protocol, status_cli
-from fcgipool.scoreboard import Scoreboard, State
-from fcgipool.status import PoolMonitor
-from fcgipool.status_server import StatusServer
+from fcgipool import protocol
+from fcgipool.scoreboard import Scoreboard, WorkerState
+from fcgipool.status import cli as status_cli
+from fcgipool.status.listener import StatusServer
+from fcgipool.status.monitor import PoolMonitor
 
 
 @pytest.fixture
@@ -22,7 +23,7 @@ def server(tmp_path):
     slot = sb.slot(sb.acquire(pid=os.getpid()))
     slot.begin_request("GET", "/busy", "", 0)
     slot.end_response()
-    slot.set_state(State.FINISHING)
+    slot.set_state(WorkerState.FINISHING)
     mon = PoolMonitor(sb, lambda: [], pool="www", process_manager=lambda: "static", max_children=lambda: 2)
     samples = []
     srv = StatusServer(mon, f"unix:{tmp_path}/status.sock", on_sample=samples.append, interval=0.05)

@@ -134,7 +134,7 @@ class PoolProcess:
 
     def status(self) -> dict[str, Any]:
         """The status page as JSON (start the pool with ``status=True``)."""
-        from fcgipool import status_cli
+        from fcgipool.status import cli as status_cli
 
         assert self.status_socket, "PoolProcess(status=True) runs the status listener"
         code, _, body = status_cli.fetch(f"unix:{self.status_socket}", query="json")

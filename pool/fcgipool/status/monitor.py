@@ -4,7 +4,7 @@
 queue, max active processes) and detects "max children reached" episodes: every worker the pool may have
 is busy and connections are waiting. Each episode is logged once and counted once, in every pm mode.
 ``PoolStatus.fields()`` turns a sample into PHP-FPM's field names (see docs/status.md); the formats in
-``status_formats`` render those.
+``fcgipool.status.formats`` render those.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import listenq
-from .scoreboard import PoolSnapshot, Scoreboard, SlotSnapshot, State
+from .. import listenq
+from ..scoreboard import PoolSnapshot, Scoreboard, SlotSnapshot, WorkerState
 
 #: seconds a "max children reached" episode must stay calm (an idle worker, nobody waiting) to end: a pool
 #: that stays overloaded has a free worker for an instant between requests many times a second, and
@@ -59,7 +59,7 @@ class PoolStatus:
     def accepted(self) -> int:
         # PHP-FPM counts requests when they are accepted: finished ones plus those in progress
         snap = self.snapshot
-        return snap.requests + snap.count(State.READING, State.RUNNING)
+        return snap.requests + snap.count(WorkerState.READING, WorkerState.RUNNING)
 
     def fields(self, full: bool = False) -> dict[str, Any]:
         """Ordered PHP-FPM field names → values (ours after PHP-FPM's); ``processes`` when full."""
@@ -101,7 +101,7 @@ class PoolStatus:
 def process_fields(s: SlotSnapshot, now: float) -> dict[str, Any]:
     """One process with PHP-FPM's per-process keys, then ours."""
     duration = s.current_duration(now)
-    settled = s.state in (State.IDLE, State.FINISHING, State.ENDING)  # the response phase is over
+    settled = s.state in (WorkerState.IDLE, WorkerState.FINISHING, WorkerState.ENDING)  # the response phase is over
     cpu = s.last_cpu / s.request_duration * 100.0 if settled and s.request_duration > 0 else 0.0
     uri = s.uri or "-"
     if s.query and "?" not in s.uri:

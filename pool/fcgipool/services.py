@@ -21,8 +21,8 @@ from .scoreboard import Scoreboard
 from .spill.flags import PoolFlags
 from .spill.target import RQTarget
 from .spill.watch import SpillWatch
-from .status import PoolMonitor
-from .status_server import StatusServer
+from .status.listener import StatusServer
+from .status.monitor import PoolMonitor
 
 __all__ = ["PoolServices"]
 
@@ -40,7 +40,7 @@ class PoolServices:
         self.monitor = PoolMonitor(
             scoreboard,
             lambda: arbiter.LISTENERS,
-            pool=getattr(cfg, "pool_name", "www"),
+            pool=config.get(cfg, "pool_name"),
             process_manager=lambda: self.pm.name,
             max_children=lambda: self.pm.max_children(arbiter),
             log=arbiter.log,
@@ -81,7 +81,7 @@ class PoolServices:
             return False
         self.pm = new
         if (old.name, old.settings) != (new.name, new.settings):
-            changed = {k: v for k, v in new.settings.items() if old.settings.get(k) != v}
+            changed = new.settings.changed(old.settings)
             arbiter.log.info("reload: pm %s -> %s (%s)", old.name, new.name,
                              ", ".join(f"{k}={v}" for k, v in changed.items()))  # fmt: skip
         return True

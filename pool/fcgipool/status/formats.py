@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import parse_qs
 from xml.sax.saxutils import escape as xml_escape
 
-from .status import PoolStatus
+from .monitor import PoolStatus
 
 __all__ = ["FORMATS", "parse_query", "render"]
 

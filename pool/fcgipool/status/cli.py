@@ -16,8 +16,9 @@ import socket
 import sys
 from typing import Any
 
-from . import protocol
-from .config_status import parse_address
+from .. import protocol
+from ..config_status import StatusListen, StatusPath
+from .address import parse_address
 
 __all__ = ["StatusError", "fetch", "main"]
 
@@ -27,7 +28,7 @@ class StatusError(Exception):
 
 
 def fetch(
-    address: str, path: str = "/pool-status", query: str = "", timeout: float = 5.0, method: str = "GET"
+    address: str, path: str = StatusPath.default, query: str = "", timeout: float = 5.0, method: str = "GET"
 ) -> tuple[int, dict[str, str], bytes]:
     """One FastCGI request to ``address``; returns (HTTP status, headers, body)."""
     family, addr = parse_address(address)
@@ -87,10 +88,8 @@ def _defaults(config: str | None) -> dict[str, Any]:
             values = {k: v for k, v in runpy.run_path(path).items() if not k.startswith("__")}
         except (OSError, SyntaxError) as exc:
             raise StatusError(f"cannot read config {config}: {exc}") from exc
-    return {
-        "status_listen": os.environ.get("FCGIPOOL_STATUS_LISTEN") or values.get("status_listen", ""),
-        "status_path": os.environ.get("FCGIPOOL_STATUS_PATH") or values.get("status_path", "/pool-status"),
-    }
+    # the settings' own environment variables and defaults, as the pool reads them
+    return {s.name: os.environ.get(s.env or "") or values.get(s.name, s.default) for s in (StatusListen, StatusPath)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full", action="store_true", help="add one entry per worker process")
     parser.add_argument("-c", "--config", help="gunicorn config file to read status_listen/status_path from")
     parser.add_argument("--status-listen", help="status listener address (unix:/path or HOST:PORT)")
-    parser.add_argument("--status-path", help="status page path (default /pool-status)")
+    parser.add_argument("--status-path", help=f"status page path (default {StatusPath.default})")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer")
     args = parser.parse_args(argv)
     try:

@@ -19,11 +19,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import protocol
-from .config_status import parse_address
-from .peer import describe_peer
-from .status import PoolMonitor, PoolStatus
-from .status_formats import parse_query, render
+from .. import config, protocol
+from ..config_status import PingPath, PingResponse, StatusPath
+from ..peer import describe_peer
+from .address import parse_address
+from .formats import parse_query, render
+from .monitor import PoolMonitor, PoolStatus
 
 __all__ = ["StatusServer", "handle_request"]
 
@@ -87,9 +88,9 @@ class StatusServer:
         monitor: PoolMonitor,
         address: str = "",
         *,
-        status_path: str = "/pool-status",
-        ping_path: str = "/pool-ping",
-        ping_response: str = "pong",
+        status_path: str = StatusPath.default,
+        ping_path: str = PingPath.default,
+        ping_response: str = PingResponse.default,
         interval: float = 0.1,
         on_sample: Callable[[PoolStatus], None] | None = None,
         umask: int = 0,
@@ -118,12 +119,12 @@ class StatusServer:
     def from_config(cls, cfg: Any, monitor: PoolMonitor, *, on_sample: Any = None, log: Any = None) -> StatusServer:
         return cls(
             monitor,
-            cfg.status_listen,
-            status_path=cfg.status_path,
-            ping_path=cfg.ping_path,
-            ping_response=cfg.ping_response,
+            config.get(cfg, "status_listen"),
+            status_path=config.get(cfg, "status_path"),
+            ping_path=config.get(cfg, "ping_path"),
+            ping_response=config.get(cfg, "ping_response"),
             on_sample=on_sample,
-            umask=getattr(cfg, "umask", 0) or 0,
+            umask=config.get(cfg, "umask") or 0,
             log=log,
         )
 
