@@ -280,7 +280,8 @@ def _openmetrics_spill(fields: Mapping[str, Any], out: list[str]) -> None:
          "Episodes in which the spill queue did not answer (logged once each)."),
         ("spill queue depth", "fcgipool_spill_queue_depth", "gauge", "Jobs waiting in the spill queue."),
         ("pool saturated", "fcgipool_pool_saturated", "gauge",
-         "1 while finishing workers are at spill_threshold of the pool or connections wait."),
+         "1 while finishing workers are at spill_threshold of the pool or connections wait (held 1 s, and while "
+         "the tasks spilling would fill the pool again)."),
     ):  # fmt: skip
         name = _family(out, metric, mtype, help_)
         if fields.get(key) is not None:
