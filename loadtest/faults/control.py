@@ -30,6 +30,8 @@ time.sleep({hold})
 """
 DOCKER_POOL_SOCKET = "/run/fcgipool/pool.sock"  # the pool's bind in docker mode (pool/gunicorn.conf.py)
 
+DRAIN_CAP_S = 240.0  # the longest wait_idle waits for a draining spill queue
+
 
 class Control:
     def __init__(self, stack_file: Path) -> None:
@@ -88,14 +90,22 @@ class Control:
 
     def wait_idle(self, timeout: float) -> bool:
         """No worker answering or finishing, nothing queued -- in the listen queue or the spill queue (a pool with
-        spill whose queue does not answer is not idle: its tasks are still to run); tolerates a restarting pool."""
-        deadline = time.monotonic() + timeout
+        spill whose queue does not answer is not idle: its tasks are still to run); tolerates a restarting pool.
+        While the spill queue drains (its depth falls) the wait goes on, up to DRAIN_CAP_S in all: a signup load
+        that spilled every mail leaves the queue's 4 workers minutes of 250 ms mails."""
+        start = time.monotonic()
+        deadline = start + timeout
+        last_depth: int | None = None
         while time.monotonic() < deadline:
             try:
                 st = self.status()
                 queued = st.get("spill queue depth", 0)
                 if int(st.get("active processes", 0)) == 0 and int(st.get("listen queue", 0)) == 0 and queued == 0:
                     return True
+                if isinstance(queued, int) and queued > 0:
+                    if last_depth is not None and queued < last_depth:
+                        deadline = min(max(deadline, time.monotonic() + 10), start + DRAIN_CAP_S)
+                    last_depth = queued
             except StackError:
                 pass
             time.sleep(0.25)

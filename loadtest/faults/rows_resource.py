@@ -59,8 +59,9 @@ def mail(ctx: Ctx) -> FaultRow:
     checks = [*basic_checks(m),
               (f"{mail_failed} welcome_mail tasks failed (expected some)", mail_failed > 0),
               # with spill on, mails that ran in the queue fail there: the ledger counts them, the pool does not
-              (f"status page 'background tasks failed' +{pool_failed} (expected >0, at most the ledger's "
-               f"{mail_failed})", 0 < pool_failed <= mail_failed),
+              # (all of them when the saturated flag stays up through the load: +0 is then right)
+              (f"status page 'background tasks failed' +{pool_failed} (expected at most the ledger's "
+               f"{mail_failed})", 0 <= pool_failed <= mail_failed),
               (f"{after_start} mails delivered after the mail server started again (expected some)", after_start > 0)]
     notes = (f"welcome_mail failed {mail_failed}, finished {mail_delta.get('finished', 0)}; status page failed "
              f"+{pool_failed}; {after_start} delivered after the restart")
