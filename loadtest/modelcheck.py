@@ -48,6 +48,8 @@ class Calibration:
     tau_s: float  # a request 'waited' when its value is above the median by more than this (2 x resolution)
     false_wait: float  # share of calibration requests above tau: noise, subtracted from every step's P(wait)
     source: str
+    # its standard error (the calibration step has ~150 requests: 0.04 +- 0.016): what the subtraction may be off by
+    false_wait_se: float = 0.0
 
     @classmethod
     def from_values(cls, xs: list[float], source: str) -> Calibration:
@@ -56,8 +58,10 @@ class Calibration:
         med = model.quantile(xs, 0.5)
         resolution = max(0.0005, model.quantile(xs, 0.95) - med)
         tau = 2 * resolution
-        false = sum(1 for x in xs if x - med > tau) / len(xs)
-        return cls(med, statistics.fmean(xs), resolution, tau, false, source)
+        above = sum(1 for x in xs if x - med > tau)
+        smoothed = (above + 1) / (len(xs) + 2)  # never a standard error of 0 from a calibration with no noise
+        se = math.sqrt(smoothed * (1 - smoothed) / len(xs))
+        return cls(med, statistics.fmean(xs), resolution, tau, above / len(xs), source, se)
 
     def summary(self) -> WaitCalibration:
         return WaitCalibration(source=self.source, median_ms=round(self.median_s * 1000, 2),
@@ -126,7 +130,10 @@ def _fmt(key: str, v: float) -> float | None:
 def compare(step: Step, measured: dict, pred: WaitPrediction, cal: Calibration, unjudged: str | None = None
             ) -> list[ModelPoint]:
     """One point per quantity: it agrees when the measured value lies inside the prediction's interval for a run
-    of this length, widened by the resolution for times (a difference below it is not a measurable wait).
+    of this length, widened by the resolution for times (a difference below it is not a measurable wait) and,
+    for P(wait), by 3 standard errors of the calibration's false-wait share, which every step's P(wait) is
+    corrected by (a run of 2026-11-26 failed with a measured 0.039 against [0.039-0.104]: its calibration step
+    counted 0.039 +- 0.016 of its ~150 requests as false waits).
     ``unjudged``: why no point can be judged (the prediction's input was assumed, not measured)."""
     n = measured.get("requests", 0)
     points = []
@@ -143,7 +150,7 @@ def compare(step: Step, measured: dict, pred: WaitPrediction, cal: Calibration, 
             continue
         m = measured[key]
         point.measured = [_fmt(key, v) for v in m]
-        slack = 0.0 if key == "p_wait" else cal.resolution_s
+        slack = 3 * cal.false_wait_se / max(1e-9, 1 - cal.false_wait) if key == "p_wait" else cal.resolution_s
         point.agrees = p.low - slack <= m[0] <= p.high + slack
         point.error = round(model.relative_error(p.value, m[0]), 3) if m[0] and math.isfinite(p.value) else None
         point.why = "" if point.agrees else disagreement_reason(step, m[0], p.value)

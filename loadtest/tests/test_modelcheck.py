@@ -172,3 +172,32 @@ def test_a_mix_of_routes_is_calibrated_per_route_and_an_assumed_occupancy_is_not
     rec = advice.recommend({"Shop": res}, None, 0.1, 40.0, target_rps={"Shop": 20.0}, target_p99_ms=100,
                            memory_mb=2048, budget_now=30.0)
     assert rec.background_timeout is None and "request log" in rec.not_derived["background_timeout"]
+
+
+def test_p_wait_allows_for_the_calibrations_own_sampling_error():
+    """Each step's P(wait) is corrected by the calibration step's false-wait share, itself a sample of ~150
+    requests: a value below the interval by less than 3 of its standard errors agrees, one below by 4 does not,
+    and a calibration with no sampling error (se 0) leaves no slack."""
+    from fcgipool.sizing.predict import Interval
+
+    interval = Interval(0.075, 0.039, 0.104)
+    pred = SimpleNamespace(p_wait=interval, mean_wait_s=Interval(0.0029, 0.0013, 0.0067),
+                           p90_wait_s=Interval(0.0067, 0.0, 0.0277), p99_wait_s=Interval(0.054, 0.034, 0.118))
+    step = SimpleNamespace(label="exhaustion@22/s", arrival_rate=21.6, utilization=0.46, mean_loadavg=1.0, cores=2)
+    cal = modelcheck.Calibration(0.0, 0.0, 0.006, 0.012, 0.04, "server", false_wait_se=0.016)
+    low = modelcheck.p_wait_above(pred, cal.tau_s).low
+    slack = 0.016 / (1 - 0.04)
+
+    def agrees(p: float, c: modelcheck.Calibration) -> bool | None:
+        measured = {"requests": 1061, "p_wait": (p, p - 0.02, p + 0.02)}
+        return modelcheck.compare(step, measured, pred, c)[0].agrees
+
+    assert agrees(low - 2 * slack, cal) is True
+    assert agrees(low - 4 * slack, cal) is False
+    assert agrees(low - 0.001, modelcheck.Calibration(0.0, 0.0, 0.006, 0.012, 0.04, "server")) is False
+
+
+def test_the_false_wait_share_has_a_standard_error():
+    cal = modelcheck.Calibration.from_values([0.02] * 144 + [0.5] * 6, "client latency")
+    assert cal.false_wait == pytest.approx(0.04)
+    assert cal.false_wait_se == pytest.approx((7 / 152 * (1 - 7 / 152) / 150) ** 0.5)
