@@ -22,7 +22,7 @@ from typing import Any
 
 from gunicorn.arbiter import Arbiter
 
-from . import config
+from . import config, heap
 from .handoff import HandoffQueue, Parking
 from .keeper import Keeper
 from .lost import LostTask, report_lost
@@ -134,6 +134,7 @@ class PoolArbiter(Arbiter):
             return None
         self._full_logged = False
         arbiter_pid = os.getpid()
+        heap.trim()  # the worker inherits every resident page: none that are free (fcgipool.heap)
         _spawning = (self.scoreboard, index)
         try:
             if _keeper is not None:

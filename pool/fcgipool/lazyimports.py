@@ -7,6 +7,13 @@ the arbiter, so whatever the arbiter imported is in every worker's RSS: these co
 ``fcgipool`` command before gunicorn is imported) puts a finder first on ``sys.meta_path`` that gives them a
 :class:`importlib.util.LazyLoader`: ``import`` statements bind a module object, the module runs on its first
 attribute access. Code that uses them (``gunicorn.util.http_date``, an ``egg:`` worker class) works unchanged.
+
+A deferred module stays deferred only while nothing imports it again: a second plain ``import html`` reads the
+module's ``__spec__``, and that first attribute access runs it (CPython 3.11). Until 2026-11-26 the status
+page's ``import html`` and ``xml.sax.saxutils`` (through ``urllib.request``, which needs ``email.utils``) did
+exactly that in the arbiter, so every worker ran ``html`` and ``email.utils``; without them a worker's RSS is
+1.5 MiB lower with :func:`install` than without (20.5 against 22.0 MiB). ``pool/tests/test_pool_memory.py``
+checks that they stay deferred in a worker.
 """
 
 from __future__ import annotations

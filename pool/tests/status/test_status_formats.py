@@ -165,6 +165,7 @@ def test_xml_has_php_fpm_layout_and_the_json_values(monitor):
     assert len(procs) == len(data["processes"])
     uris = {p.findtext("request-uri") for p in procs}
     assert '/work?a=1&b="x"' in uris  # escaped in the document, the same string once parsed
+    assert b'<request-uri>/work?a=1&amp;b="x"</request-uri>' in body  # only &, < and > escaped
     short = ET.fromstring(render(status, "xml")[1])
     assert short.find("processes") is None
 
