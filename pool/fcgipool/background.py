@@ -19,6 +19,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -198,8 +199,8 @@ def run_tasks(
     running (``on_spilled``), and a stop that cuts the run short hands the tasks not started to it.
     """
     result = RunResult()
-    shield = watchdog.shield if watchdog is not None else _no_shield
-    interruptible = watchdog.interruptible if watchdog is not None else _no_shield
+    shield = watchdog.shield if watchdog is not None else nullcontext
+    interruptible = watchdog.interruptible if watchdog is not None else nullcontext
     token = _current.set(tasks)
     started = False
     reason = skip_reason
@@ -304,18 +305,6 @@ def _log_failure(logger: logging.Logger | Any, name: str, uri: str, exc: Excepti
     _tracebacks[name] = (now, 0)
     since = f" ({quiet} more failure(s) of this task since its last traceback)" if quiet else ""
     logger.exception("after-response task %s failed (request %s)%s", name, uri, since)
-
-
-class _NoShield:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-def _no_shield() -> _NoShield:
-    return _NoShield()
 
 
 # --- portability: the same API under any WSGI server ------------------------------------------------------

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .config import FcgiSetting, non_negative_int
+from .config import FcgiSetting
+from .validators import non_negative_int
 
 __all__ = ["MaxWorkerMemory"]
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import FcgiSetting, boolean
+from .config import FcgiSetting
+from .validators import boolean
 
 __all__ = ["RequestLogPath", "RequestLogQuery"]
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from .config import FcgiSetting, hook, non_negative_float
+from .config import FcgiSetting
+from .validators import hook, non_negative_float
 
 SECTION = "FastCGI pool: spill to a queue"
 REASONS = ("shutdown", "saturated", "slow")  # fcgipool.spill.policy.REASONS (not imported: rq stays optional)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import FcgiSetting, choice, non_negative_float, non_negative_int
+from .config import FcgiSetting
 from .status.address import parse_address
+from .validators import choice, non_negative_float, non_negative_int
 
 SECTION = "FastCGI pool: status, slowlog, process manager"
 
