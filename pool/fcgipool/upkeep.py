@@ -23,6 +23,7 @@ def make_spiller(worker: Any) -> Any:
 
     cfg = worker.cfg
     target = RQTarget(config.get(cfg, "spill_to"), config.get(cfg, "spill_queue"))
+    board, index = worker.scoreboard, worker.slot_index
     return Spiller(
         target,
         set(config.get(cfg, "spill_when")),
@@ -33,6 +34,8 @@ def make_spiller(worker: Any) -> Any:
         owner=worker,
         stopping=lambda: not worker.alive,
         on_fallback=worker.recorder.spill_fallback,
+        threshold=config.get(cfg, "spill_threshold"),
+        pool_load=None if board is None or index is None else lambda: board.finishing(index),
     )
 
 

@@ -17,6 +17,7 @@ from .writer import Slot
 __all__ = ["Scoreboard"]
 
 _READ_RETRIES = 1000
+_ENDING, _FINISHING = int(WorkerState.ENDING), int(WorkerState.FINISHING)
 
 
 def _parse_pending(raw: bytes, count: int) -> tuple[str, ...]:
@@ -157,6 +158,21 @@ class Scoreboard:
             slots = tuple(self.read(i) for i in used)
             totals = PoolTotals(**vars(self.totals))
         return PoolSnapshot(taken_at=time.time(), slots=slots, totals=totals)
+
+    def finishing(self, exclude: int = -1) -> tuple[int, int]:
+        """(workers in after-response work, live workers), ``exclude``'s slot left out of both: two fields read
+        per slot, no seqlock and no lock, so any process may call it (a worker deciding whether to spill; a torn
+        read only miscounts one worker for one decision). Live: a pid, and not exiting."""
+        mm, pid_off, state_off = self._mm, _OFFSETS["pid"], _OFFSETS["state"]
+        busy = live = 0
+        for base in range(0, self.size * SLOT_SIZE, SLOT_SIZE):
+            if base == exclude * SLOT_SIZE or not pid_off[1].unpack_from(mm, base + pid_off[0])[0]:
+                continue
+            state = mm[base + state_off[0]]
+            if state != _ENDING:
+                live += 1
+                busy += state == _FINISHING
+        return busy, live
 
     def overdue(self, now: float | None = None) -> list[SlotSnapshot]:
         """Busy slots whose deadline (monotonic) has passed."""
