@@ -1,10 +1,9 @@
 """``PoolArbiter``: gunicorn's arbiter plus the scoreboard, deadline kills and lost-task reports on reap.
 
-- Before forking a worker it claims a scoreboard slot for it (:func:`spawn_context` hands the slot to the
-  worker object, which is built just before the fork).
+- Before forking a worker it claims a scoreboard slot for it and hands the slot, with the pool's shared
+  objects, to the worker object built just before the fork (a :class:`fcgipool.spawn.SpawnContext`).
 - Before forking the first worker it creates the hand-off queue (:mod:`fcgipool.handoff`), through which
-  workers pass idle kept connections to each other instead of closing them; :func:`handoff_queue` hands it
-  to each worker object.
+  workers pass idle kept connections to each other instead of closing them, and the keeper.
 - ``murder_workers``: a worker whose slot carries a deadline (response phase, after-response work) is
   judged by that deadline instead of gunicorn's heartbeat: SIGABRT when it passes, SIGKILL ``kill_grace``
   seconds later. Idle workers keep the heartbeat check.
@@ -28,34 +27,8 @@ from .keeper import Keeper
 from .lost import LostTask, report_lost
 from .scoreboard import Scoreboard, SlotSnapshot, WorkerState
 from .services import PoolServices
+from .spawn import SpawnContext, spawning
 from .spill.flags import PoolFlags
-
-_spawning: tuple[Scoreboard, int] | None = None
-_handoff: HandoffQueue | None = None
-_keeper: Keeper | None = None
-_flags: PoolFlags | None = None
-
-
-def spawn_context() -> tuple[Scoreboard | None, int | None]:
-    """(scoreboard, slot index) for the worker being constructed right now; (None, None) outside PoolArbiter."""
-    if _spawning is None:
-        return None, None
-    return _spawning
-
-
-def handoff_queue() -> HandoffQueue | None:
-    """The pool's hand-off queue for idle kept connections (fcgipool.handoff); None outside PoolArbiter."""
-    return _handoff if _spawning is not None else None
-
-
-def keeper() -> Keeper | None:
-    """The arbiter's keeper of kept connections (fcgipool.keeper); None outside PoolArbiter."""
-    return _keeper if _spawning is not None else None
-
-
-def pool_flags() -> PoolFlags | None:
-    """Pool-wide flags the arbiter sets for its workers (fcgipool.spill.flags); None outside PoolArbiter."""
-    return _flags if _spawning is not None else None
 
 
 def scoreboard_size(cfg: Any) -> int:
@@ -75,33 +48,35 @@ class PoolArbiter(Arbiter):
         self._full_logged = False
         self.services: PoolServices | None = None
         self.parking: Parking | None = None  # ondemand with no worker: the arbiter watches kept connections
+        self.handoff: HandoffQueue | None = None
+        self.keeper: Keeper | None = None
+        self.flags: PoolFlags | None = None
         super().__init__(app)
 
     def start(self) -> None:
-        global _handoff, _keeper, _flags
-        if _flags is None:
-            _flags = PoolFlags()
+        if self.flags is None:
+            self.flags = PoolFlags()
         if self.scoreboard is None:
             self.scoreboard = Scoreboard(scoreboard_size(self.cfg))
-        if _handoff is None:  # before any fork: every worker, of every generation, inherits it
-            _handoff = HandoffQueue()
-            self.parking = Parking(_handoff)
-        if _keeper is None and _handoff is not None:
-            _keeper = Keeper(self.scoreboard.size, _handoff, self.log)
-            _keeper.live_slots = lambda: list(self.slot_of.values())
+        if self.handoff is None:  # before any fork: every worker, of every generation, inherits it
+            self.handoff = HandoffQueue()
+            self.parking = Parking(self.handoff)
+        if self.keeper is None:
+            keeper = self.keeper = Keeper(self.scoreboard.size, self.handoff, self.log)
+            keeper.live_slots = lambda: list(self.slot_of.values())
             parking = self.parking
-            _keeper.parked = parking.inodes if parking is not None else set
-            _keeper.start()
+            keeper.parked = parking.inodes if parking is not None else set
+            keeper.start()
         # raises RuntimeError on contradicting pm settings, or spill_to without RQ installed
-        self.services = PoolServices(self, self.scoreboard, _flags)
+        self.services = PoolServices(self, self.scoreboard, self.flags)
         super().start()
         self.services.start()  # after gunicorn's start: the listeners exist, the pm sets the first worker count
 
     def kept_waiting(self) -> int | None:
         """Idle kept connections waiting for a worker: in the hand-off queue or parked (status page)."""
-        if _handoff is None:
+        if self.handoff is None:
             return None
-        return _handoff.pending() + (len(self.parking) if self.parking is not None else 0)
+        return self.handoff.pending() + (len(self.parking) if self.parking is not None else 0)
 
     # dynamic/ondemand decide the worker count themselves (fcgipool.pm); static is gunicorn's
     def manage_workers(self) -> None:
@@ -123,7 +98,6 @@ class PoolArbiter(Arbiter):
 
     # --- spawning --------------------------------------------------------------------------------------
     def spawn_worker(self) -> Any:
-        global _spawning
         assert self.scoreboard is not None
         try:
             index = self.scoreboard.acquire(0)
@@ -135,19 +109,18 @@ class PoolArbiter(Arbiter):
         self._full_logged = False
         arbiter_pid = os.getpid()
         heap.trim()  # the worker inherits every resident page: none that are free (fcgipool.heap)
-        _spawning = (self.scoreboard, index)
+        context = SpawnContext(self.scoreboard, index, self.handoff, self.keeper, self.flags)
         try:
-            if _keeper is not None:
-                with _keeper.forking():  # the child closes every copy it inherits: none may be half-received
+            with spawning(context):
+                if self.keeper is not None:
+                    with self.keeper.forking():  # the child closes every copy it inherits: none may be half-received
+                        pid = super().spawn_worker()
+                else:
                     pid = super().spawn_worker()
-            else:
-                pid = super().spawn_worker()
         except BaseException:
             if os.getpid() == arbiter_pid:  # fork failed; in the child this is the worker exiting
-                _spawning = None
                 self.scoreboard.release(index)
             raise
-        _spawning = None
         self.scoreboard.assign(index, pid)
         self.slot_of[pid] = index
         return pid
@@ -165,8 +138,8 @@ class PoolArbiter(Arbiter):
 
     def stop(self, graceful: bool = True) -> None:
         self._stopping = True
-        if _keeper is not None:
-            _keeper.stop()  # nobody is left to take a dead worker's connections
+        if self.keeper is not None:
+            self.keeper.stop()  # nobody is left to take a dead worker's connections
         super().stop(graceful)
         # gunicorn's last reap does not wait for the workers it just SIGKILLed: wait briefly, so their
         # pending tasks are reported from the final slot contents
@@ -238,8 +211,8 @@ class PoolArbiter(Arbiter):
             if pid in self.WORKERS and not everything:
                 continue
             del self.slot_of[pid]
-            if _keeper is not None:
-                rescued = _keeper.worker_gone(index, pid)
+            if self.keeper is not None:
+                rescued = self.keeper.worker_gone(index, pid)
                 if rescued:
                     self.scoreboard.count("connections_rescued", rescued)
             snap = self.scoreboard.release(index)

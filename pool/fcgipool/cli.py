@@ -18,7 +18,7 @@ from . import lazyimports
 lazyimports.install()  # before gunicorn: see the module (3.5 MB less RSS per worker)
 
 import gunicorn  # noqa: E402
-import gunicorn.app.base  # noqa: E402
+from gunicorn.app.base import BaseApplication  # noqa: E402
 from gunicorn.app.wsgiapp import WSGIApplication  # noqa: E402
 from gunicorn.config import Config  # noqa: E402
 
@@ -38,8 +38,31 @@ class FcgiPoolConfig(Config):
         return parser
 
 
-class FcgiPoolApplication(WSGIApplication):
-    """gunicorn's WSGI application runner with fcgipool's defaults and settings."""
+class _RunsPoolArbiter(BaseApplication):
+    """``run()`` with PoolArbiter, where gunicorn's ``BaseApplication.run`` builds its own ``Arbiter``.
+
+    Placed between gunicorn's ``Application`` and ``BaseApplication`` in the method resolution order (see
+    FcgiPoolApplication), so ``Application.run`` -- config printing and checking, daemonizing, the python
+    path -- runs unchanged and its ``super().run()`` lands here.
+    """
+
+    def run(self) -> None:
+        from .arbiter import PoolArbiter  # the arbiter's imports, only for the process that runs the pool
+
+        try:
+            PoolArbiter(self).run()
+        except RuntimeError as e:  # as BaseApplication.run: a configuration the arbiter refuses
+            print(f"\nError: {e}\n", file=sys.stderr)
+            sys.stderr.flush()
+            sys.exit(1)
+
+
+class FcgiPoolApplication(WSGIApplication, _RunsPoolArbiter):
+    """gunicorn's WSGI application runner with fcgipool's defaults and settings, and PoolArbiter.
+
+    The order of the bases makes the MRO FcgiPoolApplication, WSGIApplication, Application, _RunsPoolArbiter,
+    BaseApplication: gunicorn's own classes, subclassed, nothing of gunicorn patched.
+    """
 
     def load_default_config(self) -> None:
         config.load_all()  # register every fcgipool setting before gunicorn builds its Config
@@ -52,14 +75,6 @@ class FcgiPoolApplication(WSGIApplication):
         assert self.cfg is not None
         explicit = {k for k, v in vars(self.cfg.parser().parse_args()).items() if v is not None}
         config.apply_env(self.cfg, dict(os.environ), explicit)
-
-    def run(self) -> None:
-        from .arbiter import PoolArbiter
-
-        # Application.run() ends in BaseApplication.run(), which builds gunicorn's Arbiter by its module-level
-        # name; pointing that name at PoolArbiter is the one hook gunicorn leaves for this.
-        gunicorn.app.base.Arbiter = PoolArbiter
-        super().run()
 
 
 def _subcommand(name: str, module_name: str, argv: list[str]) -> int:

@@ -1,6 +1,6 @@
 """The keeper: the arbiter holds a copy of every kept connection, so a worker that dies loses only its own request.
 
-A worker holds the idle kept connections it serves (fcgipool.worker, keep-conn policy), and nginx writes
+A worker holds the idle kept connections it serves (fcgipool.keepconn), and nginx writes
 its next request onto one of them at any time. Without another copy of the socket, a worker killed by
 ``kill -9``, the OOM killer or a hard timeout takes those connections with it, and every request nginx had
 already written onto them fails (a POST is never resent: a 502 each). So:
@@ -39,7 +39,7 @@ from typing import Any
 
 from .handoff import HandoffQueue
 
-#: entries in a worker's row: more than a worker ever holds (fcgipool.worker.MAX_HELD) plus the current one
+#: entries in a worker's row: more than a worker ever holds (fcgipool.keepconn.MAX_HELD) plus the current one
 ROW_ENTRIES = 80
 _ROW_BYTES = (1 + ROW_ENTRIES) * 8  # current, then the held inodes (0 = free)
 _CLOSE_ON_DEATH = 1 << 63  # flag on a held inode: not at a request boundary, close it rather than pass it on

@@ -1,11 +1,13 @@
 """Serves one FastCGI connection: drives the sans-IO protocol with socket I/O and calls the WSGI app.
 
-One request at a time. After END_REQUEST the connection is either handed back to the worker as an idle
-kept connection (FCGI_KEEP_CONN, nothing left to do) or leaves this worker: a request with after-response
-work passes it to another worker through the pool's hand-off queue (or closes it, without one) *before*
-that work starts, so the web server can never send a request to a worker that is still busy (php-src #10335).
-Passing it on rather than closing it is what Apache's and HAProxy's connection reuse need: they do not
-look at bytes after END_REQUEST (Apache reads the no-reuse marker below as the next request's answer).
+One request at a time (the socket side is :mod:`fcgipool.wire`, after-response work :mod:`fcgipool.afterwork`).
+``serve`` returns an outcome: the connection is idle and kept (FCGI_KEEP_CONN, nothing left to do), for
+the worker's keep-conn policy (:mod:`fcgipool.keepconn`) to decide on, or it has left this worker: a request
+with after-response work passes it to another worker through the pool's hand-off queue (or closes it, without
+one: the policy's :meth:`~fcgipool.keepconn.KeepConnPolicy.work_ahead`) *before* that work starts, so the web
+server can never send a request to a worker that is still busy (php-src #10335). Passing it on rather than
+closing it is what Apache's and HAProxy's connection reuse need: they do not look at bytes after END_REQUEST
+(Apache reads the no-reuse marker below as the next request's answer).
 
 nginx caches an upstream FastCGI connection when END_REQUEST ends exactly at the end of what it read
 (ngx_http_fastcgi_input_filter sets ``u->keepalive = 1`` only then; it ignores a ``Connection: close``
@@ -16,34 +18,25 @@ Only where the connection is closed while the web server may want it (no hand-of
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import io
 import socket
-import struct
 import tempfile
 import time
 from typing import Any, Protocol
 
 from gunicorn.http.wsgi import FileWrapper
 
-from . import background
-from .background import RunResult, Spill, TaskList, run_tasks
+from . import afterwork, background
+from .background import Spill, TaskList
 from .environ import BadRequestParams, body_length, build_environ, request_uri
-from .lost import LostTask, report_lost
-from .peer import describe_peer
+from .keepconn import Action, KeepConnPolicy, Outcome
+from .lost import LostTask
 from .protocol import (
-    NEED_DATA,
-    AbortRequested,
     Connection,
-    ConnectionClosed,
     LocalProtocolError,
     RecordType,
     RemoteProtocolError,
     RequestStarted,
-    State,
-    StdinData,
-    StdinEnd,
     encode_record,
 )
 from .recorder import Recorder
@@ -52,20 +45,16 @@ from .response import ResponseError, ResponseWriter, error_body, iter_file_wrapp
 from .settings import ServerSettings
 from .streams import InputStream
 from .watchdog import BackgroundTimeout, RequestTimeout, Watchdog, calls_user_code
+from .wire import PeerGone, ReadTimeout, Wire, set_io_timeout
 
 #: An empty FCGI_GET_VALUES_RESULT management record: harmless to any FastCGI client, and bytes after
 #: END_REQUEST make nginx drop the connection instead of caching it (see module docstring).
 NO_REUSE = encode_record(RecordType.GET_VALUES_RESULT, 0, b"")
-RECV_SIZE = 64 * 1024
-# One receive buffer per process (the request thread is the only reader): recv() would malloc 64 KiB and
-# shrink it for every read, and that churn between the request's own objects grew a worker's RSS by ~3 MiB
-# per million requests (glibc heap fragmentation; `make bench` with BENCH_DURATION=120)
-_RECV_BUF = bytearray(RECV_SIZE)
-_RECV_VIEW = memoryview(_RECV_BUF)
 #: environ key an app may set to name the route a request matched (``/cart/<user>``): the request log groups by it
 ROUTE_KEY = "fcgipool.route"
-NO_LIMIT = 10 * 365 * 86400.0  # "no deadline" as a deadline: the arbiter never kills for it
 SPOOL_MEMORY = 1024 * 1024
+_KEPT, _CLOSED = Outcome.KEPT, Outcome.CLOSED  # globals: an enum member read from its class costs ~50 ns
+_PASS_ON = Action.PASS_ON
 
 
 class Host(Protocol):
@@ -80,6 +69,7 @@ class Host(Protocol):
     errors: Any
     request_log: RequestLog | None
     spill: Spill | None  # fcgipool.spill.Spiller when --spill-to is set
+    keepconn: KeepConnPolicy  # decides what becomes of a kept connection whose request has after-response work
 
     def notify(self) -> None: ...
 
@@ -87,40 +77,15 @@ class Host(Protocol):
 
     def task_lost_hook(self) -> Any: ...
 
-    def should_yield(self) -> bool:
-        """Give this kept connection up now (new connections have been waiting in the listen queue)."""
-        ...
-
-    def long_work_ahead(self) -> None:
-        """After-response work starts (the connection is passed on or closed): the worker will be busy a while."""
-        ...
-
-    @property
-    def passes_on(self) -> bool:
-        """Connections can go to another worker (the pool's hand-off queue): :meth:`pass_on` may succeed."""
-        ...
-
     def pass_on(self, conn: FastCGIConnection) -> bool:
         """``conn``, just past END_REQUEST, to another worker; False if that cannot be done (queue full)."""
         ...
 
 
-def set_io_timeout(sock: socket.socket, seconds: float) -> None:
-    """Kernel-side send/receive timeouts: a blocking socket whose calls fail with EAGAIN after ``seconds``.
-
-    One setsockopt per connection, where Python's settimeout() would add a poll() to every call.
-    """
-    tv = struct.pack("ll", int(seconds), int((seconds % 1) * 1_000_000))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
-
-
-class PeerGone(ConnectionError):
-    """The web server went away (or timed out) in the middle of a request; raised into ``wsgi.input``."""
-
-
-class FastCGIConnection:
+class FastCGIConnection(Wire):
     """One accepted connection. :meth:`serve` handles requests until the connection is idle or closed."""
+
+    host: Host
 
     def __init__(self, sock: socket.socket, addr: Any, host: Host, *, configured: bool = False) -> None:
         """``configured``: the socket already has this worker's blocking mode and I/O timeouts (a connection
@@ -155,217 +120,42 @@ class FastCGIConnection:
             if s.timeout:
                 set_io_timeout(sock, s.timeout)
 
-    @functools.cached_property
-    def peer(self) -> str:
-        """Who sent the request, for log messages; looked up only when something is logged (SO_PEERCRED
-        per accepted connection was 3 % of a worker's time in the no-keep-conn profile)."""
-        try:
-            return describe_peer(self.sock, self._addr)
-        except OSError:
-            return f"{self._addr or 'unknown peer'} (connection already closed)"
-
     # --- entry point -------------------------------------------------------------------------------------
-    @property
-    def has_buffered_request(self) -> bool:
-        return self._stashed is not None
+    def serve(self, *, fresh: bool) -> Outcome:
+        """Serve requests until the connection is idle at a request boundary (:attr:`Outcome.KEPT`) or closed.
 
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
-    def serve(self, *, fresh: bool) -> bool:
-        """Serve requests; True when the connection stays open and idle (a kept connection).
-
-        ``fresh``: just accepted; if its first request has not arrived yet it is idle (True, with
+        ``fresh``: just accepted; if its first request has not arrived yet it is idle (KEPT, with
         :attr:`idle_since` set) rather than waited on: a client that connects and sends nothing must not
         occupy a worker. Otherwise the socket was reported readable, or a request is already buffered.
+        What then becomes of a kept connection is the worker's business (fcgipool.keepconn); :attr:`give_up`,
+        set before, ends it after its request with the no-reuse marker.
         """
         log = self.host.log
-        if fresh and not self._try_recv():
+        if fresh and not self._recv(wait=False):
             self.idle_since = time.monotonic()
-            return True
+            return _KEPT
         self.idle_since = 0.0
         try:
             while not self.closed:
                 event = self._read_request()
                 if event is None:
-                    return not self.closed
+                    return _CLOSED if self.closed else _KEPT
                 if not self._serve_request(event):
                     break
                 # a stopping worker still serves a request already in its buffer (its END_REQUEST then ends
                 # the connection cleanly); an idle connection goes back to the worker, which passes it on
                 self._stash_ahead()
                 if self._stashed is None:
-                    return True
+                    return _KEPT
         except RemoteProtocolError as exc:
             log.warning("closing FastCGI connection from %s: %s", self.peer, exc.reason)
-        except _ReadTimeout as exc:
+        except ReadTimeout as exc:
             log.warning("closing FastCGI connection from %s: %s", self.peer, exc)
         except LocalProtocolError:
             log.exception("internal FastCGI error on the connection from %s", self.peer)
         self.host.watchdog.disarm()
         self.close()
-        return False
-
-    @property
-    def io_timeout_ms(self) -> int:
-        """The I/O timeout this connection's socket carries (SO_RCVTIMEO/SO_SNDTIMEO), in ms (0 = none)."""
-        return int(self.host.settings.timeout * 1000)
-
-    @property
-    def reusable(self) -> bool:
-        """Idle at a request boundary with nothing read ahead: another worker can take over the socket."""
-        if self.closed or self.broken or self._stashed is not None or not self._stdin_done:
-            return False
-        return self.conn.at_rest
-
-    def close(self) -> None:
-        """Close the connection for good. One the keeper holds a copy of is shut down first, so the web
-        server sees the end now, not when the keeper notices."""
-        if self.closed:
-            return
-        self.closed = True
-        if self.inode:
-            with contextlib.suppress(OSError):
-                self.sock.shutdown(socket.SHUT_RDWR)
-        with contextlib.suppress(OSError):
-            self.sock.close()
-
-    def release(self) -> None:
-        """Close this process's descriptor only: the connection lives on elsewhere (passed on)."""
-        if not self.closed:
-            self.closed = True
-            with contextlib.suppress(OSError):
-                self.sock.close()
-
-    # --- socket I/O ----------------------------------------------------------------------------------------
-    def _sendall(self, data: bytes) -> None:
-        if self.broken or self.closed or not data:
-            return
-        try:
-            self.sock.sendall(data)
-        except OSError as exc:
-            self.broken = True
-            self.host.log.info("FastCGI peer %s stopped reading the response: %s", self.peer, exc)
-
-    def _recv(self) -> None:
-        try:
-            data = _RECV_VIEW[: self.sock.recv_into(_RECV_BUF)].tobytes()
-        except (BlockingIOError, TimeoutError):
-            raise _ReadTimeout(f"no data for {self.host.settings.timeout:g} s") from None
-        except ConnectionResetError:
-            data = b""
-        self.conn.receive_data(data)
-
-    def _try_recv(self) -> bool:
-        """Read what has arrived without waiting; False if nothing has."""
-        try:
-            data = _RECV_VIEW[: self.sock.recv_into(_RECV_BUF, 0, socket.MSG_DONTWAIT)].tobytes()
-        except BlockingIOError:
-            return False
-        except ConnectionResetError:
-            data = b""
-        self.conn.receive_data(data)
-        return True
-
-    def _next_event(self, *, block: bool = True) -> Any:
-        """The stashed event, else the protocol's next one (its automatic replies sent); ``block``: read until
-        there is one, else NEED_DATA when what is buffered holds none."""
-        if self._stashed is not None:
-            event, self._stashed = self._stashed, None
-            return event
-        while True:
-            event = self.conn.next_event()
-            out = self.conn.data_to_send()
-            if out:
-                self._sendall(out)
-            if event is not NEED_DATA or not block:
-                return event
-            self._recv()
-
-    def _stash_ahead(self) -> None:
-        """Parse what the last read brought beyond the request just served (may raise), for the next round."""
-        if self.conn.has_pending_input:  # the common case is nothing read ahead, nothing to parse
-            event = self._next_event(block=False)
-            if event is not NEED_DATA:
-                self._stashed = event
-
-    # --- reading a request -------------------------------------------------------------------------------
-    def _read_request(self) -> RequestStarted | None:
-        """The next request, or None when the connection is idle at a request boundary or closed.
-
-        Reads only what the readable socket has (or what is buffered), unless a request has begun: then its
-        PARAMS/STDIN are waited for (up to ``timeout`` of silence).
-        """
-        s = self.host.settings
-        self._t0 = t0 = self.host.recorder.now  # END_REQUEST of the last request or the end of a wait: no clock read
-        self._deadline = t0 + s.timeout if s.timeout else 0.0
-        self._deadline_published = False
-        recvs = 0
-        if self._stashed is None and not self.conn.has_pending_input:
-            self._recv()  # nothing buffered: read first, parse once (a readable socket cannot block)
-            recvs = 1
-        while True:
-            event = self._next_event(block=False)
-            if event is NEED_DATA:
-                mid = self.conn.their_state in (State.PARAMS, State.STDIN)
-                if not (mid or recvs == 0):
-                    return None
-                if not self._deadline_published:  # this read may wait: the arbiter must know the deadline
-                    self.host.recorder.reading(self._hard_deadline(), self._t0)
-                    self._deadline_published = True
-                self._recv()
-                recvs += 1
-                continue
-            if isinstance(event, RequestStarted):
-                return event
-            if isinstance(event, ConnectionClosed):
-                self.close()
-                return None
-            if isinstance(event, AbortRequested):
-                self._sendall(self.conn.end_request(event.request_id))
-                if self.conn.our_state is State.MUST_CLOSE:
-                    self.close()
-                    return None
-            # StdinData/StdinEnd of a request we already ended cannot reach here (the protocol drops them)
-
-    def _hard_deadline(self) -> float:
-        """The arbiter's hard limit for the response phase: kill_grace after our own timeouts."""
-        return self._deadline + self.host.settings.kill_grace if self._deadline else time.monotonic() + NO_LIMIT
-
-    def _pull_stdin(self) -> bytes:
-        """Next chunk of the request body for ``wsgi.input``; b"" at its end."""
-        if self._stdin_done:
-            return b""
-        if self.conn.next_is_stdin_end():  # a GET's empty body, already buffered: no event machinery
-            self._stdin_done = True
-            return b""
-        try:
-            event = self._next_event()
-        except RemoteProtocolError as exc:
-            self.host.log.warning("closing FastCGI connection from %s: %s", self.peer, exc.reason)
-            self._stdin_done = True
-            self.broken = True
-            raise PeerGone(f"request body incomplete: {exc.reason}") from exc
-        except _ReadTimeout as exc:
-            self._stdin_done = True
-            self.broken = True
-            raise PeerGone(f"request body incomplete: {exc}") from exc
-        if isinstance(event, StdinData):
-            return event.data
-        self._stdin_done = True
-        # ABORT_REQUEST ends the body early; the app still runs and its END_REQUEST is the answer to the abort
-        if not isinstance(event, StdinEnd | AbortRequested):
-            self.broken = True
-            raise PeerGone(f"request body incomplete: unexpected {type(event).__name__}")
-        return b""
-
-    def _drain_stdin(self) -> None:
-        """Read and discard the rest of the body, so closing never resets a connection with unread data."""
-        try:
-            while not self._stdin_done and not self.broken:
-                self._pull_stdin()
-        except PeerGone:
-            pass
+        return _CLOSED
 
     # --- one request ---------------------------------------------------------------------------------------
     def _serve_request(self, event: RequestStarted) -> bool:
@@ -408,7 +198,9 @@ class FastCGIConnection:
         keep = self._end_response(writer, tasks)
         after, outcomes = 0.0, self._lost_early
         if tasks.done < len(tasks.tasks) or self._after_started:
-            result = self._run_after_response(tasks, writer.status_code)
+            self._start_after_response()
+            result = afterwork.run(host, tasks, writer.status_code, stop_on_error=s.stop_on_error,
+                                   only_on_success=s.only_on_success)  # fmt: skip
             after, outcomes = result.seconds, (outcomes or []) + result.outcomes
         log = host.request_log
         if log is not None:  # one tuple; formatted and written in bulk by the worker (fcgipool.requestlog)
@@ -540,7 +332,7 @@ class FastCGIConnection:
         host.watchdog.disarm()  # the app has returned: the response-phase deadline is done with
         pending = tasks.done < len(tasks.tasks)
         wanted = self._keepable()
-        keep = wanted and not pending and not host.should_yield()
+        keep = wanted and not pending
         if self.broken:
             keep = False  # no END_REQUEST: nginx reports a truncated response as an upstream error
         else:
@@ -563,11 +355,12 @@ class FastCGIConnection:
                     and not self.give_up)  # fmt: skip
 
     def _hand_over(self, writer: ResponseWriter, wanted: bool) -> None:
-        """END_REQUEST of a request whose after-response work follows in this worker; then a connection the web
-        server keeps goes to another worker, its next request is served there at once. Without a hand-off queue
-        (or when it is full) the caller closes it; the no-reuse marker then keeps nginx from reusing it."""
+        """END_REQUEST of a request whose after-response work follows in this worker; then, if the policy says
+        so, a connection the web server keeps goes to another worker, its next request is served there at once.
+        Otherwise (no hand-off queue, or it is full) the caller closes it; the no-reuse marker then keeps nginx
+        from reusing it."""
         host = self.host
-        if wanted and host.passes_on:
+        if host.keepconn.work_ahead(wanted) is _PASS_ON:
             writer.finish(b"")
             if not host.pass_on(self):
                 host.log.debug("could not pass on a kept connection before after-response work: closing it")
@@ -590,54 +383,13 @@ class FastCGIConnection:
 
     # --- after-response work -------------------------------------------------------------------------------
     def _start_after_response(self) -> None:
-        if self._after_started:
-            return
-        self._after_started = True
-        self.host.long_work_ahead()
-        s, rec = self.host.settings, self.host.recorder
-        rec.finishing()
-        soft = self.host.watchdog.arm(time.monotonic() + s.background_timeout if s.background_timeout else 0.0)
-        # no budget: a deadline far away, so the arbiter does not fall back to the (silent) heartbeat
-        rec.deadline(soft + s.kill_grace if soft else time.monotonic() + NO_LIMIT)
-
-    def _run_after_response(self, tasks: TaskList, status: int) -> RunResult:
-        host, s = self.host, self.host.settings
-        self._start_after_response()
-        skip = "not_started" if (s.only_on_success and status >= 400) else None
-        if skip:
-            host.log.info("%s: response status %s, after-response tasks skipped", tasks.request_uri, status)
-        try:
-            result = run_tasks(
-                tasks,
-                logger=host.log,
-                stop_on_error=s.stop_on_error,
-                watchdog=host.watchdog,
-                on_done=host.recorder.task_done,
-                on_lost=self._report_lost,
-                skip_reason=skip,
-                spill=host.spill,
-                on_spilled=host.recorder.task_spilled,
-            )
-        finally:
-            host.watchdog.disarm()
-        if any(t.reason == "timeout" for t in result.lost):
-            host.recorder.background_timeout()
-        host.notify()
-        host.recorder.idle()  # and no deadline
-        return result
+        if not self._after_started:
+            self._after_started = True
+            s = self.host.settings
+            afterwork.begin(self.host, s.background_timeout, s.kill_grace)
 
     def _report_lost(self, lost: list[LostTask]) -> None:
-        host = self.host
-        hook = host.task_lost_hook()
-        for task in lost:
-            # hook first, then off the slot's pending list: a worker killed in between (a slow hook past the
-            # arbiter's deadline) leaves the task pending, and the arbiter reports it (at least once, never none)
-            report_lost(host, [task], host.log, hook)
-            host.recorder.lost([task.name])
-
-
-class _ReadTimeout(Exception):
-    pass
+        afterwork.report(self.host, lost)
 
 
 __all__ = ["NO_REUSE", "FastCGIConnection", "PeerGone", "ServerSettings", "set_io_timeout"]

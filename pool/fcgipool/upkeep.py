@@ -18,7 +18,6 @@ __all__ = ["FRESH_IDLE_LIMIT", "Upkeep", "make_spiller"]
 def make_spiller(worker: Any) -> Any:
     """The worker's spill (fcgipool.spill.Spiller), made after fork: its own Redis connection."""
     from . import config
-    from .arbiter import pool_flags
     from .spill import RQTarget, Spiller
 
     cfg = worker.cfg
@@ -28,7 +27,7 @@ def make_spiller(worker: Any) -> Any:
         target,
         set(config.get(cfg, "spill_when")),
         slower_than_s=config.get(cfg, "spill_slower_than") / 1000,
-        flags=pool_flags(),
+        flags=worker.spawn.flags,
         log=worker.log,
         hook=config.get(cfg, "on_task_spilled"),
         owner=worker,

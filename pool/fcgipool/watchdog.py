@@ -13,12 +13,14 @@ thread once it has passed; a held-back interruption is signalled again a few tim
 interruption (catches ``BaseException``, or loops in C where Python never gets control) is the arbiter's
 job: the worker publishes a hard deadline in its scoreboard slot and the arbiter kills it when that passes.
 
-The same thread times the worker's keep-conn rounds (``handoff_after`` in fcgipool.worker): the worker counts
+The same thread times the worker's keep-conn rounds (``handoff_after``, fcgipool.keepconn): the worker counts
 rounds in two attribute stores (:meth:`Watchdog.round_begins` / :meth:`Watchdog.round_ends`) and the thread,
 which looks every ``handoff_after`` while rounds go on, signals the main thread once a round it has seen has
 lasted ``handoff_after`` -- so the reminder comes between ``handoff_after`` and twice that after the round
 began. No timer syscall per round (``ITIMER_REAL`` made two: set and cancel, a setitimer every ~6 requests
 in ``make bench``); a worker that was idle for a while wakes the thread once, when its next round wants one.
+After-response work can be long, so arming its budget (:meth:`Watchdog.arm`) gives a round waiting for its
+reminder the reminder at once, in the calling thread: the keep-conn policy (fcgipool.keepconn) takes both alike.
 """
 
 from __future__ import annotations
@@ -128,8 +130,13 @@ class Watchdog:
     def arm(self, deadline: float, reason: str = "timeout") -> float:
         """After-response work: interrupt it at ``deadline`` (monotonic; 0 = no limit unless capped).
 
-        Returns the effective deadline (the earlier of ``deadline`` and the shutdown cap), 0 if none.
+        Returns the effective deadline (the earlier of ``deadline`` and the shutdown cap), 0 if none. A round
+        waiting for its reminder gets it now (see module docstring).
         """
+        rounds = self._rounds
+        if self._want_round == rounds and rounds & 1 and self._round_cb is not None:
+            self._rounds = rounds + 2  # as in _on_alarm: the same round to the worker, a new one to the clock
+            self._round_cb()
         self._reason = reason
         if self._cap and (not deadline or self._cap < deadline):
             deadline, self._reason = self._cap, "shutdown"

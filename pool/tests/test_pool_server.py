@@ -16,6 +16,7 @@ from wsgiref.validate import validator
 
 import pytest
 from fcgipool import background
+from fcgipool.keepconn import KeepConnPolicy, Outcome
 from fcgipool.protocol import (
     RecordType,
     encode_begin_request,
@@ -68,13 +69,8 @@ class FakeHost:
     def task_lost_hook(self) -> Any:
         return lambda owner, task: self.lost.append(task)
 
-    def should_yield(self) -> bool:
-        return False
-
-    def long_work_ahead(self) -> None:
-        pass
-
-    passes_on = False  # no hand-off queue: a connection with after-response work is closed with the marker
+    # no hand-off queue: a connection with after-response work is closed with the marker
+    keepconn = KeepConnPolicy(queue=False, handoff_after=0.0)
 
     def pass_on(self, conn: Any) -> bool:
         return False
@@ -112,7 +108,7 @@ class Exchange:
         try:
             # like the worker: a fresh connection is served once it is readable (serve() does not wait for it)
             select.select([self.server_sock], [], [], 10)
-            kept = self.connection.serve(fresh=True)
+            kept = self.connection.serve(fresh=True) is Outcome.KEPT
         finally:
             self.host.watchdog.close()
             signal.signal(signal.SIGALRM, previous)
@@ -216,7 +212,7 @@ def test_request_with_tasks_passes_a_kept_connection_on_before_the_work() -> Non
         return True
 
     ex = Exchange(app, encode_request(1, PARAMS, keep_conn=True))
-    ex.host.passes_on = True
+    ex.host.keepconn = KeepConnPolicy(queue=True, handoff_after=0.0)
     ex.host.pass_on = pass_on
     assert ex.run() is False
     assert order == ["passed on", "task"]

@@ -8,10 +8,13 @@ request can now wait on a busy worker's connection while another worker is idle)
 it measures what connection churn under saturation costs (see docs/benchmarks.md).
 """
 
+import contextlib
 import errno
+import os
 import select
 from typing import Any
 
+from fcgipool.keepconn import Outcome
 from fcgipool.server import FastCGIConnection
 from fcgipool.worker import FastCGIWorker
 from gunicorn import util
@@ -39,7 +42,8 @@ class MultiKeptWorker(FastCGIWorker):
                         continue
                     raise
                 if self.PIPE[0] in ready:
-                    self._drain_pipe()
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self.PIPE[0], 64)
                 conns = [r for r in ready if isinstance(r, FastCGIConnection)]
                 for conn in conns:
                     self._serve_held(conn, held, fresh=False)
@@ -60,7 +64,7 @@ class MultiKeptWorker(FastCGIWorker):
                 conn.close()
 
     def _serve_held(self, conn: FastCGIConnection, held: set[Any], *, fresh: bool) -> None:
-        if conn.serve(fresh=fresh) and self.alive:
+        if conn.serve(fresh=fresh) is Outcome.KEPT and self.alive:
             held.add(conn)
         else:
             conn.close()

@@ -65,9 +65,6 @@ class Host:
     def task_lost_hook(self) -> None:
         return None
 
-    def should_yield(self) -> bool:  # keep-conn fairness: nobody else is waiting here
-        return False
-
 
 def per_request(fn, n: int = N) -> float:
     start = time.thread_time()
