@@ -186,10 +186,14 @@ class Keeper:
             yield
 
     def stop(self) -> None:
-        """Final shutdown: nothing is passed on any more; the copies close with the arbiter."""
+        """Final shutdown: nothing is passed on any more; the copies close with the arbiter. Waits for the thread
+        (woken at once), so nothing it does can run on a hand-off queue the caller closes next."""
         self._stopping = True
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b"x")
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(5)
 
     def worker_gone(self, index: int, pid: int) -> int:
         """A worker died: pass on its idle connections, shut down the one it was serving. Returns how many
