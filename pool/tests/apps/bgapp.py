@@ -38,6 +38,15 @@ def sleep_task(ms: int, key: str) -> None:
     mark("task_done", key=key)
 
 
+def hold_task(key: str) -> None:
+    """Runs until the test creates $BGAPP_DIR/release-<key> (60 s at most): a worker busy for as long as a test
+    needs, however slow the machine."""
+    end = time.monotonic() + 60
+    while not (OUT / f"release-{key.partition(':')[0]}").exists() and time.monotonic() < end:
+        time.sleep(0.05)
+    mark("task_done", key=key)
+
+
 def failing_task(key: str) -> None:
     mark("failing_started", key=key)
     raise RuntimeError(f"task {key} failed on purpose")
@@ -89,11 +98,13 @@ def app(environ, start_response):  # type: ignore[no-untyped-def]
             background.add(sleep_task, int(q.get("ms", "300")), f"{key}:{i}", name=f"sleep:{key}:{i}")
         body = f"queued {key}\n".encode()
     elif path == "/tasks":
-        # a comma-separated plan: sleep<ms> | fail | stubborn | busy | chain<n>
+        # a comma-separated plan: sleep<ms> | hold | fail | stubborn | busy | chain<n>
         for i, step in enumerate(q.get("plan", "").split(",")):
             name = f"{step}#{i}"
             if step.startswith("sleep"):
                 background.add(sleep_task, int(step[5:] or 300), f"{key}:{i}", name=name)
+            elif step == "hold":
+                background.add(hold_task, f"{key}:{i}", name=name)
             elif step == "fail":
                 background.add(failing_task, f"{key}:{i}", name=name)
             elif step == "stubborn":
