@@ -103,11 +103,14 @@ class KeepConnPolicy:
         return held >= MAX_HELD
 
     # --- serving one connection ------------------------------------------------------------------------
-    def before_serve(self, others: int) -> bool:
-        """A connection is about to be served while ``others`` are held: True = let go of those first."""
+    def serving(self, others: int) -> bool:
+        """A request is about to be served while ``others`` idle connections are held. True: let go of those first,
+        then ask again; False: the request starts (a reminder from now on lets go of what is held at once). One
+        event per request, not two: each call is ~0.1 us of a worker's ~25 us request."""
         if others and (self._due or not self.timed):
             self._due = False
             return True
+        self._in_request = True
         return False
 
     def give_up(self, waiting: bool, now: float) -> bool:
@@ -123,10 +126,6 @@ class KeepConnPolicy:
             self._seen, self._streak = 0.0, 0
             return True
         return False
-
-    def serving(self) -> None:
-        """The request starts (after what :meth:`before_serve` asked for is done)."""
-        self._in_request = True
 
     def served(self, outcome: Outcome, alive: bool) -> Action:
         """Serving ended; ``alive``: the worker goes on. What to do with the connection.
@@ -155,7 +154,7 @@ class KeepConnPolicy:
         return False
 
     def letting_go(self, *, stopping: bool) -> Action:
-        """A held connection must leave this worker (:meth:`before_serve`, :meth:`reminder`, or it stops)."""
+        """A held connection must leave this worker (:meth:`serving`, :meth:`reminder`, or it stops)."""
         if self.queue or stopping:
             return _PASS_ON
         return _SERVE_LAST

@@ -131,17 +131,20 @@ class KeptConns:
         self._row[0] = inode
 
     def take_up(self, inode: int) -> None:
-        """A held connection's request starts: current first, then off the held list (never in neither)."""
-        row = self._row
-        row[0] = inode
-        pos = self._pos.pop(inode, None)
-        if pos is not None:
-            row[pos] = 0
-            self._free.append(pos)
+        """A held connection's request starts: it is current, and stays listed (the keeper shuts down a listed
+        connection that is current when its worker dies, so it is never passed on mid-request). One store per
+        request instead of unlisting and listing it again (docs/benchmarks.md)."""
+        self._row[0] = inode
 
     def put_down(self, inode: int, *, rescuable: bool) -> None:
-        """The request on ``inode`` ended and the worker keeps it: held first, then no longer current."""
+        """The request on ``inode`` ended and the worker keeps it: listed (as ``rescuable`` says), then no longer
+        current."""
         self.hold(inode, rescuable=rescuable)
+        self._row[0] = 0
+
+    def leave(self, inode: int) -> None:
+        """The connection just served leaves this worker (passed on, or closed): unlisted, and no longer current."""
+        self.unhold(inode)
         self._row[0] = 0
 
 

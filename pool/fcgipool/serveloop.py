@@ -55,6 +55,8 @@ class ServeLoop:
         self._next_check = 0.0
         self._poll = select.poll()  # listeners, queue, PIPE and the held connections: registered once each
         self._waiting = select.poll()  # no queue: listeners only, is a new connection waiting for a worker?
+        self._pipe = -1
+        self._chores = worker.upkeep.after_each  # something to check after each request (a limit, a log)
 
     def on_reminder(self) -> None:
         """The clock thread's reminder (from the SIGALRM handler, between two bytecodes; or at once when
@@ -70,8 +72,8 @@ class ServeLoop:
             s.setblocking(False)
             self._poll.register(s, select.POLLIN)
             self._waiting.register(s, select.POLLIN)
-        pipe = worker.PIPE[0]
-        self._poll.register(pipe, select.POLLIN)
+        self._pipe = worker.PIPE[0]
+        self._poll.register(self._pipe, select.POLLIN)
         queue_fd = -1
         if queue is not None:
             queue_fd = queue.fileno()
@@ -97,8 +99,6 @@ class ServeLoop:
                         recorder.now = time.monotonic()
                     if not events:
                         continue
-                if any(fd == pipe for fd, _ in events):
-                    _drain(pipe)
                 self._round(events, queue_fd, listeners)
         finally:
             recorder.ending()
@@ -137,6 +137,8 @@ class ServeLoop:
                     self._take()
                 elif fd in listeners:
                     self._accept(listeners[fd])
+                elif fd == self._pipe:
+                    _drain(fd)  # gunicorn's self-pipe: a signal woke us (the handler has done its part)
         finally:
             self.policy.round_ends()
             watchdog.round_ends()
@@ -183,23 +185,25 @@ class ServeLoop:
         kept, inode = self.kept, connection.inode
         registered = held.get(fd) is connection  # stays registered with poll while it is served
         if kept is not None and inode:
-            kept.take_up(inode)  # current before it leaves the held list: if we die it is never passed on
+            kept.take_up(inode)  # current (and still listed): if we die it is shut down, never passed on
         if registered:
             del held[fd]
         if last:
             connection.give_up = True
+            policy.serving(0)
         else:
-            if held and policy.before_serve(len(held)):
+            if policy.serving(len(held)):
                 self._let_go_all(stopping=False)
+                policy.serving(len(held))
             # no queue: a kept connection served again may have to make way for one in the listen queue
             if not fresh and not policy.queue and policy.give_up(bool(self._waiting.poll(0)), worker.recorder.now):
                 connection.give_up = True
-        policy.serving()
         outcome = connection.serve(fresh=fresh)
         # idle, and no deadline: back to gunicorn's heartbeat (sent once per poll round, by the loop); a request
         # without after-response work already said so in its last scoreboard write
-        worker.recorder.idle()
-        if worker.upkeep.after_request(worker.recorder.rss) and worker.alive:
+        recorder = worker.recorder
+        recorder.idle()
+        if self._chores and worker.upkeep.after_request(recorder.rss) and worker.alive:
             worker.alive = False
         action = policy.served(outcome, worker.alive)
         if last:
@@ -223,7 +227,7 @@ class ServeLoop:
             if registered:
                 self._poll.unregister(fd)
             if kept is not None and inode:
-                kept.serving(0)  # unlisted before it is passed on (or closed: shut down, so nginx sees the end)
+                kept.leave(inode)  # unlisted before it is passed on (or closed: shut down, so nginx sees the end)
             if action is _PASS_ON:
                 self._pass_on(connection)
             else:
@@ -295,7 +299,7 @@ class ServeLoop:
         that. False: it could not be passed on; the server closes it."""
         kept, inode = self.kept, conn.inode
         if kept is not None and inode and self.queue is not None:
-            kept.serving(0)  # unlisted before it is passed on (as in _serve)
+            kept.leave(inode)  # unlisted before it is passed on (as in _serve)
         return self._give(conn)
 
     def _give(self, conn: FastCGIConnection) -> bool:

@@ -45,6 +45,8 @@ class Upkeep:
         self.max_memory = max_memory_mib * 1024 * 1024  # bytes; 0 = no limit
         self.idle_limit = idle_limit or FRESH_IDLE_LIMIT
         self.request_log = request_log
+        #: :meth:`after_request` has something to do (the loop skips the call otherwise)
+        self.after_each = bool(self.max_memory) or request_log is not None
 
     def poll_ms(self, normal_ms: int) -> int:
         """How long an idle worker may sleep: once a second while it has a limit to check or lines to write."""

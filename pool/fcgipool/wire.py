@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import socket
 import struct
+import tempfile
 import time
 from typing import Any, Protocol
 
 from .afterwork import NO_LIMIT
+from .environ import BadRequestParams, body_length
 from .peer import describe_peer
 from .protocol import (
     NEED_DATA,
@@ -26,8 +29,11 @@ from .protocol import (
     StdinEnd,
 )
 from .recorder import Recorder
+from .streams import InputStream
 
 RECV_SIZE = 64 * 1024
+#: a request body of unknown length is kept in memory up to this size, then in a temporary file
+SPOOL_MEMORY = 1024 * 1024
 # One receive buffer per process (the request thread is the only reader): recv() would malloc 64 KiB and
 # shrink it for every read, and that churn between the request's own objects grew a worker's RSS by ~3 MiB
 # per million requests (glibc heap fragmentation; `make bench` with BENCH_DURATION=120)
@@ -53,12 +59,23 @@ class ReadTimeout(Exception):
     """Nothing arrived for ``timeout`` while a request was being read."""
 
 
+class BodyRefused(Exception):
+    """The request body cannot be taken (a bad CONTENT_LENGTH, or over ``max_body_size``): answer ``status``."""
+
+    def __init__(self, status: str, reason: str) -> None:
+        super().__init__(f"{status}: {reason}")
+        self.status, self.reason = status, reason
+
+
 class _Limits(Protocol):
     @property
     def timeout(self) -> float: ...  # the response phase's, and the I/O timeout
 
     @property
     def kill_grace(self) -> float: ...
+
+    @property
+    def max_body_size(self) -> int: ...
 
 
 class WireHost(Protocol):
@@ -191,9 +208,17 @@ class Wire:
         self._deadline = t0 + s.timeout if s.timeout else 0.0
         self._deadline_published = False
         recvs = 0
-        if self._stashed is None and not self.conn.has_pending_input:
+        conn = self.conn
+        if self._stashed is None and not conn.has_pending_input:
             self._recv()  # nothing buffered: read first, parse once (a readable socket cannot block)
             recvs = 1
+            event = conn.next_event()  # the common case: the whole request came in one read
+            if conn.has_output:
+                self._sendall(conn.data_to_send())
+            if type(event) is RequestStarted:
+                return event
+            if event is not NEED_DATA:
+                self._stashed = event  # anything else: the loop below takes it from here
         while True:
             event = self._next_event(block=False)
             if event is NEED_DATA:
@@ -249,6 +274,36 @@ class Wire:
             self.broken = True
             raise PeerGone(f"request body incomplete: unexpected {type(event).__name__}")
         return b""
+
+    def _make_input(self, params: dict[str, str]) -> Any:
+        """``wsgi.input`` for the request; raises :class:`BodyRefused` (400, 413) before the app is called."""
+        try:
+            length = body_length(params)  # None: to the end of STDIN (missing, empty or negative: Caddy's -1)
+        except BadRequestParams as exc:
+            raise BodyRefused("400 Bad Request", str(exc)) from None
+        limit = self.host.settings.max_body_size
+        if length is not None:
+            if limit and length > limit:
+                raise BodyRefused("413 Content Too Large", f"CONTENT_LENGTH {length} > max_body_size {limit}")
+            return InputStream(self._pull_stdin, length)
+        # no length: read the body first, so an oversized one is refused before the app runs (and the app gets
+        # its CONTENT_LENGTH)
+        chunk = self._pull_stdin()
+        if not chunk:  # no body (nginx sends an empty CONTENT_LENGTH with every GET): skip the spool file
+            return io.BytesIO()
+        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115 (it is wsgi.input)
+        size = 0
+        while chunk:
+            size += len(chunk)
+            if limit and size > limit:
+                spool.close()
+                raise BodyRefused("413 Content Too Large", f"request body over max_body_size {limit}")
+            spool.write(chunk)
+            chunk = self._pull_stdin()
+        spool.seek(0)
+        if size:
+            params["CONTENT_LENGTH"] = str(size)
+        return spool
 
     def _drain_stdin(self) -> None:
         """Read and discard the rest of the body, so closing never resets a connection with unread data."""

@@ -108,6 +108,14 @@ def test_known_content_length_is_kept_stripped() -> None:
     assert body_length({"CONTENT_LENGTH": "0"}) == 0
 
 
+@pytest.mark.parametrize(("sent", "seen"), [("12", "12"), ("0", "0"), ("012", "12"), ("00", "0"), (" 7", "7"),
+                                             ("\uff11\uff12", "12")])  # fmt: skip
+def test_content_length_reaches_the_app_in_one_spelling(sent: str, seen: str) -> None:
+    """A plain decimal is passed on as it is (no parse on the hot path); any other spelling int() accepts -- leading
+    zeros, spaces, full-width digits -- is rewritten, so apps see what PEP 3333 apps expect."""
+    assert env(dict(NGINX, CONTENT_LENGTH=sent))["CONTENT_LENGTH"] == seen
+
+
 def serve(length: str | None, body: bytes) -> tuple[FastCGIResponse, list[dict[str, Any]]]:
     """One POST through the server (no web server): what the client gets, and what the app saw."""
     seen: list[dict[str, Any]] = []

@@ -24,8 +24,7 @@ Step = tuple[str, tuple[Any, ...], Any]
 SCENARIOS: dict[str, tuple[dict[str, Any], list[Step]]] = {
     "a round that holds connections asks for one reminder": (QUEUE, [
         ("round_begins", (2,), True),
-        ("before_serve", (1,), False),  # the others stay while the round is young
-        ("serving", (), None),
+        ("serving", (1,), False),  # the others stay while the round is young
         ("served", (KEPT, True), HOLD),
         ("holding", (2,), False),  # asked already this round
         ("round_ends", (), None),
@@ -37,8 +36,7 @@ SCENARIOS: dict[str, tuple[dict[str, Any], list[Step]]] = {
     ]),
     "the reminder inside a request: pass the others on at once": (QUEUE, [
         ("round_begins", (3,), True),
-        ("before_serve", (2,), False),
-        ("serving", (), None),
+        ("serving", (2,), False),
         ("reminder", (), True),
         ("served", (KEPT, True), HOLD),
         ("reminder", (), False),  # between two requests: due before the next
@@ -47,31 +45,39 @@ SCENARIOS: dict[str, tuple[dict[str, Any], list[Step]]] = {
     "the reminder between two requests: pass them on before the next one, once": (QUEUE, [
         ("round_begins", (2,), True),
         ("reminder", (), False),
-        ("before_serve", (2,), True),
-        ("before_serve", (1,), False),
+        ("serving", (2,), True),
+        ("serving", (1,), False),
+    ]),
+    "serving that asks to let go first has not started the request; asked again, it has": (QUEUE, [
+        ("round_begins", (2,), True),
+        ("reminder", (), False),
+        ("serving", (2,), True),  # let go of the two, then ask again
+        ("reminder", (), False),  # not inside the request yet: due before the next one
+        ("serving", (0,), False),  # the request starts
+        ("reminder", (), True),  # inside it: let go at once
     ]),
     "a round that ends first leaves them with the now idle worker": (QUEUE, [
         ("round_begins", (1,), True),
         ("reminder", (), False),
         ("round_ends", (), None),
         ("round_begins", (1,), True),
-        ("before_serve", (1,), False),
+        ("serving", (1,), False),
     ]),
     "nothing to pass on: nothing due is used up": (QUEUE, [
         ("round_begins", (1,), True),
         ("reminder", (), False),
-        ("before_serve", (0,), False),
-        ("before_serve", (1,), True),
+        ("serving", (0,), False),
+        ("serving", (1,), True),
     ]),
     "handoff_after 0: the others go before every request, no reminder": (STRICT, [
         ("round_begins", (3,), False),
-        ("before_serve", (2,), True),
-        ("before_serve", (0,), False),
+        ("serving", (2,), True),
+        ("serving", (0,), False),
         ("holding", (1,), False),
     ]),
     "no queue: the others go before every request, each served last if a request waits on it": (PLAIN, [
         ("round_begins", (2,), False),
-        ("before_serve", (1,), True),
+        ("serving", (1,), True),
         ("letting_go", ({"stopping": False},), SERVE_LAST),
         ("letting_go", ({"stopping": True},), PASS_ON),  # a stopping worker serves nothing more
     ]),
@@ -99,8 +105,7 @@ SCENARIOS: dict[str, tuple[dict[str, Any], list[Step]]] = {
     "after-response work ahead inside a request: the held ones go at the reminder, the served one is passed on": (
         QUEUE, [
             ("round_begins", (2,), True),
-            ("before_serve", (1,), False),
-            ("serving", (), None),
+            ("serving", (1,), False),
             ("work_ahead", (True,), PASS_ON),
             ("reminder", (), True),  # arming the after-response budget gives the reminder at once
             ("served", (CLOSED, True), CLOSE),  # it left this worker already: nothing more to do with it

@@ -52,6 +52,31 @@ def test_a_dead_workers_idle_connections_are_passed_on_and_its_request_in_progre
         assert keeper.table.read(1) == (0, [])
 
 
+def test_a_held_connection_taken_up_stays_listed_and_is_shut_down_if_its_worker_dies(keeper: Keeper) -> None:
+    """take_up() makes a held connection current without unlisting it (one store per request): the keeper must
+    still end it, never pass it on mid-request. Fails if worker_gone() passed on what is listed and current."""
+    side = worker_side(keeper, 2)
+    nginx, pool = socket.socketpair()
+    with nginx:
+        inode = side.copy(pool, 30000)
+        side.take_up(inode)
+        assert keeper.table.read(2) == (inode, [inode])
+        pool.close()
+        assert keeper.worker_gone(2, 4243) == 0
+        assert keeper.queue.take() is None
+        nginx.settimeout(5)
+        assert nginx.recv(100) == b""
+    other_nginx, other = socket.socketpair()
+    with other_nginx, other:
+        inode = side.copy(other, 0)
+        side.take_up(inode)
+        side.put_down(inode, rescuable=False)
+        assert keeper.table.read(2) == (0, [inode | keeper_mod._CLOSE_ON_DEATH])
+        side.take_up(inode)
+        side.leave(inode)  # passed on or closed after its request: unlisted, not current
+        assert keeper.table.read(2) == (0, [])
+
+
 def test_a_copy_is_dropped_when_nginx_closes_the_connection(keeper: Keeper) -> None:
     side = worker_side(keeper, 0)
     nginx, pool = socket.socketpair()

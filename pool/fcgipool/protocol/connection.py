@@ -133,6 +133,11 @@ class Connection(Sending):
         """Received bytes (or EOF) that next_event() has not turned into events yet."""
         return self._eof or self._pos < len(self._buf) or bool(self._chunks)
 
+    @property
+    def has_output(self) -> bool:
+        """Automatic replies are waiting for :meth:`data_to_send`."""
+        return bool(self._out)
+
     def next_is_stdin_end(self) -> bool:
         """Shortcut for the common GET: if the next record is the active request's empty STDIN record and is
         already buffered whole, consume it as next_event() would (returning StdinEnd) and return True;

@@ -90,6 +90,24 @@ def stream_chunks(record_type: int, request_id: int, data: bytes, out: list[byte
         out.append(_PADDING[:pad])
 
 
+def encode_stdout_response(request_id: int, stdout: bytes) -> bytes:
+    """A whole response of at most 65535 bytes: one STDOUT record, the empty one that ends the stream and
+    END_REQUEST (complete, app status 0), in one bytes object -- what nearly every response is."""
+    tail = _COMPLETE_TAILS.get(request_id)
+    if tail is None:
+        tail = encode_end_request(request_id)
+        if len(_COMPLETE_TAILS) < 64:  # web servers reuse a few ids (nginx: always 1)
+            _COMPLETE_TAILS[request_id] = tail
+    clen = len(stdout)
+    if not clen:
+        return tail
+    pad = -clen & 7
+    return b"".join((_pack_header(_V1, _STDOUT, request_id, clen, pad), stdout, _PADDING[:pad], tail))
+
+
+_COMPLETE_TAILS: dict[int, bytes] = {}
+
+
 def encode_stream(record_type: int, request_id: int, data: bytes, *, terminate: bool = False) -> bytes:
     """``data`` as a stream of records of at most 65535 bytes; ``terminate`` adds the empty record."""
     if not 0 <= request_id <= 0xFFFF:

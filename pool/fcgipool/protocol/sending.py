@@ -6,9 +6,9 @@ it also holds :meth:`Sending._move`, the transition-table lookup.
 
 from __future__ import annotations
 
-from .constants import ProtocolStatus, RecordType
+from .constants import MAX_CONTENT, ProtocolStatus, RecordType
 from .errors import LocalProtocolError
-from .records import encode_end_request, stream_chunks
+from .records import encode_end_request, encode_stdout_response, stream_chunks
 from .states import IDLE, MUST_CLOSE, RESPONDING, TRANSITIONS, Move, State
 
 __all__ = ["Sending"]
@@ -72,6 +72,9 @@ class Sending:
     def send_response(self, request_id: int, stdout: bytes, app_status: int = 0) -> bytes:
         """Fast path: ``stdout`` + end of streams + END_REQUEST in one bytes object."""
         self._check_sending(request_id, "send a response")
+        if not app_status and not self._sent_stderr and len(stdout) <= MAX_CONTENT:
+            self._finish()
+            return encode_stdout_response(request_id, stdout)
         tail = encode_end_request(
             request_id, app_status, ProtocolStatus.REQUEST_COMPLETE, close_stderr=self._sent_stderr
         )

@@ -126,6 +126,21 @@ def test_send_response_fast_path_sizes(size: int) -> None:
     assert conn.our_state is State.MUST_CLOSE
 
 
+@pytest.mark.parametrize("size", [0, 1, 7, 8, 9, MAX_CONTENT - 1, MAX_CONTENT, MAX_CONTENT + 1])
+@pytest.mark.parametrize("rid", [1, 2, 0xFFFF])
+def test_send_response_of_a_plain_response_is_what_the_stream_encoders_make(size: int, rid: int) -> None:
+    """The one-record shortcut (app status 0, no STDERR, <= 65535 bytes) gives exactly the bytes of the general
+    encoders, for any request id, twice in a row (its END_REQUEST tail is cached per id)."""
+    for _ in range(2):
+        conn = Connection()
+        conn.receive_data(encode_request(rid, {"REQUEST_METHOD": "GET"}, keep_conn=True))
+        assert isinstance(conn.next_event(), RequestStarted)
+        body = bytes(range(256)) * (size // 256) + bytes(size % 256)
+        out = conn.send_response(rid, body)
+        assert out == encode_stream(RecordType.STDOUT, rid, body) + encode_end_request(rid)
+        assert conn.our_state is State.IDLE
+
+
 def test_stderr_stream_is_terminated_too() -> None:
     conn = start()
     out = conn.send_stderr(1, b"warning\n") + conn.send_stdout(1, b"ok") + conn.end_request(1)
