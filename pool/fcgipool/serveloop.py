@@ -56,7 +56,7 @@ class ServeLoop:
         self._poll = select.poll()  # listeners, queue, PIPE and the held connections: registered once each
         self._waiting = select.poll()  # no queue: listeners only, is a new connection waiting for a worker?
         self._pipe = -1
-        self._chores = worker.upkeep.after_each  # something to check after each request (a limit, a log)
+        self._chores = worker.upkeep.after_each  # something to check after each request (a memory limit)
 
     def on_reminder(self) -> None:
         """The clock thread's reminder (from the SIGALRM handler, between two bytecodes; or at once when

@@ -39,7 +39,7 @@ from .protocol import (
     encode_record,
 )
 from .recorder import Recorder
-from .requestlog import RequestLog
+from .requestlog import FLUSH_ROWS, RequestLog
 from .response import ResponseError, ResponseWriter, error_body, iter_file_wrapper
 from .settings import ServerSettings
 from .streams import InputStream
@@ -230,8 +230,11 @@ class FastCGIConnection(Wire):
         if log is not None:  # one tuple; formatted and written in bulk by the worker (fcgipool.requestlog)
             env = self._environ
             start, phase, rss = recorder.facts()  # (unpacked here: a `*` in the tuple display cost ~0.1 us)
-            log.rows.append((method, uri, env.get(ROUTE_KEY) if env is not None else None, writer.status, after,
-                             outcomes, start, phase, rss))  # fmt: skip
+            rows = log.rows
+            rows.append((method, uri, env.get(ROUTE_KEY) if env is not None else None, writer.status, after,
+                         outcomes, start, phase, rss))  # fmt: skip
+            if len(rows) >= FLUSH_ROWS:  # else the worker writes them once a second (fcgipool.upkeep)
+                log.flush()
         return keep
 
     def _late_write(self) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .requestlog import FLUSH_ROWS, RequestLog
+from .requestlog import RequestLog
 from .scoreboard import rss_bytes
 
 #: a connection that sends no request for this long after connecting is closed (with --timeout 0; else timeout)
@@ -46,7 +46,7 @@ class Upkeep:
         self.idle_limit = idle_limit or FRESH_IDLE_LIMIT
         self.request_log = request_log
         #: :meth:`after_request` has something to do (the loop skips the call otherwise)
-        self.after_each = bool(self.max_memory) or request_log is not None
+        self.after_each = bool(self.max_memory)
 
     def poll_ms(self, normal_ms: int) -> int:
         """How long an idle worker may sleep: once a second while it has a limit to check or lines to write."""
@@ -54,10 +54,8 @@ class Upkeep:
         return min(normal_ms, 1000) if self.max_memory or (log is not None and log.rows) else normal_ms
 
     def after_request(self, rss: int) -> bool:
-        """After each request, with the scoreboard's RSS reading (at most a second old). True: recycle."""
-        log = self.request_log
-        if log is not None and len(log.rows) >= FLUSH_ROWS:
-            log.flush()
+        """After each request, with the scoreboard's RSS reading (at most a second old). True: recycle. (The
+        request log is flushed by the server when 512 rows wait, fcgipool.server, and here once a second.)"""
         return bool(self.max_memory) and self._over(rss)
 
     def every_second(self, now: float, idle: Iterable[Any]) -> tuple[list[Any], bool]:
