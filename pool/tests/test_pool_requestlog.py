@@ -46,6 +46,34 @@ def test_rows_are_written_as_json_lines_in_one_write(tmp_path: Path) -> None:
     assert log.written == 2 and log.rows == []
 
 
+def test_each_row_gets_its_own_time_request_line_times_and_rss(tmp_path: Path) -> None:
+    """The formatting keeps state from row to row (the second being written, the last request line, the RSS
+    text, the text of each µs value): none of it leaks into the next row -- across a second, a status or method
+    change, a clock stepped back, times over 1 ms (not kept) and a time that rounds up to 1 ms."""
+    log = RequestLog(str(tmp_path / "r.log"))
+    log.rows += [
+        ("GET", "/a", None, "200 OK", 0.0, None, 1795700000.9994, (0.0003124, 0.0000201), 21_000_000),
+        ("GET", "/a", None, "404 Not Found", 0.0, None, 1795700000.9996, (0.0003124, 0.0000201), 21_000_000),
+        ("GET", "/b", None, "404 Not Found", 0.0, None, 1795700001.0001, (0.0123456, 1.5), 22_000_000),
+        ("POST", "/b", "/<x>", "404 Not Found", 0.0, None, 1795700001.25, (0.0004996, 0.0), 22_000_000),
+        ("GET", "/a", None, "200 OK", 0.0, None, 1795699999.5, (0.0009996, 0.0000201), 0),
+    ]
+    log.flush()
+    text = (tmp_path / "r.log").read_text()
+    got = [(x["time"], x["method"], x["route"], x["status"], x["answer_ms"], x["cpu_ms"], x["rss"])
+           for x in lines(tmp_path / "r.log")]  # fmt: skip
+    assert got == [
+        (1795700000.999, "GET", "/a", 200, 0.312, 0.02, 21_000_000),
+        (1795700000.999, "GET", "/a", 404, 0.312, 0.02, 21_000_000),
+        (1795700001.0, "GET", "/b", 404, 12.346, 1500.0, 22_000_000),
+        (1795700001.25, "POST", "/<x>", 404, 0.5, 0.0, 22_000_000),
+        (1795699999.5, "GET", "/a", 200, 1.0, 0.02, 0),
+    ]
+    # always 3 decimals, as %.3f wrote them
+    assert '"time":1795700001.000,' in text and '"answer_ms":1.000,' in text and '"cpu_ms":0.000,' in text
+    assert sorted(log._ms_text) == [0.0, 20.0, 312.0, 500.0], "only texts under 1 ms are kept (bounded)"
+
+
 def test_reopen_follows_a_rotated_file(tmp_path: Path) -> None:
     path = tmp_path / "r.log"
     log = RequestLog(str(path))
