@@ -1,6 +1,7 @@
-"""Profile one benchmark backend under wrk load: syscalls (strace -c), Python stacks (py-spy), cProfile.
+"""Profile one benchmark backend under wrk load: syscalls (strace -c), Python stacks (py-spy), C-level self time
+(perf, a software clock: no hardware counters needed), cProfile.
 
-    .venv/bin/python pool/bench/profile.py [ROW] [--seconds N] [--tool strace|py-spy|cprofile|all]
+    .venv/bin/python pool/bench/profile.py [ROW] [--seconds N] [--tool strace|py-spy|perf|cprofile|all]
 
 ROW is a row of run.py (default fcgipool-keepconn). The backend runs behind the benchmark's nginx with
 the same settings (BENCH_* variables) as `make bench`. Profilers slow the workers down: use the req/s
@@ -105,6 +106,32 @@ def pyspy_summary(workers: list[int], seconds: int, url: str, cfg: settings.Sett
     return "\n".join(lines)
 
 
+def perf_summary(workers: list[int], seconds: int, url: str, cfg: settings.Settings, out: Path) -> str:
+    """C-level self time of the workers (interpreter, libc, kernel) with Linux perf's software clock: what py-spy
+    cannot see, such as the cost of memory traffic in the interpreter or of a syscall's kernel side."""
+    exe = shutil.which("perf")
+    if exe is None:
+        return "perf is not installed: `apt-get install linux-perf` (Debian)"
+    data = out / "perf.data"
+    argv = [exe, "record", "-q", "-g", "-e", "cpu-clock", "-F", "999", "-o", str(data)]
+    argv += ["-p", ",".join(map(str, workers))]
+    recorder = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        time.sleep(0.5)
+        result = wrk.run(url, duration=seconds, connections=cfg.connections, threads=cfg.threads, method=cfg.method)
+    finally:
+        os.killpg(recorder.pid, signal.SIGINT)
+        recorder.wait(timeout=30)
+    if not data.exists():
+        return f"perf wrote nothing: {recorder.stderr.read().decode(errors='replace') if recorder.stderr else ''}"
+    argv = [exe, "report", "-i", str(data), "--stdio", "--no-children", "-g", "none", "--sort", "dso,sym"]
+    report = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    (out / "perf.txt").write_text(report.stdout)
+    top = [line for line in report.stdout.splitlines() if line.strip() and not line.startswith("#")][:30]
+    return "\n".join([f"perf, workers {workers}, {result.requests} requests ({result.rps:,.0f} req/s); "
+                      f"full report in {out / 'perf.txt'}", *top])  # fmt: skip
+
+
 def cprofile_summary(out: Path) -> str:
     dumps = sorted(out.glob("cprofile-*.out"))
     if not dumps:
@@ -121,7 +148,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("row", nargs="?", default=backends_mod.REFERENCE_ROW)
     parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--tool", choices=["strace", "py-spy", "cprofile", "all"], default="all")
+    parser.add_argument("--tool", choices=["strace", "py-spy", "perf", "cprofile", "all"], default="all")
     args = parser.parse_args()
     cfg = settings.from_env()
     backend = next((b for b in backends_mod.all_backends() if b.row == args.row), None)
@@ -140,7 +167,7 @@ def main() -> int:
     )
     web = nginx.start(nginx.find_nginx(), run_dir, conf, [port])
     url = f"http://127.0.0.1:{port}/"
-    tools = ["strace", "py-spy", "cprofile"] if args.tool == "all" else [args.tool]
+    tools = ["strace", "py-spy", "perf", "cprofile"] if args.tool == "all" else [args.tool]
     gunicorn_based = backend.server in ("fcgipool", "gunicorn")
     sections = []
     try:
@@ -161,6 +188,8 @@ def main() -> int:
                 sections.append(strace_summary(workers, args.seconds, url, cfg, out))
             if "py-spy" in tools:
                 sections.append(pyspy_summary(workers, args.seconds, url, cfg, out))
+            if "perf" in tools:
+                sections.append(perf_summary(workers, args.seconds, url, cfg, out))
         finally:
             group.stop(grace=10)  # graceful, so gunicorn workers run worker_exit and dump cProfile
         if "cprofile" in tools:

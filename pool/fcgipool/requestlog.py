@@ -4,9 +4,10 @@ what PHP-FPM cannot see). ``fcgipool advise`` sizes a pool from it; docs/request
 Off the hot path: a finished request appends one tuple to a list; the worker formats and writes the lines in
 bulk -- with one ``write()`` on an ``O_APPEND`` descriptor, so the lines of several workers never interleave --
 once a second, when 512 are waiting, and when it exits. The formatting costs 0.39 µs per row (it was 0.80 with a
-float formatted per number; bench/experiments/requestlog_format.py); in bench/experiments/serve_micro.py the log
-adds 1.6 µs to a 20 µs hello-world request (it was 2.5), most of it now the row's append in the server. ``reopen()``
-(SIGUSR1, as after logrotate) opens the path again at the next flush.
+float formatted per number; bench/experiments/requestlog_format.py); in ``make bench`` the log adds 2.2 µs to a 27.8
+µs hello-world request, about 1 µs of it the rows' append and keeping them, 0.9 the formatting and the write (cold
+caches: a line formatted at once, or every 32 rows, was no cheaper; docs/benchmarks.md). ``reopen()`` (SIGUSR1, as
+after logrotate) opens the path again at the next flush.
 """
 
 from __future__ import annotations

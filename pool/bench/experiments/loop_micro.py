@@ -1,11 +1,12 @@
 """CPU per request of a whole fcgipool worker loop in one process: no nginx, no arbiter, hot caches.
 
-    .venv/bin/python pool/bench/experiments/loop_micro.py [--profile]
+    .venv/bin/python pool/bench/experiments/loop_micro.py [--profile] [--request-log]
 
 A forked client keeps CONNS FastCGI connections open (as nginx's upstream keepalive does) and sends the
 request nginx sends for `GET /` on each in turn, waiting for each answer; this process runs the real
 ``fcgipool.serveloop.ServeLoop`` with a hand-off queue, a keeper row, a scoreboard slot and the clock thread,
-for N requests, and reports its main thread's CPU time per request. The same for minimal_fcgi.py's worker loop.
+for N requests, and reports its main thread's CPU time per request (``--request-log``: with the request log on,
+written to a temporary file). The same for minimal_fcgi.py's worker loop.
 Uses fcgipool internals: an experiment to re-run after changes to the hot path, not a test.
 """
 
@@ -23,6 +24,7 @@ from pathlib import Path
 from fcgipool.handoff import HandoffQueue
 from fcgipool.keeper import Keeper, KeptConns
 from fcgipool.recorder import Recorder
+from fcgipool.requestlog import RequestLog
 from fcgipool.scoreboard import Scoreboard
 from fcgipool.serveloop import ServeLoop
 from fcgipool.settings import ServerSettings
@@ -51,7 +53,7 @@ class Worker:
         self.settings = ServerSettings(timeout=30.0)
         self.alive = True
         self.errors = sys.stderr
-        self.request_log = None
+        self.request_log = RequestLog(tempfile.mktemp(suffix=".log")) if "--request-log" in sys.argv else None
         self.spill = None
         self.sockets = [listener]
         self.PIPE = os.pipe()
@@ -133,6 +135,9 @@ def fcgipool_loop(listener: socket.socket) -> None:
     else:
         loop.run(1000)
     worker.watchdog.close()
+    if worker.request_log is not None:
+        worker.request_log.close()
+        Path(worker.request_log.path).unlink(missing_ok=True)
 
 
 def minimal_loop(listener: socket.socket) -> None:
