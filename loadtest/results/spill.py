@@ -29,6 +29,7 @@ class SpillStep(Record):
     load: float  # x the pool-only capacity
     offered_rate: float
     label: str
+    seconds: float | None = optional()  # how long it ran (the judged steps run longer than step_s)
     latency: Latency = flat()
     throughput: float
     tasks: TaskCounts
@@ -50,6 +51,22 @@ class SpillFacts(Record):
     drained: bool
     drain_s: float | None
     spilled_at_top: int
+    unloaded_requests: int | None = optional()
+    on_requests: int | None = optional()
+    p99_not_judged: str | None = optional()  # why the p99s were not compared (too few requests); None: they were
+
+    @property
+    def judged(self) -> bool:
+        return self.p99_not_judged is None
+
+    def p99_text(self) -> str:
+        """The p99 comparison, with what each p99 rests on."""
+        def n(count: int | None) -> str:
+            return "" if count is None else f" ({count} requests)"
+
+        text = (f"p99 {self.on_p99_ms or 0:.0f} ms{n(self.on_requests)} = {self.on_p99_ratio}x the unloaded "
+                f"{self.unloaded_p99_ms:.0f} ms{n(self.unloaded_requests)} (spill off: {self.off_p99_ratio}x)")
+        return text if self.judged else f"{text}; not judged: {self.p99_not_judged}"
 
 
 @record
@@ -78,6 +95,8 @@ class Spill(Record):
     step_s: float
     steps: list[SpillStep]
     background_ms: float
+    #: the unloaded reference: the requests of the lowest load's steps, spill off and on together
+    reference: Latency | None = optional()
     verdict: SpillVerdict | None = None
     advice: SpillAdvice | None = empty_none()
 
@@ -101,8 +120,7 @@ class Spill(Record):
                          f"{'-' if s.drain_s is None else s.drain_s} |")
         v, a = self.verdict, self.advice
         if v and v.ok is not None and (f := v.facts):
-            lines += ["", f"At {max(self.loads):g}x capacity with spill on: p99 {f.on_p99_ms:.0f} ms = "
-                          f"{f.on_p99_ratio}x the unloaded {f.unloaded_p99_ms:.0f} ms (off: {f.off_p99_ratio}x), "
+            lines += ["", f"At {max(self.loads):g}x capacity with spill on: {f.p99_text()}, "
                           f"{f.on_502_504} 502/504, {f.on_lost} lost, queue drained in {f.drain_s} s — "
                           f"{'PASS' if v.ok else 'FAIL'}"]
         if a:

@@ -8,14 +8,14 @@ import dataclasses
 
 import pytest
 
-from loadtest import spillrun
+from loadtest import checks, spillrun
 from loadtest.results import Latency, RunResults, Spill, SpillStep, TaskCounts
 
 
 def step(half: str, load: float, p99: float, *, spilled: int = 0, ran: int = 0, lost: int = 0, s502: int = 0,
-         drain: float | None = 0.0) -> SpillStep:  # fmt: skip
+         drain: float | None = 0.0, requests: int = 1200) -> SpillStep:  # fmt: skip
     tasks = TaskCounts(started=100, finished=100 - lost, failed=0, lost=lost, spilled=spilled, ran_in_queue=ran)
-    latency = Latency(requests=100, errors=0, status_5xx=s502, status_502=s502, status_504=0, p50_ms=p99 / 3,
+    latency = Latency(requests=requests, errors=0, status_5xx=s502, status_502=s502, status_504=0, p50_ms=p99 / 3,
                       p90_ms=p99 / 2, p99_ms=p99, max_ms=p99, send_p50_ms=p99 / 3, send_p99_ms=p99)
     return SpillStep(spill=half, load=load, offered_rate=40 * load, label=f"spill-{half}@{load:g}x", latency=latency,
                      throughput=40 * load, tasks=tasks, queue_depth_max=spilled // 2, drain_s=drain, depth_at_end=0)
@@ -23,7 +23,7 @@ def step(half: str, load: float, p99: float, *, spilled: int = 0, ran: int = 0, 
 
 def changed(s: SpillStep, change: dict) -> SpillStep:
     """``change``: step fields, or the latency's (p99_ms, status_502), or the task counts as a dict."""
-    latency = {k: v for k, v in change.items() if k in ("p99_ms", "status_502")}
+    latency = {k: v for k, v in change.items() if k in ("p99_ms", "status_502", "requests")}
     own = {k: (TaskCounts(**v) if k == "tasks" else v) for k, v in change.items() if k not in latency}
     return dataclasses.replace(s, latency=dataclasses.replace(s.latency, **latency), **own)
 
@@ -57,6 +57,47 @@ def test_the_verdict_passes_when_spill_holds_the_p99_and_loses_nothing() -> None
 )
 def test_the_verdict_fails_on_each_broken_promise(change: dict, why: str) -> None:
     assert run_out(**copy.deepcopy(change)).verdict.ok is False, why
+
+
+def test_p99s_on_too_few_requests_are_not_judged_the_rest_still_is() -> None:
+    """A p99 of ~150 requests is nearly the slowest request (the reference's read 30-50 ms from run to run): the
+    comparison is made only when both p99s rest on P99_REQUESTS requests. Losses and 502s are judged anyway."""
+    few = {"p99_ms": 400.0, "requests": spillrun.P99_REQUESTS - 1}  # 8x the unloaded p99, on too few requests
+    v = run_out(**few).verdict
+    assert v.ok is True and not v.facts.judged and "needs 1000 requests" in v.facts.p99_not_judged
+    check = next(c for c in checks.checks(RunResults(scenarios={"spill": run_out(**few)})) if "p99 within" in c.name)
+    assert check.ok is None and "not judged" in check.detail
+    assert run_out(**few, drain_s=None).verdict.ok is False, "the queue must still drain"
+    broken = run_out(**few, status_502=1)
+    check = next(c for c in checks.checks(RunResults(scenarios={"spill": broken})) if "p99 within" in c.name)
+    assert broken.verdict.ok is False and check.ok is False, "a 502 fails it, judged p99 or not"
+
+
+def test_the_unloaded_reference_pools_both_halves() -> None:
+    """The reference p99 comes from the lowest load's requests with spill off and on together (Spill.reference)."""
+    out = run_out()
+    out.reference = dataclasses.replace(out.steps[0].latency, p99_ms=30.0, requests=1100)
+    v = spillrun.verdict(out)
+    assert v.facts.unloaded_p99_ms == 30.0 and v.facts.unloaded_requests == 1100 and v.facts.on_p99_ratio == 2.67
+    assert v.ok is False, "80 ms is past 2x the pooled 30 ms"
+    out.reference.requests = 999
+    assert spillrun.verdict(out).ok is True and not spillrun.verdict(out).facts.judged
+
+
+def test_judged_steps_run_until_they_have_their_requests() -> None:
+    loads, secs = spillrun.LOADS, spillrun.STEP_S
+    assert spillrun.step_seconds(2.0, loads, 94.0, secs, smoke=False) == secs, "1,128 requests in 12 s already"
+    assert spillrun.step_seconds(2.0, loads, 60.0, secs, smoke=False) == 19  # 1,100 / 60 req/s
+    assert spillrun.step_seconds(0.25, loads, 11.76, secs, smoke=False) == 47, "550 per half / 11.76 req/s"
+    assert spillrun.step_seconds(0.25, loads, 2.0, secs, smoke=False) == spillrun.MAX_STEP_S
+    assert spillrun.step_seconds(1.5, loads, 70.0, secs, smoke=False) == secs, "a step the check does not use"
+    assert spillrun.step_seconds(0.25, spillrun.SMOKE_LOADS, 11.76, 4.0, smoke=True) == 4.0
+
+
+def test_the_spill_rate_comes_from_the_top_steps_own_length() -> None:
+    out = run_out()
+    out.steps[3].seconds = 20.0  # 200 tasks spilled in 20 s, not in step_s = 10
+    assert spillrun.advice(out).spill_rate_per_s == 10.0
 
 
 def test_advice_sizes_the_queue_workers_from_the_measured_spill_rate() -> None:
