@@ -150,7 +150,7 @@ def spill(sp: Spill, rows: list[dict], path: Path) -> Path | None:
         own = [s for s in steps if s.spill == half and s.latency.p99_ms is not None]
         a1.plot([s.load for s in own], [s.latency.p99_ms for s in own], "o-", color=color, label=f"spill {half}")
     ref_step = sp.step("off", min(sp.loads))
-    ref = sp.reference.p99_ms if sp.reference else ref_step.latency.p99_ms if ref_step else None
+    ref = ref_step.latency.p99_ms if ref_step else None
     if ref:
         a1.axhline(2 * ref, color="0.4", ls=":", label="2x unloaded p99")
     a1.set_yscale("log")

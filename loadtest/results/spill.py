@@ -95,8 +95,6 @@ class Spill(Record):
     step_s: float
     steps: list[SpillStep]
     background_ms: float
-    #: the unloaded reference: the requests of the lowest load's steps, spill off and on together
-    reference: Latency | None = optional()
     verdict: SpillVerdict | None = None
     advice: SpillAdvice | None = empty_none()
 

@@ -73,25 +73,18 @@ def test_p99s_on_too_few_requests_are_not_judged_the_rest_still_is() -> None:
     assert broken.verdict.ok is False and check.ok is False, "a 502 fails it, judged p99 or not"
 
 
-def test_the_unloaded_reference_pools_both_halves() -> None:
-    """The reference p99 comes from the lowest load's requests with spill off and on together (Spill.reference)."""
-    out = run_out()
-    out.reference = dataclasses.replace(out.steps[0].latency, p99_ms=30.0, requests=1100)
-    v = spillrun.verdict(out)
-    assert v.facts.unloaded_p99_ms == 30.0 and v.facts.unloaded_requests == 1100 and v.facts.on_p99_ratio == 2.67
-    assert v.ok is False, "80 ms is past 2x the pooled 30 ms"
-    out.reference.requests = 999
-    assert spillrun.verdict(out).ok is True and not spillrun.verdict(out).facts.judged
-
-
-def test_judged_steps_run_until_they_have_their_requests() -> None:
-    loads, secs = spillrun.LOADS, spillrun.STEP_S
-    assert spillrun.step_seconds(2.0, loads, 94.0, secs, smoke=False) == secs, "1,128 requests in 12 s already"
-    assert spillrun.step_seconds(2.0, loads, 60.0, secs, smoke=False) == 19  # 1,100 / 60 req/s
-    assert spillrun.step_seconds(0.25, loads, 11.76, secs, smoke=False) == 47, "550 per half / 11.76 req/s"
-    assert spillrun.step_seconds(0.25, loads, 2.0, secs, smoke=False) == spillrun.MAX_STEP_S
-    assert spillrun.step_seconds(1.5, loads, 70.0, secs, smoke=False) == secs, "a step the check does not use"
-    assert spillrun.step_seconds(0.25, spillrun.SMOKE_LOADS, 11.76, 4.0, smoke=True) == 4.0
+def test_the_two_judged_steps_run_until_they_have_their_requests() -> None:
+    """The top load with spill on and the lowest with spill off (the reference) run until they have 1,100 requests;
+    every other step, and every step of a smoke run, keeps its length."""
+    loads, secs, n = spillrun.LOADS, spillrun.STEP_S, spillrun.step_seconds
+    assert n("on", 2.0, loads, 94.0, secs, smoke=False) == secs, "1,128 requests in 12 s already"
+    assert n("on", 2.0, loads, 60.0, secs, smoke=False) == 19  # 1,100 / 60 req/s
+    assert n("off", 0.25, loads, 11.76, secs, smoke=False) == 94  # 1,100 / 11.76 req/s
+    assert n("off", 0.25, loads, 2.0, secs, smoke=False) == spillrun.MAX_REFERENCE_S
+    assert n("on", 2.0, loads, 5.0, secs, smoke=False) == spillrun.MAX_STEP_S
+    for half, load in (("on", 0.25), ("off", 2.0), ("off", 1.5)):
+        assert n(half, load, loads, 11.76, secs, smoke=False) == secs, f"{half} {load}x: not judged, not longer"
+    assert n("off", 0.25, spillrun.SMOKE_LOADS, 11.76, 4.0, smoke=True) == 4.0
 
 
 def test_the_spill_rate_comes_from_the_top_steps_own_length() -> None:
