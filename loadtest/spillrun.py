@@ -29,6 +29,7 @@ P99_REQUESTS = MIN_REQUESTS["p99_wait_s"]
 #: may take longer: ~94 s at the sample stack's 11.7 req/s)
 MAX_STEP_S, MAX_REFERENCE_S = 60.0, 120.0
 DRAIN_TIMEOUT_S = 120.0
+SETTLE_S = 15.0  # after the queue is empty, how long its last running jobs may take to be counted
 #: a queue worker's share of time busy that the advice sizes for (M/M/c: the wait stays short below ~0.7)
 QUEUE_UTILISATION = 0.7
 EVENTS = ("started", "finished", "failed", "lost", "spilled", "ran_in_queue")
@@ -65,6 +66,19 @@ def wait_drained(run, timeout: float = DRAIN_TIMEOUT_S) -> tuple[float | None, i
     return None, first
 
 
+def wait_ran(run, before: dict[str, int], timeout: float = SETTLE_S) -> dict[str, int]:
+    """The ledger once every task spilled since ``before`` has run in the queue (or ``timeout`` passed: the counts
+    then say what did not run). An empty queue is not enough: its last jobs may still be running, and a job is
+    counted when it ends (one run counted a task spilled but not run that ran ~0.1 s later)."""
+    t0 = time.monotonic()
+    while True:
+        after = ledger_counts(run.stack.ledger())
+        behind = (after["spilled"] - before["spilled"]) - (after["ran_in_queue"] - before["ran_in_queue"])
+        if behind <= 0 or time.monotonic() - t0 >= timeout:
+            return after
+        time.sleep(0.2)
+
+
 def run_spill(run, capacity: float, base_ms: float) -> Spill:
     """Both halves; ``capacity`` is the pool-only capacity in req/s (measured by exhaustion, or estimated)."""
     cfg = run.cfg
@@ -85,7 +99,7 @@ def run_spill(run, capacity: float, base_ms: float) -> Spill:
             rows, view = run.drive("spill", label, {"rate": rate, "spill": spill, **work}, step_s)
             # the pool is idle again (drive waits); what it spilled may still be queued: drain before counting
             drained_s, depth = wait_drained(run) if spill else (0.0, 0)
-            after = ledger_counts(run.stack.ledger())
+            after = wait_ran(run, before) if spill else ledger_counts(run.stack.ledger())
             samples = analysis.rows_in(run.sampler.rows, label)
             depths = [int(r["spill_depth"]) for r in samples if r.get("spill_depth") not in ("", None)]
             out.steps.append(SpillStep(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import types
 
 import pytest
 
@@ -91,6 +92,28 @@ def test_the_spill_rate_comes_from_the_top_steps_own_length() -> None:
     out = run_out()
     out.steps[3].seconds = 20.0  # 200 tasks spilled in 20 s, not in step_s = 10
     assert spillrun.advice(out).spill_rate_per_s == 10.0
+
+
+class _Ledger:
+    """A stack whose ledger shows the last spilled job counted as run only at the third look."""
+
+    def __init__(self) -> None:
+        self.looks = 0
+
+    def ledger(self) -> dict:
+        self.looks += 1
+        ran = 10 if self.looks >= 3 else 9
+        return {"kinds": {"work": {"started": 10, "finished": ran, "spilled": 10, "ran_in_queue": ran}}}
+
+
+def test_counting_waits_for_the_queues_last_running_job() -> None:
+    """An empty queue may still have a job running: the step is counted once every spilled task has run."""
+    run = types.SimpleNamespace(stack=_Ledger())
+    before = dict.fromkeys(spillrun.EVENTS, 0)
+    after = spillrun.wait_ran(run, before, timeout=5.0)
+    assert after["ran_in_queue"] == after["spilled"] == 10 and run.stack.looks == 3
+    stuck = types.SimpleNamespace(stack=types.SimpleNamespace(ledger=lambda: {"kinds": {"work": {"spilled": 3}}}))
+    assert spillrun.wait_ran(stuck, before, timeout=0.3)["ran_in_queue"] == 0, "a task that never runs is reported"
 
 
 def test_advice_sizes_the_queue_workers_from_the_measured_spill_rate() -> None:
