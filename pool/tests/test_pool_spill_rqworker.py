@@ -53,3 +53,73 @@ def test_a_stop_request_during_a_job_lets_it_finish(tmp_path: Path, redis: Redis
         assert worker.proc.wait(30) == 0
         assert job.get_status(refresh=True) == "finished", worker.log_text()[-2000:]
         assert time.monotonic() - stopped < 20, "the worker waited for more than the job"
+
+
+def _strand(queue: rq.Queue) -> str:
+    """What a worker that loses Redis right after its BLMOVE leaves: the job moved to the intermediate list,
+    never claimed."""
+    raw = queue.connection.lmove(queue.key, queue.intermediate_queue_key)
+    assert raw is not None
+    return raw.decode()
+
+
+def test_a_job_stranded_between_dequeue_and_start_is_put_back_and_runs(tmp_path: Path, redis: RedisServer) -> None:
+    queue = _queue(redis)
+    job = queue.enqueue("os.getpid")
+    assert _strand(queue) == job.id
+    with RQWorker(redis.url, tmp_path) as worker:
+        # rq's own cleanup would file it as failed after a minute or more; here it is put back within ~30 s
+        # (STRANDED_AFTER_S, plus the idle worker's 15-s waits for a job with --worker-ttl 30)
+        wait_for(lambda: job.get_status(refresh=True) == "finished", 60, "the stranded job to run")
+        assert "was stranded between a dequeue and its start" in worker.log_text()
+    assert queue.connection.llen(queue.intermediate_queue_key) == 0
+
+
+def test_only_unclaimed_jobs_are_put_back_after_the_grace_in_order(redis: RedisServer) -> None:
+    from fcgipool.spill.stranded import StrandedJobs
+
+    queue = _queue(redis)
+    conn = queue.connection
+    old, registered, new, taken, late = (queue.enqueue("os.getpid").id for _ in range(5))
+    waiting = queue.enqueue("os.getpid").id
+    for _ in range(4):
+        _strand(queue)
+    # its execution registered, its claim failed: rq registers before it claims, and runs only after the claim
+    conn.zadd(queue.started_job_registry.key, {f"{registered}:exec1": 1e10})
+    watch = StrandedJobs(after_s=5.0)
+    assert watch.put_back(queue, now=100.0) == []  # first seen: a live worker may be about to claim them
+    conn.lrem(queue.intermediate_queue_key, 1, taken)  # claimed meanwhile, as prepare_job_execution does
+    assert _strand(queue) == late  # dequeued later: its own count
+    assert watch.put_back(queue, now=104.0) == []  # not yet 5 s
+    assert watch.put_back(queue, now=105.0) == [old, registered, new]
+    assert [j.decode() for j in conn.lrange(queue.key, 0, -1)] == [old, registered, new, waiting]  # head, in order
+    assert [j.decode() for j in conn.lrange(queue.intermediate_queue_key, 0, -1)] == [late]
+    assert watch.put_back(queue, now=109.0) == [late]
+
+
+def test_at_its_first_look_a_worker_puts_back_a_job_rq_saw_stranded_long_ago(redis: RedisServer) -> None:
+    """After a Redis outage every worker restarts, and rq's startup maintenance would file a job it first saw in
+    the intermediate list over a minute ago as failed: the new worker's first look puts it back before that."""
+    from fcgipool.spill.stranded import StrandedJobs
+
+    queue = _queue(redis)
+    conn, inter = queue.connection, queue.intermediate_queue
+    job = queue.enqueue("os.getpid").id
+    fresh = queue.enqueue("os.getpid").id
+    _strand(queue)
+    _strand(queue)
+    conn.set(inter.get_first_seen_key(job), time.time() - 70)  # what rq's maintenance wrote before the outage
+    assert inter.set_first_seen(fresh)  # rq saw this one just now
+    assert StrandedJobs().put_back(queue, time.time()) == [job]
+    assert conn.get(inter.get_first_seen_key(job)) is None  # its next dequeue starts a new count
+    assert [j.decode() for j in conn.lrange(inter.key, 0, -1)] == [fresh]
+
+
+def test_the_pools_queue_depth_counts_a_stranded_job(redis: RedisServer) -> None:
+    from fcgipool.spill.target import RQTarget
+
+    queue = _queue(redis)
+    queue.enqueue("os.getpid")
+    queue.enqueue("os.getpid")
+    _strand(queue)
+    assert RQTarget(redis.url).depth() == 2  # one waiting, one stranded: the pool is not idle

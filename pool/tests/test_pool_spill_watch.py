@@ -113,3 +113,56 @@ def test_listen_queue_raises_the_flag(clock: Clock) -> None:
     clock.now += 0.1
     sw.on_sample(FakeStatus(FakeSnap(), listen_queue=3))
     assert sw.flags.saturated
+
+
+class FlakyTarget(FakeTarget):
+    """A queue whose probe answers or not, as the test says."""
+
+    def __init__(self) -> None:
+        self.up = True
+
+    def depth(self) -> int | None:
+        return 0 if self.up else None
+
+
+def _outage_run(clock: Clock, events: list[tuple[float, str]]) -> tuple[SpillWatch, list[str]]:
+    """Samples every 0.1 s for 6 s; at each (second, what) of ``events``: "fail" (a task could not spill),
+    "down" or "up" (the probe's answer from then on). Returns the watch and the warnings it logged."""
+    target = FlakyTarget()
+    logged: list[str] = []
+
+    class Log:
+        def warning(self, msg: str, *args: Any) -> None:
+            logged.append(msg % args)
+
+    sw = SpillWatch(PoolFlags(), 0.5, target, Log())  # type: ignore[arg-type]
+    snap = FakeSnap()
+    start = clock.now
+    pending = sorted(events)
+    for _ in range(60):
+        clock.now += 0.1
+        while pending and clock.now - start >= pending[0][0] - 1e-9:
+            what = pending.pop(0)[1]
+            if what == "fail":
+                snap.counters["spill_fallbacks"] += 1
+            else:
+                target.up = what == "up"
+        sw.on_sample(FakeStatus(snap))
+    return sw, logged
+
+
+def test_one_outage_while_a_restarted_queue_still_fails_some_tasks(clock: Clock) -> None:
+    """Redis back: the probe answers at once, but a worker's enqueue fails 0.3 s later (Redis still loading its
+    append-only file, or an old connection): still the same outage, ended once the queue has held for a second."""
+    sw, logged = _outage_run(clock, [(0.5, "down"), (0.6, "fail"), (2.0, "up"), (2.3, "fail"), (2.6, "fail")])
+    assert sw.outages == 1
+    assert not sw.in_outage
+    ends = [m for m in logged if "answers again" in m]
+    assert len(ends) == 1 and "(3 tasks ran in the pool meanwhile)" in ends[0], logged
+
+
+def test_a_second_outage_after_the_queue_held(clock: Clock) -> None:
+    sw, logged = _outage_run(clock, [(0.5, "down"), (0.6, "fail"), (1.0, "up"), (3.5, "down"), (3.6, "fail")])
+    assert sw.outages == 2 and sw.in_outage
+    assert sum("does not answer" in m for m in logged) == 2
+    assert sum("answers again" in m for m in logged) == 1

@@ -89,8 +89,13 @@ class RQTarget:
         return str(job.id)
 
     def depth(self) -> int | None:
-        """Jobs waiting in the queue (None when Redis does not answer)."""
+        """Jobs not yet started: waiting in the queue, or dequeued by a worker that has not started them -- for
+        milliseconds, or until fcgipool's RQ worker puts a stranded one back (fcgipool.spill.stranded); None
+        when Redis does not answer."""
         try:
-            return int(self.queue.count)
+            pipe = self.queue.connection.pipeline(transaction=False)
+            pipe.llen(self.queue.key)
+            pipe.llen(self.queue.intermediate_queue_key)
+            return sum(int(n) for n in pipe.execute())
         except Exception:
             return None

@@ -2,8 +2,8 @@
 
 Called from the status sampler (every 0.1 s, a thread of the arbiter). Workers count the tasks that could not
 spill (``spill_fallbacks`` in their slots); the first increase opens an episode -- one warning for the whole
-pool, not one per worker --, and the episode ends when the arbiter's own probe of the queue (every 0.5 s)
-answers again.
+pool, not one per worker --, and the episode ends once the arbiter's own probe of the queue (every 0.5 s) has
+answered for RECOVERED_AFTER with no task failing to spill meanwhile.
 """
 
 from __future__ import annotations
@@ -21,6 +21,11 @@ PROBE_EVERY = 0.5
 #: again: at 2x capacity (4 workers, 20 ms answers, 60 ms tasks) the request p99 was 216 ms against 41 ms
 #: unloaded; the tasks spilled for one second more run in the queue all the same (``make loadtest``, spill)
 SATURATED_HOLD = 1.0
+#: seconds the queue must answer, with no task failing to spill meanwhile, before an outage ends. A Redis that has
+#: just restarted answers the probe while some workers' enqueues still fail (it refuses commands while it loads
+#: its append-only file, 0.28 s for 40 MB; a worker's old connection fails once): without it one outage was
+#: counted and logged as 2 or 3 in 4 of 12 runs of the `make faults` Redis row (2026-11-27)
+RECOVERED_AFTER = 1.0
 #: seconds over which the rate of tasks spilled for saturation is measured (for the hold below)
 RATE_WINDOW = 1.0
 
@@ -37,6 +42,7 @@ class SpillWatch:
         self._fallbacks = -1
         self._fallbacks_at_start = 0
         self._next_probe = 0.0
+        self._answering_since: float | None = None  # in an outage: since when the probe answers
         self._hot_until = 0.0
         self._spilled: deque[tuple[float, int]] = deque()  # (time, tasks spilled for saturation so far)
 
@@ -53,21 +59,28 @@ class SpillWatch:
             self._hot_until = now + SATURATED_HOLD
         self.flags.saturated = now < self._hot_until
         fallbacks = snap.total("spill_fallbacks")
-        if self._fallbacks >= 0 and fallbacks > self._fallbacks and not self.in_outage:
-            self.in_outage = True
-            self.outages += 1
-            self._fallbacks_at_start = self._fallbacks
-            self.log.warning("spill queue (%s) does not answer: after-response tasks run in the pool until it "
-                             "does (nothing is lost); spill queue outage %d", self.target.describe(),
-                             self.outages)  # fmt: skip
+        if self._fallbacks >= 0 and fallbacks > self._fallbacks:
+            self._answering_since = None
+            if not self.in_outage:
+                self.in_outage = True
+                self.outages += 1
+                self._fallbacks_at_start = self._fallbacks
+                self.log.warning("spill queue (%s) does not answer: after-response tasks run in the pool until it "
+                                 "does (nothing is lost); spill queue outage %d", self.target.describe(),
+                                 self.outages)  # fmt: skip
         self._fallbacks = fallbacks
         if now >= self._next_probe:
             self._next_probe = now + PROBE_EVERY
             self.depth = self.target.depth()
-            if self.in_outage and self.depth is not None:
-                self.in_outage = False
-                self.log.warning("spill queue (%s) answers again: spilling resumes (%d tasks ran in the pool "
-                                 "meanwhile)", self.target.describe(), fallbacks - self._fallbacks_at_start)
+            if self.depth is None:
+                self._answering_since = None
+            elif self.in_outage and self._answering_since is None:
+                self._answering_since = now
+        if self.in_outage and self._answering_since is not None and now - self._answering_since >= RECOVERED_AFTER:
+            self.in_outage = False
+            self._answering_since = None
+            self.log.warning("spill queue (%s) answers again: spilling resumes (%d tasks ran in the pool "
+                             "meanwhile)", self.target.describe(), fallbacks - self._fallbacks_at_start)
 
     def returning(self, snap: Any, now: float) -> float:
         """The finishing workers the tasks now spilling would occupy if they ran in the pool again: their rate

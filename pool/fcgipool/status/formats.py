@@ -286,7 +286,7 @@ def _openmetrics_spill(fields: Mapping[str, Any], out: list[str]) -> None:
          "Tasks that were to spill but ran in the pool because the queue did not answer."),
         ("spill queue outages", "fcgipool_spill_queue_outages", "counter",
          "Episodes in which the spill queue did not answer (logged once each)."),
-        ("spill queue depth", "fcgipool_spill_queue_depth", "gauge", "Jobs waiting in the spill queue."),
+        ("spill queue depth", "fcgipool_spill_queue_depth", "gauge", "Jobs in the spill queue not yet started."),
         ("pool saturated", "fcgipool_pool_saturated", "gauge",
          "1 while finishing workers are at spill_threshold of the pool or connections wait (held 1 s, and while "
          "the tasks spilling would fill the pool again)."),
