@@ -30,9 +30,12 @@ def checks(results: RunResults) -> list[Check]:
     for name, sc in results.stepped_scenarios():
         out += stepped_checks(name, sc)
     if t := results.one(Timeout):
-        out.append(Check(name="timeout: lost work agrees exactly with the ledger", ok=t.lost_agrees, hard=True,
-                         detail=f"ledger lost {t.ledger_lost}, pool counter {t.pool_lost}, sent over budget "
-                                f"{t.sent_over_budget} of {t.tasks_sent}"))
+        detail = f"ledger lost {t.ledger_lost}, pool counter {t.pool_lost}, sent over budget {t.sent_over_budget} " \
+                 f"of {t.tasks_sent}"
+        if not t.sent_over_budget and t.lost_agrees:
+            detail += ": nothing was sent over the budget, so nothing could be lost (not judged)"
+        out.append(Check(name="timeout: lost work agrees exactly with the ledger", hard=True, detail=detail,
+                         ok=None if not t.sent_over_budget and t.lost_agrees else t.lost_agrees))
     if s := results.one(Signup):
         out.append(Check(name="signup: no mail lost", ok=s.no_mail_lost and s.signups_accepted > 0, hard=True,
                          detail=f"{s.mail_arrived} of {s.signups_accepted} accepted signups' mails arrived"))

@@ -147,6 +147,41 @@ def test_timeout_agreement_is_exact():
     assert not res.lost_agrees
 
 
+def test_the_timeout_scenario_sends_at_least_one_request_in_four_over_the_budget():
+    """With the Compose stack's 30-s budget the scenario sends ~4 requests; the lognormal alone (~14 % over the
+    budget) sent none in about half of the runs, and the lost-work check then had nothing to count."""
+    from types import SimpleNamespace
+
+    from loadtest.scenarios import TimeoutUser
+
+    for seed in range(50):
+        user = SimpleNamespace(environment=SimpleNamespace(params={"budget_s": 30.0, "respond_ms": 10}), sent=0,
+                               over=0)
+        rng = random.Random(seed)
+        sent = [TimeoutUser.request_for(user, rng)[3] for _ in range(9)]
+        assert sent[0]["over_budget"], seed  # the first, so that a run of one request has one
+        assert sum(r["over_budget"] for r in sent) >= 3, seed
+        assert all(not 25_500 <= r["bg_ms"] <= 34_500 and r["bg_ms"] <= 60_000 for r in sent)
+        assert user.sent == 9 and user.over == sum(r["over_budget"] for r in sent)
+    # the budget near the longest task time: none can be drawn over 1.15 x, none is forced
+    user = SimpleNamespace(environment=SimpleNamespace(params={"budget_s": 55.0, "respond_ms": 10}), sent=0, over=0)
+    assert not TimeoutUser.request_for(user, random.Random(1))[3]["over_budget"]
+
+
+def test_the_lost_work_check_is_not_judged_when_nothing_was_sent_over_the_budget():
+    from loadtest.checks import checks
+    from loadtest.results import RunResults
+
+    rows = [_row("timeout", 10, bg_ms=500, over_budget=False)]
+    ledger = {"total": {"started": 1, "finished": 1, "failed": 0, "lost": 0}}
+    timeout = analysis.analyse_timeout(rows, 1.0, ledger, {"background tasks lost": 0})
+    [check] = [c for c in checks(RunResults(scenarios={"timeout": timeout})) if c.name.startswith("timeout")]
+    assert check.ok is None and "not judged" in check.detail
+    timeout = analysis.analyse_timeout(rows, 1.0, ledger, {"background tasks lost": 1})  # the pool lost one
+    [check] = [c for c in checks(RunResults(scenarios={"timeout": timeout})) if c.name.startswith("timeout")]
+    assert check.ok is False
+
+
 def test_lock_and_signup_analysis():
     rows = [_row("lock", 5, role="follow", release="late", lock_wait_ms=295.0),
             _row("lock", 5, role="follow", release="early", lock_wait_ms=0.4),
