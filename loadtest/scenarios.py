@@ -15,7 +15,7 @@ from locust import between, constant, constant_throughput, task
 from locust.contrib.fasthttp import FastHttpUser
 from locust.exception import StopUser
 
-from loadtest.arrivals import poisson_schedule, truncated_lognormal_ms
+from loadtest.arrivals import poisson_schedule, timeout_task_ms
 
 
 class Recorder:
@@ -157,23 +157,16 @@ class ExhaustionClosedUser(FastHttpUser):
 class TimeoutUser(OpenLoopUser):
     """timeout — `GET /work` whose after-response time sometimes exceeds the pool's background budget
     (`--background-timeout`): lognormal around a median below the budget, never within ±15 % of it, at least
-    one request in four over it. The
-    pool cuts the slow ones; the run compares the tasks lost by the ledger, by the pool's counters and by
-    what was sent."""
+    one request in four over it (loadtest.arrivals.timeout_task_ms). The pool cuts the slow ones; the run
+    compares the tasks lost by the ledger, by the pool's counters and by what was sent."""
 
     sent = over = 0
 
     def request_for(self, rng):
         p = self.environment.params
         budget_ms = p["budget_s"] * 1000
-        high = min(budget_ms * 2, p.get("max_bg_ms", 60_000))
-        # At least one request in four over the budget, the first of them: with a long budget (30 s in the Compose
-        # stack) the scenario sends only ~4 requests, and the lognormal alone (~14 % over) sent none in about half
-        # of the runs -- a check of lost work with nothing to lose. A forced one is drawn from the same lognormal's
-        # tail above the avoided band.
-        low = budget_ms * 1.15 if self.sent >= 4 * self.over and budget_ms * 1.15 < high else 10
-        bg = truncated_lognormal_ms(rng, median_ms=budget_ms * p.get("median_share", 0.6), sigma=0.6,
-                                    low_ms=low, high_ms=high, avoid=(budget_ms * 0.85, budget_ms * 1.15))
+        bg = timeout_task_ms(rng, budget_ms, self.sent, self.over, p.get("median_share", 0.6),
+                             p.get("max_bg_ms", 60_000))
         self.sent += 1
         self.over += bg > budget_ms
         # spill=0: the pool's own budget is under test; a task the saturated pool sent to the queue is not cut
