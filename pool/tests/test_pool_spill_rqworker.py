@@ -55,6 +55,19 @@ def test_a_stop_request_during_a_job_lets_it_finish(tmp_path: Path, redis: Redis
         assert time.monotonic() - stopped < 20, "the worker waited for more than the job"
 
 
+def test_an_idle_worker_stops_on_request_within_its_wait_for_a_job(tmp_path: Path, redis: RedisServer) -> None:
+    """rq's wait for a job ends only with a job: an idle worker that merely noted the stop request waited for the
+    next job, or for supervisord's SIGKILL 40 s later (`make down`)."""
+    with RQWorker(redis.url, tmp_path, worker_ttl=20) as worker:  # waits for a job 5 s at a time
+        assert worker.proc is not None
+        wait_for(lambda: "Listening on" in worker.log_text(), 30, "the worker to listen")
+        time.sleep(1.0)  # in its wait for a job
+        stopped = time.monotonic()
+        os.kill(worker.proc.pid, signal.SIGINT)
+        assert worker.proc.wait(20) == 0, worker.log_text()[-2000:]
+        assert time.monotonic() - stopped < 10, "the idle worker took longer than its 5-s wait to stop"
+
+
 def _strand(queue: rq.Queue) -> str:
     """What a worker that loses Redis right after its BLMOVE leaves: the job moved to the intermediate list,
     never claimed."""
@@ -67,9 +80,8 @@ def test_a_job_stranded_between_dequeue_and_start_is_put_back_and_runs(tmp_path:
     queue = _queue(redis)
     job = queue.enqueue("os.getpid")
     assert _strand(queue) == job.id
-    with RQWorker(redis.url, tmp_path) as worker:
-        # rq's own cleanup would file it as failed after a minute or more; here it is put back within ~30 s
-        # (STRANDED_AFTER_S, plus the idle worker's 15-s waits for a job with --worker-ttl 30)
+    with RQWorker(redis.url, tmp_path) as worker:  # an idle worker looks every 2 s (waits 1 s for a job)
+        # rq's own cleanup would file it as failed after a minute or more; here it is put back after STRANDED_AFTER_S
         wait_for(lambda: job.get_status(refresh=True) == "finished", 60, "the stranded job to run")
         assert "was stranded between a dequeue and its start" in worker.log_text()
     assert queue.connection.llen(queue.intermediate_queue_key) == 0

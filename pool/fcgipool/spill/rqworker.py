@@ -16,7 +16,8 @@ rq's worker with three changes:
   stayed there: `make down` with 200 tasks pending left 1 of them undone; rq's maintenance later files such a
   job as failed, it never runs. Here the request only sets the stop flag, checked before the next dequeue: a job
   already handed over, or running, runs to its end first, and an idle worker stops when its wait for a job
-  times out (``--worker-ttl 20``: at most 5 s).
+  times out (``--worker-ttl 20``: at most 5 s). (Until 2026-11-27 an idle worker did not check the flag at all:
+  rq's wait for a job ends only with a job, so it waited for supervisord's SIGKILL, 40 s later.)
 - **A job stranded between dequeue and start is put back on the queue** within ~10-17 s (fcgipool.spill.stranded),
   where rq files it as failed after a minute or more: a worker that loses Redis just after its ``BLMOVE`` never
   starts the job it was handed (Redis stopped under load: 1 job in 6 runs of the ``make faults`` Redis row).
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import time
 
+from rq.exceptions import StopRequested
 from rq.worker import SimpleWorker
 
 from .stranded import CHECK_EVERY_S, StrandedJobs
@@ -39,10 +41,14 @@ class Worker(SimpleWorker):
 
     @property
     def should_run_maintenance_tasks(self) -> bool:
-        # asked before every dequeue and after every idle wait (at most 5 s with --worker-ttl 20)
-        return time.monotonic() >= self._stranded_next or super().should_run_maintenance_tasks
+        # asked before every dequeue, after every idle wait (at most 5 s with --worker-ttl 20) and after every job
+        return self._stop_requested or time.monotonic() >= self._stranded_next or super().should_run_maintenance_tasks
 
     def run_maintenance_tasks(self) -> None:
+        if self._stop_requested:
+            # before a dequeue, with no job in hand: rq's idle wait only ends with a job, so a stop requested
+            # while idle would otherwise wait for the next job, or for supervisord's SIGKILL after stopwaitsecs
+            raise StopRequested
         now = time.monotonic()
         if now >= self._stranded_next:
             self._stranded_next = now + CHECK_EVERY_S

@@ -78,8 +78,9 @@ class RQWorker:
     """``rq worker`` on ``queue`` with ``app_dir`` importable (the jobs are the app's functions)."""
 
     def __init__(self, url: str, app_dir: Path, env: dict[str, str] | None = None, queue: str = "fcgipool",
-                 worker_class: str = "fcgipool.spill.rqworker.Worker") -> None:  # fmt: skip
+                 worker_class: str = "fcgipool.spill.rqworker.Worker", worker_ttl: int = 16) -> None:  # fmt: skip
         self.url, self.app_dir, self.queue, self.worker_class = url, app_dir, queue, worker_class
+        self.worker_ttl = worker_ttl  # an idle worker waits worker_ttl - 15 s for a job (at least 1) between chores
         self.env = dict(env or {})
         self.log_path = Path(tempfile.mkstemp(prefix="fcgipool-rq-", suffix=".log")[1])
         self.proc: subprocess.Popen[bytes] | None = None
@@ -89,8 +90,8 @@ class RQWorker:
         path = os.pathsep.join([str(self.app_dir), os.environ.get("PYTHONPATH", "")])
         env = {**os.environ, **self.env, "PYTHONPATH": path}
         self.proc = subprocess.Popen(
-            [str(rq), "worker", "-w", self.worker_class, "--url", self.url, "--with-scheduler", "--worker-ttl", "30",
-             self.queue],
+            [str(rq), "worker", "-w", self.worker_class, "--url", self.url, "--with-scheduler",
+             "--worker-ttl", str(self.worker_ttl), self.queue],
             cwd=self.app_dir, env=env, stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
             start_new_session=True,
         )  # fmt: skip
