@@ -7,14 +7,13 @@ import json
 import re
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 from support import NginxServer, PoolProcess, fastcgi_site, fcgi_request, wait_for
-from support.redisq import RedisServer, RQWorker, require_redis
+from support.redisq import RedisServer, RQWorker
 
 APPS = Path(__file__).parent / "apps"
 pytestmark = pytest.mark.slow
@@ -33,13 +32,6 @@ def where(directory: Path, prefix: str) -> dict[str, int]:
     for m in marks(directory, "task_done", prefix):
         out[m["where"]] = out.get(m["where"], 0) + 1
     return out
-
-
-@pytest.fixture
-def redis() -> Iterator[RedisServer]:
-    require_redis()
-    with RedisServer() as server:
-        yield server
 
 
 def spill_pool(tmp_path: Path, redis: RedisServer, *extra: str, workers: int = 2) -> PoolProcess:

@@ -8,23 +8,15 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support import wait_for
-from support.redisq import RedisServer, RQWorker, require_redis
+from support.redisq import RedisServer, RQWorker
 
 pytestmark = pytest.mark.slow
 rq = pytest.importorskip("rq")
 redis_py = pytest.importorskip("redis")
-
-
-@pytest.fixture
-def redis() -> Iterator[RedisServer]:
-    require_redis()
-    with RedisServer() as server:
-        yield server
 
 
 def _queue(redis: RedisServer) -> rq.Queue:
@@ -107,6 +99,28 @@ def test_only_unclaimed_jobs_are_put_back_after_the_grace_in_order(redis: RedisS
     assert [j.decode() for j in conn.lrange(queue.key, 0, -1)] == [old, registered, new, waiting]  # head, in order
     assert [j.decode() for j in conn.lrange(queue.intermediate_queue_key, 0, -1)] == [late]
     assert watch.put_back(queue, now=109.0) == [late]
+
+
+def test_a_job_put_back_and_dequeued_again_is_not_put_back_by_another_worker(redis: RedisServer) -> None:
+    """Every worker had seen the job in the list at each of its looks; one put it back, a live worker dequeued it
+    again at once, and the two others put it back too, each: it ran three times (a `make faults` Redis run). The
+    count is a mark in Redis that the put-back clears."""
+    from fcgipool.spill.stranded import StrandedJobs
+
+    queue = _queue(redis)
+    conn = queue.connection
+    job = queue.enqueue("os.getpid").id
+    _strand(queue)
+    a, b, c = StrandedJobs(after_s=5.0), StrandedJobs(after_s=5.0), StrandedJobs(after_s=5.0)
+    for watch in (a, b, c):
+        assert watch.put_back(queue, now=100.0) == []
+    assert a.put_back(queue, now=105.0) == [job]
+    assert _strand(queue) == job  # dequeued again by a live worker, which is about to claim it
+    assert b.put_back(queue, now=105.5) == [] and c.put_back(queue, now=106.0) == []
+    assert conn.llen(queue.key) == 0 and [j.decode() for j in conn.lrange(queue.intermediate_queue_key, 0, -1)] == [job]
+    conn.lrem(queue.intermediate_queue_key, 1, job)  # claimed: the first worker to see it gone clears its mark
+    assert b.put_back(queue, now=107.0) == []
+    assert conn.keys("*fcgipool_seen*") == []
 
 
 def test_at_its_first_look_a_worker_puts_back_a_job_rq_saw_stranded_long_ago(redis: RedisServer) -> None:

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import pickle
+import uuid
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,7 +23,26 @@ class SpillRefused(TypeError):
 
 
 class QueueAway(Exception):
-    """The queue did not take the task (Redis down, slow or refusing)."""
+    """The queue did not take the task (Redis down, slow or refusing). ``job_id``: the id the job was sent with --
+    it may be in the queue all the same, when Redis executed the enqueue and its reply died with the connection."""
+
+    def __init__(self, message: str, job_id: str | None = None) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+
+
+# Takes a job back out of the queue, unless a worker has it already: 1 taken out (and its hash deleted), 2 taken
+# by a worker (it will run), 0 never stored.
+_WITHDRAW = """
+if redis.call('LREM', KEYS[1], 0, ARGV[1]) > 0 then
+    redis.call('DEL', KEYS[2])
+    return 1
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+    return 2
+end
+return 0
+"""
 
 
 def import_path(fn: Callable[..., Any]) -> str:
@@ -81,12 +101,29 @@ class RQTarget:
                 request_uri: str) -> str:  # fmt: skip
         from redis.exceptions import RedisError
 
+        job_id = str(uuid.uuid4())  # chosen here, so that a failed enqueue can be taken back (withdraw)
         try:
-            job = self.queue.enqueue_call(path, args=args, kwargs=kwargs, description=name,
+            job = self.queue.enqueue_call(path, args=args, kwargs=kwargs, description=name, job_id=job_id,
                                           meta={"fcgipool_reason": reason, "request_uri": request_uri})  # fmt: skip
         except (RedisError, OSError) as exc:
-            raise QueueAway(f"{type(exc).__name__}: {exc}") from exc
+            raise QueueAway(f"{type(exc).__name__}: {exc}", job_id) from exc
         return str(job.id)
+
+    def withdraw(self, job_ids: list[str]) -> tuple[list[str], list[str]]:
+        """Take the jobs of failed enqueues back out of the queue (their tasks ran in the pool): (taken out, already
+        taken by a queue worker -- those run twice). QueueAway when Redis does not answer."""
+        from redis.exceptions import RedisError
+
+        out: tuple[list[str], list[str]] = ([], [])
+        try:
+            for job_id in job_ids:
+                found = self.queue.connection.eval(_WITHDRAW, 2, self.queue.key, self.queue.job_class.key_for(job_id),
+                                                   job_id)  # fmt: skip
+                if found:
+                    out[int(found) - 1].append(job_id)
+        except (RedisError, OSError) as exc:
+            raise QueueAway(f"{type(exc).__name__}: {exc}") from exc
+        return out
 
     def depth(self) -> int | None:
         """Jobs not yet started: waiting in the queue, or dequeued by a worker that has not started them -- for
