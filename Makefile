@@ -26,7 +26,7 @@ help: ## Show this help
 	@printf '  STATUS_URL=url           the pool status page to sample (default: TARGET/pool-status)\n'
 	@printf '  REQUEST_LOG= ACCESS_LOG= the target pool'"'"'s request log and nginx JSON access log, if readable here\n'
 
-$(STAMP): requirements.txt requirements-dev.txt pool/pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt pool/pyproject.toml pool/setup.py pool/fcgipool/protocol/_cparams.c pool/fcgipool/scoreboard/_cslot.c pool/fcgipool/_crequestlog.c
 	@test -x $(PY) || $(PYTHON3) -m venv $(VENV) || { \
 	    echo "make: could not create $(VENV): install python3-venv (apt-get install python3-venv)"; exit 1; }
 	$(VENV)/bin/pip install --disable-pip-version-check -q -r requirements-dev.txt
@@ -37,10 +37,10 @@ install: $(STAMP) ## Create .venv with the pinned requirements and the pool (pip
 
 install-system: ## Install the system packages native mode, the tests and the PHP-FPM comparisons use (apt; root or sudo)
 	$(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-	    nginx-light libfcgi-bin wrk gettext-base python3-venv curl strace redis-server php8.2-fpm apache2 lighttpd caddy haproxy chromium || { \
+	    nginx-light libfcgi-bin wrk gettext-base python3-venv python3-dev gcc libc6-dev curl strace redis-server php8.2-fpm apache2 lighttpd caddy haproxy chromium || { \
 	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update && \
 	  $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-	    nginx-light libfcgi-bin wrk gettext-base python3-venv curl strace redis-server php8.2-fpm apache2 lighttpd caddy haproxy chromium; }
+	    nginx-light libfcgi-bin wrk gettext-base python3-venv python3-dev gcc libc6-dev curl strace redis-server php8.2-fpm apache2 lighttpd caddy haproxy chromium; }
 
 up: $(STAMP) ## Start the stack (docker if an engine answers, else native; MODE= forces one); returns when healthy
 	$(PY) pool/stackctl.py up

@@ -28,13 +28,16 @@ WORKER_CLASS = "fcgipool.worker.FastCGIWorker"
 
 
 class FcgiPoolConfig(Config):
-    """gunicorn's Config; ``--version`` names fcgipool and the gunicorn it runs on."""
+    """gunicorn's Config; ``--version`` names fcgipool, the gunicorn it runs on and whether its C parts run."""
 
     def parser(self) -> argparse.ArgumentParser:
+        from . import speedups
+
         parser = super().parser()
         for action in parser._actions:
             if isinstance(action, argparse._VersionAction):
-                action.version = f"%(prog)s {__version__} (gunicorn {gunicorn.__version__})"
+                kind = "C speedups" if speedups.all_built() else "pure Python"  # the start log says why
+                action.version = f"%(prog)s {__version__} (gunicorn {gunicorn.__version__}, {kind})"
         return parser
 
 

@@ -74,12 +74,6 @@ class Recorder:
         # next request starts from it (no clock read of its own: one per request, see docs/benchmarks.md)
         self.now = time.monotonic()
 
-    def facts(self) -> tuple[float, tuple[float, float], int]:
-        """(start as time.time(), (answer s, CPU s), RSS bytes) of the last request, for the request log; zeros
-        without a slot."""
-        slot = self.slot
-        return slot.wall0, slot.last, slot.rss
-
     @property
     def rss(self) -> int:
         """The worker's RSS as of its last request (read from /proc at most once a second); 0 without a slot."""

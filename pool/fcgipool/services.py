@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import config
+from . import config, speedups
 from . import pm as pm_mod
 from .scoreboard import Scoreboard
 from .spill.flags import PoolFlags
@@ -56,6 +56,8 @@ class PoolServices:
             self.spill.on_sample(status)
 
     def start(self) -> None:
+        # a pool without its C parts (no compiler where it was installed) spends more CPU per request: say so
+        (self.arbiter.log.info if speedups.all_built() else self.arbiter.log.warning)(speedups.describe())
         self.arbiter.num_workers = self.pm.initial_workers(self.arbiter)
         self.server.start()
 

@@ -129,6 +129,7 @@ def test_version_names_fcgipool_and_gunicorn() -> None:
     proc = run_cli("--version")
     assert proc.returncode == 0
     assert proc.stdout.startswith("fcgipool 0.1.0 (gunicorn 27.")
+    assert ", C speedups)" in proc.stdout, proc.stdout
 
 
 def test_status_subcommand_is_dispatched() -> None:

@@ -13,10 +13,20 @@ from typing import Any
 
 import pytest
 import requests
-from fcgipool.requestlog import RequestLog, path_only
+from fcgipool import requestlog
+from fcgipool.requestlog import PyRows, RequestLog, path_only
 from support import NginxServer, PoolProcess, fastcgi_site, fcgi_request, wait_for
 
 APPS = Path(__file__).parent / "apps"
+
+
+@pytest.fixture(params=["default", "python"])
+def rows_impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The writer tests run with the batch the pool runs (C when built) and with the pure-Python one."""
+    if request.param == "python":
+        monkeypatch.setattr(requestlog, "Rows", PyRows)
+    monkeypatch.setattr(requestlog, "_MS_TEXT", {})
+    return "python" if requestlog.Rows is PyRows else "c"
 
 
 def lines(path: Path) -> list[dict[str, Any]]:
@@ -30,7 +40,7 @@ def own(path: Path) -> list[dict[str, Any]]:
     return [x for x in lines(path) if x["uri"] != "/"]
 
 
-def test_rows_are_written_as_json_lines_in_one_write(tmp_path: Path) -> None:
+def test_rows_are_written_as_json_lines_in_one_write(tmp_path: Path, rows_impl: str) -> None:
     log = RequestLog(str(tmp_path / "r.log"))
     log.rows.append(("GET", "/work?token=1", None, "200 OK", 0.0, None, 1795700000.5, (0.0123, 0.0011), 31_000_000))
     log.rows.append(("POST", "/cart/ada", "/cart/<user>", "202 Accepted", 0.3,
@@ -43,21 +53,22 @@ def test_rows_are_written_as_json_lines_in_one_write(tmp_path: Path) -> None:
                      "rss": 31_000_000}  # fmt: skip
     assert second["route"] == "/cart/<user>" and second["after_ms"] == 300.0 and second["status"] == 202
     assert second["tasks"] == [{"name": "cart", "outcome": "ok"}, {"name": 'mail "x"', "outcome": "lost:timeout"}]
-    assert log.written == 2 and log.rows == []
+    assert log.written == 2 and len(log.rows) == 0
 
 
-def test_each_row_gets_its_own_time_request_line_times_and_rss(tmp_path: Path) -> None:
+def test_each_row_gets_its_own_time_request_line_times_and_rss(tmp_path: Path, rows_impl: str) -> None:
     """The formatting keeps state from row to row (the second being written, the last request line, the RSS
     text, the text of each µs value): none of it leaks into the next row -- across a second, a status or method
     change, a clock stepped back, times over 1 ms (not kept) and a time that rounds up to 1 ms."""
     log = RequestLog(str(tmp_path / "r.log"))
-    log.rows += [
+    for row in [
         ("GET", "/a", None, "200 OK", 0.0, None, 1795700000.9994, (0.0003124, 0.0000201), 21_000_000),
         ("GET", "/a", None, "404 Not Found", 0.0, None, 1795700000.9996, (0.0003124, 0.0000201), 21_000_000),
         ("GET", "/b", None, "404 Not Found", 0.0, None, 1795700001.0001, (0.0123456, 1.5), 22_000_000),
         ("POST", "/b", "/<x>", "404 Not Found", 0.0, None, 1795700001.25, (0.0004996, 0.0), 22_000_000),
         ("GET", "/a", None, "200 OK", 0.0, None, 1795699999.5, (0.0009996, 0.0000201), 0),
-    ]
+    ]:
+        log.rows.append(row)
     log.flush()
     text = (tmp_path / "r.log").read_text()
     got = [(x["time"], x["method"], x["route"], x["status"], x["answer_ms"], x["cpu_ms"], x["rss"])
@@ -71,10 +82,11 @@ def test_each_row_gets_its_own_time_request_line_times_and_rss(tmp_path: Path) -
     ]
     # always 3 decimals, as %.3f wrote them
     assert '"time":1795700001.000,' in text and '"answer_ms":1.000,' in text and '"cpu_ms":0.000,' in text
-    assert sorted(log._ms_text) == [0.0, 20.0, 312.0, 500.0], "only texts under 1 ms are kept (bounded)"
+    if rows_impl == "python":
+        assert sorted(requestlog._MS_TEXT) == [0.0, 20.0, 312.0, 500.0], "only texts under 1 ms are kept (bounded)"
 
 
-def test_reopen_follows_a_rotated_file(tmp_path: Path) -> None:
+def test_reopen_follows_a_rotated_file(tmp_path: Path, rows_impl: str) -> None:
     path = tmp_path / "r.log"
     log = RequestLog(str(path))
     log.rows.append(("GET", "/a", None, "200 OK", 0.0, None, 1.0, (0.0, 0.0), 0))
@@ -90,7 +102,7 @@ def test_reopen_follows_a_rotated_file(tmp_path: Path) -> None:
 
 
 def test_a_log_that_cannot_be_written_says_so_once_and_the_worker_goes_on(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, rows_impl: str
 ) -> None:
     log = RequestLog(str(tmp_path / "missing-dir" / "r.log"), log=logging.getLogger("test.rl"))
     with caplog.at_level(logging.ERROR, logger="test.rl"):
@@ -102,7 +114,7 @@ def test_a_log_that_cannot_be_written_says_so_once_and_the_worker_goes_on(
     assert log.dropped == 3
 
 
-def test_path_only_drops_the_query_unless_asked_to_keep_it(tmp_path: Path) -> None:
+def test_path_only_drops_the_query_unless_asked_to_keep_it(tmp_path: Path, rows_impl: str) -> None:
     assert path_only("/work?token=secret&x=1") == "/work"
     assert path_only("/plain") == "/plain"
     log = RequestLog(str(tmp_path / "r.log"), keep_query=True)

@@ -1,5 +1,5 @@
-"""CPU per row of the request log's formatting (`RequestLog._format`), and of a whole flush to /dev/null,
-in the worker's batches of FLUSH_ROWS (512) rows.
+"""CPU per row of the request log's formatting (`Rows.format`: the C batch when built, and `PyRows`, its Python
+twin), and of a whole flush to /dev/null, in the worker's batches of FLUSH_ROWS (512) rows.
 
     .venv/bin/python pool/bench/experiments/requestlog_format.py [rows] [repeats]
 
@@ -14,7 +14,8 @@ import sys
 import time
 from collections.abc import Callable
 
-from fcgipool.requestlog import FLUSH_ROWS, RequestLog
+from fcgipool import requestlog
+from fcgipool.requestlog import FLUSH_ROWS, PyRows, RequestLog
 
 
 def rows(n: int, seed: int) -> list:
@@ -41,26 +42,40 @@ def timed(fn: Callable[[list], object], n: int, repeats: int) -> tuple[float, fl
     return min(per_row), statistics.median(per_row)
 
 
-def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
-    repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 9
+def measure(label: str, rows_class: type, n: int, repeats: int) -> None:
     log = RequestLog("/dev/null")
-    log._format(rows(1000, 99))  # warm up
-
+    log.rows = rows_class(FLUSH_ROWS)
     batches = range(0, n, FLUSH_ROWS)  # a worker formats and writes FLUSH_ROWS rows at a time
+
+    def fill(data: list, start: int) -> None:
+        for row in data[start : start + FLUSH_ROWS]:
+            log.rows.append(row)
 
     def format_rows(data: list) -> None:
         for start in batches:
-            log._format(data[start : start + FLUSH_ROWS])
+            fill(data, start)
+            log.rows.format(log._prefix, log._tail, log._no_tasks)
 
     def flush(data: list) -> None:
         for start in batches:
-            log.rows = data[start : start + FLUSH_ROWS]
+            fill(data, start)
             log.flush()
 
-    for name, fn in (("_format", format_rows), ("flush to /dev/null", flush)):
+    fill(rows(FLUSH_ROWS, 99), 0)
+    log.flush()  # warm up
+    for name, fn in (("fill + format", format_rows), ("fill + flush to /dev/null", flush)):
         low, mid = timed(fn, n, repeats)
-        print(f"{name + ':':20} min {low:.3f}  median {mid:.3f} us/row")
+        print(f"{label + ' ' + name + ':':34} min {low:.3f}  median {mid:.3f} us/row")
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+    repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 9
+    if requestlog.Rows is PyRows:
+        print("the C rows are not built: Python only")
+    else:
+        measure("C", requestlog.Rows, n, repeats)
+    measure("Python", PyRows, n, repeats)
 
 
 if __name__ == "__main__":

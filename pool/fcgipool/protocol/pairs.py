@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
+from ..speedups import load
 from .errors import LocalProtocolError, RemoteProtocolError
 
 _U32 = struct.Struct("!I")
@@ -61,12 +62,28 @@ def decode_pairs(data: bytes) -> list[tuple[bytes, bytes]]:
 
 
 def decode_params(data: bytes) -> dict[str, str]:
-    """Decode a PARAMS stream to ``{name: value}`` in latin-1 (bytes round-trip; later duplicates win)."""
+    """Decode a PARAMS stream to ``{name: value}`` in latin-1 (bytes round-trip; later duplicates win).
+
+    The C decoder does this when it is built (fcgipool.speedups); a stream it finds truncated comes here, so the
+    errors are raised in one place."""
+    if _c_decode_params is not None:
+        params = _c_decode_params(data)
+        if params is not None:
+            return params
+    return py_decode_params(data)
+
+
+def py_decode_params(data: bytes) -> dict[str, str]:
+    """The pure-Python decoder: the reference the C one is tested against, and the one without a compiler."""
     # latin-1 maps byte i to code point i, so offsets into the bytes are offsets into the text: one decode
     # call for the whole stream instead of two per pair; pairs go straight into the dict (no tuple list).
     params: dict[str, str] = {}
     _split(data, data.decode("latin-1"), params)
     return params
+
+
+_cparams = load("fcgipool.protocol._cparams")
+_c_decode_params: Callable[[bytes], dict[str, str] | None] | None = _cparams.decode_params if _cparams else None
 
 
 def _split(data: bytes, src: _S, out: Any) -> None:

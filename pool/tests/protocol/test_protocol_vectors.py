@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from fcgi_harness import Run, Vector, Worker, event_to_json, feed_chunks, load_vectors
-from fcgipool.protocol import HEADER_LEN, FastCGIError
+from fcgipool.protocol import HEADER_LEN, FastCGIError, pairs
 
 VECTORS = load_vectors()
 VALID = [v for v in VECTORS if v.error is None]
@@ -49,7 +49,10 @@ def test_vectors_present() -> None:
 
 @pytest.mark.parametrize("vector", VECTORS, ids=_ids(VECTORS))
 @pytest.mark.parametrize("mode", ["whole", "bytes"])
-def test_vector(vector: Vector, mode: str) -> None:
+@pytest.mark.parametrize("decoder", ["c", "python"])
+def test_vector(vector: Vector, mode: str, decoder: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if decoder == "python":  # the C decoder, when built, is the default: the pure one must pass the same vectors
+        monkeypatch.setattr(pairs, "_c_decode_params", None)
     worker, run = _run(vector, mode)
     assert [event_to_json(e) for e in run.events] == vector.spec["events"]
     assert run.replies == _replies(vector)

@@ -9,6 +9,15 @@ import time
 import pytest
 from fcgipool import scoreboard as sbmod
 from fcgipool.scoreboard import PENDING_BYTES, Scoreboard, WorkerState
+from fcgipool.scoreboard.writer import PySlot
+
+
+@pytest.fixture(autouse=True, params=["default", "python"])
+def slot_class(request, monkeypatch):
+    """Every test with the slot the pool runs (its writes in C when built) and with the pure-Python one."""
+    if request.param == "python":
+        monkeypatch.setattr(sbmod.reader, "Slot", PySlot)
+    return sbmod.reader.Slot
 
 
 def _fork(fn):
