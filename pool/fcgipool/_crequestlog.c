@@ -209,20 +209,45 @@ out_str(Out *o, PyObject *text)
     return s == NULL ? -1 : out_put(o, s, n);
 }
 
+/* v in decimal at p; returns the length (v >= 0) */
+static int
+put_uint(char *p, unsigned long long v)
+{
+    char tmp[24];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (int i = 0; i < n; i++) {
+        p[i] = tmp[n - 1 - i];
+    }
+    return n;
+}
+
 /* seconds as ms with 3 decimals, as the Python twin: whole us rounded half up, then exact decimal digits */
 static int
 out_ms(Out *o, double seconds)
 {
-    char tmp[48];
+    if (out_reserve(o, 48) < 0) {
+        return -1;
+    }
+    char *p = o->buf + o->len;
     double us = floor(seconds * 1e6 + 0.5);
     int n;
     if (us >= 0.0 && us < 9e15) {
-        long long v = (long long)us;
-        n = snprintf(tmp, sizeof tmp, "%lld.%03lld", v / 1000, v % 1000);
+        unsigned long long v = (unsigned long long)us;
+        n = put_uint(p, v / 1000);
+        unsigned f = (unsigned)(v % 1000);
+        p[n++] = '.';
+        p[n++] = (char)('0' + f / 100);
+        p[n++] = (char)('0' + f / 10 % 10);
+        p[n++] = (char)('0' + f % 10);
     } else {
-        n = snprintf(tmp, sizeof tmp, "%.3f", us / 1000.0);
+        n = snprintf(p, 48, "%.3f", us / 1000.0);
     }
-    return out_put(o, tmp, n);
+    o->len += n;
+    return 0;
 }
 
 static PyObject *
@@ -281,9 +306,16 @@ rows_format(Rows *self, PyObject *args)
                 goto done;
             }
         }
-        char rss_text[40];
-        int rss_len = snprintf(rss_text, sizeof rss_text, ",\"rss\":%lld}\n", r->rss);
-        if (out_put(&o, ",\"cpu_ms\":", 10) < 0 || out_ms(&o, r->cpu) < 0 || out_put(&o, rss_text, rss_len) < 0) {
+        if (out_put(&o, ",\"cpu_ms\":", 10) < 0 || out_ms(&o, r->cpu) < 0 || out_put(&o, ",\"rss\":", 7) < 0 ||
+            out_reserve(&o, 24) < 0) {
+            goto done;
+        }
+        if (r->rss >= 0) {
+            o.len += put_uint(o.buf + o.len, (unsigned long long)r->rss);
+        } else {
+            o.len += snprintf(o.buf + o.len, 24, "%lld", r->rss);
+        }
+        if (out_put(&o, "}\n", 2) < 0) {
             goto done;
         }
     }
