@@ -49,7 +49,7 @@ def describe() -> str:
         return f"C speedups in use: {', '.join(MODULES)}"
     off = [f"{name}: {_outcome.get(name, 'not loaded')}" for name in MODULES if _outcome.get(name) != "C"]
     fix = "" if os.environ.get(ENV) else " -- install gcc and the Python headers (make install-system), then reinstall"
-    return f"pure-Python fallback, ~25 % more CPU per request ({'; '.join(off)}){fix}"
+    return f"pure-Python fallback, ~45 % more CPU per request ({'; '.join(off)}){fix}"
 
 
 def _import_users() -> None:
