@@ -152,6 +152,14 @@ parse_args(PyObject *const *in, size_t nargsf, PyObject *kwnames, PyObject **arg
 
 static PyObject *empty_str;
 
+/* A phase begins at t0 (monotonic; 0: now): kept for the answer time, returned as wall-clock time. */
+static double
+phase_start(SlotCore *s, double t0)
+{
+    s->t0 = t0 != 0.0 ? t0 : clock_s(CLOCK_MONOTONIC);
+    return s->t0 + s->wall;
+}
+
 static PyObject *
 begin_request(SlotCore *s, PyObject *const *in, size_t nargsf, PyObject *kwnames)
 {
@@ -195,11 +203,7 @@ begin_request(SlotCore *s, PyObject *const *in, size_t nargsf, PyObject *kwnames
         Py_XDECREF(encoded);
         return NULL;
     }
-    if (t0 == 0.0) {
-        t0 = clock_s(CLOCK_MONOTONIC);
-    }
-    s->t0 = t0;
-    double now = s->wall0 = t0 + s->wall;
+    double now = s->wall0 = phase_start(s, t0);
     s->deadline = deadline;
     s->length = length > 0 ? length : 0;
     s->start = now;
@@ -238,11 +242,7 @@ reading(SlotCore *s, PyObject *const *in, size_t nargsf, PyObject *kwnames)
     if (p == NULL) {
         return NULL;
     }
-    if (t0 == 0.0) {
-        t0 = clock_s(CLOCK_MONOTONIC);
-    }
-    s->t0 = t0;
-    double now = s->start = t0 + s->wall;
+    double now = s->start = phase_start(s, t0);
     s->deadline = deadline;
     s->length = 0;
     seq_open(s, p);
