@@ -40,6 +40,9 @@ class NullSlot:
     def rest(self) -> float:
         return time.monotonic()
 
+    def cpu_mark(self) -> float:
+        return time.monotonic()
+
     def set_state(self, state: WorkerState) -> None:
         pass
 
@@ -110,6 +113,11 @@ class Recorder:
         self._resting = False
         self._finishing = True
         self.slot.set_state(WorkerState.FINISHING)
+
+    def woke(self) -> None:
+        """The worker's poll waited and returned: "now" is read again, and the next request's CPU counts from
+        here."""
+        self.now = self.slot.cpu_mark()
 
     def idle(self) -> None:
         """Idle, and no deadline: back to gunicorn's heartbeat."""

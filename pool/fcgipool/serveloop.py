@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import select
-import time
 from typing import Any, Protocol
 
 from .handoff import HandoffQueue, readable_bytes
@@ -96,7 +95,7 @@ class ServeLoop:
                     try:
                         events = self._poll.poll(upkeep.poll_ms(idle_ms))
                     finally:
-                        recorder.now = time.monotonic()
+                        recorder.woke()
                     if not events:
                         continue
                 self._round(events, queue_fd, listeners)

@@ -246,6 +246,15 @@ class _Slot(_State):
     def rss(self) -> int:
         return self._rss
 
+    def cpu_mark(self) -> float:
+        """The worker's poll waited: the next request's CPU counts from here, so the loop's idle wake-ups are not
+        charged to it (the first request after an idle spell showed 2,261 % "last request cpu" on a status page).
+        One clock read per wait, and under load a poll rarely waits. Returns the monotonic clock it read."""
+        self._cpu0 = time.process_time()
+        now = self._cpu_at = time.monotonic()
+        self._cpu_n = 0
+        return now
+
     def _read_rss(self) -> int:
         return rss_bytes()
 
