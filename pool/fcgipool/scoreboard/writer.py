@@ -247,11 +247,13 @@ class _Slot(_State):
         return self._rss
 
     def cpu_mark(self) -> float:
-        """The worker's poll waited: the next request's CPU counts from here, so the loop's idle wake-ups are not
-        charged to it (the first request after an idle spell showed 2,261 % "last request cpu" on a status page).
-        One clock read per wait, and under load a poll rarely waits. Returns the monotonic clock it read."""
+        """The worker's poll waited: the next request's CPU counts from here, and its end reads the CPU clock
+        whatever the 20 ms between samples say. Without it a request after an idle spell was charged the loop's
+        idle wake-ups (2,261 % "last request cpu" on a status page), or, marked but not read, 0. Two clock reads
+        per wait, and under load a poll rarely waits. Returns the monotonic clock it read."""
         self._cpu0 = time.process_time()
-        now = self._cpu_at = time.monotonic()
+        now = time.monotonic()
+        self._cpu_at = now - _CPU_EVERY
         self._cpu_n = 0
         return now
 
