@@ -135,6 +135,32 @@ def test_targets_not_applicable_without_fcgipool():
     assert {t["status"] for t in report.cost_targets([_row("uwsgi-keepconn", "uwsgi", [25000])])} == {"n/a"}
 
 
+def _cpu_rounds(name: str, values: list[float]) -> report.Row:
+    row = _row(name, "fcgipool", [20000] * len(values))
+    for r, cpu in zip(row.rounds, values, strict=True):
+        r["backend_cpu_us_per_req"] = cpu
+    return row
+
+
+@pytest.mark.parametrize(
+    "on, status, ratio",
+    [
+        ([20.4, 20.5, 20.9], "met", 1.025),  # per round 1.02, 1.025, 1.045: the median
+        ([21.0, 20.9, 22.0], "missed", 1.05),
+        ([20.0, 30.0, 21.2], "missed", 1.06),  # one wild round does not decide it
+    ],
+    ids=["met", "missed", "outlier"],
+)
+def test_request_log_target_is_the_median_of_per_round_ratios(on: list[float], status: str, ratio: float) -> None:
+    rows = [_cpu_rounds("fcgipool-keepconn", [20.0, 20.0, 20.0]), _cpu_rounds("fcgipool-requestlog", on)]
+    check = report.request_log_target(rows)
+    assert check["status"] == status and check["ratio"] == pytest.approx(ratio), check
+    assert check["target"] == "request log CPU/request <= 1.03x fcgipool-keepconn"
+    assert "median of 3 rounds" in check["detail"]
+    assert report.request_log_target(rows[:1])["status"] == "n/a"
+    assert "BENCH_ROUNDS=10" in report.request_log_target(rows[:1])["detail"]
+
+
 @pytest.mark.parametrize(
     "ours_cpu, ours_sys, cpu_status, sys_status",
     [(30.0, 2.0, "met", "met"), (40.0, 2.0, "missed", "met"), (30.0, 3.5, "met", "missed")],
