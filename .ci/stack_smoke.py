@@ -94,7 +94,11 @@ def main() -> None:
         line = next((x for x in lines if x["route"] == "/signup" and x["tasks"]), {})
         time.sleep(0.2)
     outcomes = [(t["name"], t["outcome"]) for t in line.get("tasks", [])]
-    check(("welcome_mail", "ok") in outcomes and line.get("after_ms", 0) > 0,
+    # run in the pool ("ok"), or handed to the spill queue: a sample that catches a connection in the listen queue
+    # (nginx opening its first upstream connections) marks the pool saturated for a second; the ledger check above
+    # says the mail ran either way
+    mail = dict(outcomes).get("welcome_mail", "")
+    check((mail == "ok" or mail.startswith("spilled:")) and line.get("after_ms", 0) > 0,
           f"request log {log}: signup {line.get('answer_ms')} ms + {line.get('after_ms')} ms after, {outcomes}")
 
 
