@@ -143,6 +143,8 @@ class Control:
         self.stack.signal_pool(sig)
 
     def kill_worker(self, pid: int) -> None:
+        if pid <= 1:  # 0 is this process's group (the whole CI run died of it once), -1 every process, 1 init
+            raise ValueError(f"refusing to kill pid {pid}: not a worker's pid")
         if self.mode == "docker":
             self.pool_python(f"import os; os.kill({int(pid)}, 9)")
         else:

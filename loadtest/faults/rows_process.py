@@ -61,7 +61,9 @@ def hup(ctx: Ctx) -> FaultRow:
 
 def pick_victim(procs: list[dict], prefer: str, rng: random.Random) -> dict | None:
     """A busy worker, in the preferred state if any is in it (Finishing: its pending tasks must be reported
-    lost as killed; Running: the request it serves may fail); else any busy one, else any."""
+    lost as killed; Running: the request it serves may fail); else any busy one, else any. Never a slot without a
+    pid yet (a worker just forked to replace a killed one): kill(0) would kill the caller's own process group."""
+    procs = [p for p in procs if int(p.get("pid") or 0) > 1]
     for pool in ([p for p in procs if p.get("state") == prefer], [p for p in procs if p.get("state") in BUSY], procs):
         if pool:
             return rng.choice(pool)

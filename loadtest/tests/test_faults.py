@@ -295,3 +295,21 @@ def test_restart_uses_the_environment_the_stack_was_started_with(tmp_path, monke
     env, note = Control(tmp_path / "stack.json").stack_env()
     assert env["FCGIPOOL_WORKERS"] == "9" and env["PORT"] == "8090" and env["MAIL_PORT"] == "8095"
     assert "current environment" in note or "this environment" in note
+
+
+def test_a_slot_without_a_pid_is_never_a_victim_and_pid_0_is_never_killed() -> None:
+    """A worker just forked to replace a killed one can be listed before it wrote its pid: os.kill(0, SIGKILL)
+    would kill the faults run's own process group (it once took a whole CI run down)."""
+    import random
+
+    from loadtest.faults.control import Control
+    from loadtest.faults.rows_process import pick_victim
+
+    rng = random.Random(1)
+    procs = [{"pid": 0, "state": "Running"}, {"pid": "", "state": "Running"}, {"pid": 4242, "state": "Idle"}]
+    assert all(pick_victim(procs, "Running", rng)["pid"] == 4242 for _ in range(20))
+    assert pick_victim(procs[:2], "Running", rng) is None
+    ctl = Control.__new__(Control)
+    for pid in (0, -1, 1):
+        with pytest.raises(ValueError, match="not a worker"):
+            ctl.kill_worker(pid)
