@@ -22,7 +22,7 @@ import urllib.error
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 if __package__ in (None, ""):  # run as a script: make the `bench` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -86,6 +86,19 @@ def start_backend(
     return procs.start(
         backend.row, argv, run_dir / f"{backend.row}.log", cwd=launch.cwd, env=env, stop_signal=launch.stop_signal
     )
+
+
+T = TypeVar("T")
+
+
+def round_order(items: list[T], round_no: int) -> list[T]:
+    """The rows of round ``round_no`` (from 1), rotated by one place a round: each row runs first, second, ... equally
+    often, so no row always runs just after the same one. A pair of rows compared round by round (the request log's
+    cost: fcgipool-requestlog / fcgipool-keepconn) then does not carry a bias of always running first or second."""
+    if not items:
+        return []
+    shift = (round_no - 1) % len(items)
+    return items[shift:] + items[:shift]
 
 
 def machine_cpu_seconds() -> tuple[float, float]:
@@ -304,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         total = cfg.rounds * len(runnable)
         step = 0
         for round_no in range(1, cfg.rounds + 1):
-            for backend, exe, sock, port in runnable:
+            for backend, exe, sock, port in round_order(runnable, round_no):
                 step += 1
                 row = by_row[backend.row]
                 try:

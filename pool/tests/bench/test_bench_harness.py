@@ -135,6 +135,9 @@ def test_targets_not_applicable_without_fcgipool():
     assert {t["status"] for t in report.cost_targets([_row("uwsgi-keepconn", "uwsgi", [25000])])} == {"n/a"}
 
 
+LOG = "fcgipool-requestlog"
+
+
 def _cpu_rounds(name: str, values: list[float]) -> report.Row:
     row = _row(name, "fcgipool", [20000] * len(values))
     for r, cpu in zip(row.rounds, values, strict=True):
@@ -152,13 +155,15 @@ def _cpu_rounds(name: str, values: list[float]) -> report.Row:
     ids=["met", "missed", "outlier"],
 )
 def test_request_log_target_is_the_median_of_per_round_ratios(on: list[float], status: str, ratio: float) -> None:
-    rows = [_cpu_rounds("fcgipool-keepconn", [20.0, 20.0, 20.0]), _cpu_rounds("fcgipool-requestlog", on)]
+    rows = [_cpu_rounds("fcgipool-keepconn", [20.0] * 12), _cpu_rounds("fcgipool-requestlog", on * 4)]
     check = report.request_log_target(rows)
     assert check["status"] == status and check["ratio"] == pytest.approx(ratio), check
     assert check["target"] == "request log CPU/request <= 1.03x fcgipool-keepconn"
-    assert "median of 3 rounds" in check["detail"]
+    assert "median of 12 rounds" in check["detail"]
+    few = report.request_log_target([_cpu_rounds("fcgipool-keepconn", [20.0] * 3), _cpu_rounds(LOG, on)])
+    assert few["status"] == "n/a" and "only 3 rounds" in few["detail"] and few["ratio"] == pytest.approx(ratio)
     assert report.request_log_target(rows[:1])["status"] == "n/a"
-    assert "BENCH_ROUNDS=10" in report.request_log_target(rows[:1])["detail"]
+    assert "BENCH_ROUNDS=20" in report.request_log_target(rows[:1])["detail"]
 
 
 @pytest.mark.parametrize(
@@ -181,6 +186,19 @@ def test_cost_targets_cpu_against_the_floor_and_syscalls_against_uwsgi(
     assert sys_check["status"] == sys_status and sys_check["ratio"] == pytest.approx(ours_sys / 3.0)
     text = report.text_table(rows, rows[0])
     assert f"{ours_sys:.2f}" in text.splitlines()[2]
+
+
+def test_rounds_rotate_the_order_of_the_rows() -> None:
+    from bench.run import round_order
+
+    rows = ["a", "b", "c"]
+    orders = [round_order(rows, n) for n in range(1, 7)]
+    assert orders[:3] == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"]] and orders[3:] == orders[:3]
+    for row in rows:  # each row in each place equally often
+        assert sorted(order.index(row) for order in orders) == [0, 0, 1, 1, 2, 2]
+    pair = ["fcgipool-keepconn", "fcgipool-requestlog"]
+    assert [round_order(pair, n)[0] for n in (1, 2, 3, 4)] == [pair[0], pair[1], pair[0], pair[1]]
+    assert round_order([], 3) == [] and rows == ["a", "b", "c"]
 
 
 def test_strace_summary_is_parsed() -> None:
