@@ -123,6 +123,7 @@ class RequestLog:
         self._fd = -1
         self._reopen = True
         self._failing = False
+        self._torn = False
         self._prefixes: dict[tuple[str, str, str | None, str | None], str] = {}
         self._pid = f'"pid":{os.getpid()}'
         self._no_tasks = f'"after_ms":0,"tasks":[],{self._pid}'
@@ -136,17 +137,25 @@ class RequestLog:
         if not count:
             return
         data = self.rows.format(self._prefix, self._tail, self._no_tasks)
+        done = skip = 0
         try:
             if self._reopen or self._fd < 0:
                 self._open()
-            os.write(self._fd, data)
+            if self._torn:  # the last write stopped inside a line: end that line, so that only it is lost
+                data, skip = b"\n" + data, 1
+            while done < len(data):  # a short write (a full disk, a file size limit) goes on until the kernel refuses
+                done += os.write(self._fd, data[done:] if done else data)
         except OSError as exc:
-            self.dropped += count
+            whole = data.count(b"\n", skip, done)  # the lines that reached the file whole
+            self._torn = data[done - 1] != 10 if done else self._torn
+            self.written += whole
+            self.dropped += count - whole
             if not self._failing and self.log is not None:  # once per episode, not once a second
                 self.log.error("cannot write the request log %s: %s (check the path, its permissions and the free "
                                "space); %d lines dropped so far", self.path, exc, self.dropped)  # fmt: skip
             self._failing = True
             return
+        self._torn = False
         if self._failing and self.log is not None:
             self.log.warning("the request log %s is written again (%d lines were dropped)", self.path, self.dropped)
         self._failing = False
@@ -162,7 +171,7 @@ class RequestLog:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
         if self._fd >= 0:
             os.close(self._fd)
-        self._fd, self._reopen = fd, False
+        self._fd, self._reopen, self._torn = fd, False, False  # a new file starts on a line of its own
 
     def _tail(self, after: float, outcomes: Any) -> str:
         tasks = json.dumps([{"name": n, "outcome": o} for n, o in outcomes])

@@ -43,8 +43,19 @@ def own(path: Path) -> list[dict[str, Any]]:
 def test_rows_are_written_as_json_lines_in_one_write(tmp_path: Path, rows_impl: str) -> None:
     log = RequestLog(str(tmp_path / "r.log"))
     log.rows.append(("GET", "/work?token=1", None, "200 OK", 0.0, None, 1795700000.5, (0.0123, 0.0011), 31_000_000))
-    log.rows.append(("POST", "/cart/ada", "/cart/<user>", "202 Accepted", 0.3,
-                     [("cart", "ok"), ("mail \"x\"", "lost:timeout")], 1795700001.0, (0.004, 0.002), 32_000_000))
+    log.rows.append(
+        (
+            "POST",
+            "/cart/ada",
+            "/cart/<user>",
+            "202 Accepted",
+            0.3,
+            [("cart", "ok"), ('mail "x"', "lost:timeout")],
+            1795700001.0,
+            (0.004, 0.002),
+            32_000_000,
+        )
+    )
     assert not (tmp_path / "r.log").exists(), "nothing is written before a flush"
     log.flush()
     first, second = lines(tmp_path / "r.log")
@@ -114,6 +125,46 @@ def test_a_log_that_cannot_be_written_says_so_once_and_the_worker_goes_on(
     assert log.dropped == 3
 
 
+SHORT_WRITE = """
+import os, resource, signal, sys
+from fcgipool import requestlog
+if sys.argv[2] == "python":
+    requestlog.Rows = requestlog.PyRows
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit write() fails with EFBIG instead of killing us
+log = requestlog.RequestLog(sys.argv[1])
+def batch(n, uri):
+    for _ in range(n):
+        log.rows.append(("GET", uri, None, "200 OK", 0.0, None, 1795700000.5, (0.001, 0.001), 1000))
+    log.flush()
+resource.setrlimit(resource.RLIMIT_FSIZE, (1000, resource.RLIM_INFINITY))
+batch(20, "/first")  # ~150 bytes a line: the kernel takes 1,000 bytes, then refuses
+batch(5, "/refused")  # nothing fits: all dropped
+resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+batch(4, "/after")
+print(log.written, log.dropped)
+"""
+
+
+def test_a_short_write_counts_the_lines_it_lost_and_only_the_cut_line_is_broken(tmp_path: Path, rows_impl: str) -> None:
+    """A full disk or a file size limit ends a write part-way: the lines that reached the file whole are counted
+    as written, the rest as dropped, and the next write ends the cut line first (advise skips that one line)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "r.log"
+    done = subprocess.run([sys.executable, "-c", SHORT_WRITE, str(path), rows_impl], capture_output=True, text=True,
+                          timeout=60, check=True)  # fmt: skip
+    written, dropped = map(int, done.stdout.split())
+    raw = path.read_bytes().split(b"\n")
+    assert raw[-1] == b"" and len(raw[:-1]) == written + 1, raw  # the whole lines and one cut line
+    whole = [json.loads(line) for line in raw[:-1] if line.endswith(b"}")]
+    cut = [line for line in raw[:-1] if not line.endswith(b"}")]
+    assert len(cut) == 1 and len(cut[0]) > 0 and cut[0] == raw[len(whole) - 4]
+    assert [x["uri"] for x in whole] == ["/first"] * (written - 4) + ["/after"] * 4
+    assert 1000 // 160 <= written - 4 <= 1000 // 140 and written + dropped == 29
+    assert len(path.read_bytes()) >= 1000
+
+
 def test_path_only_drops_the_query_unless_asked_to_keep_it(tmp_path: Path, rows_impl: str) -> None:
     assert path_only("/work?token=secret&x=1") == "/work"
     assert path_only("/plain") == "/plain"
@@ -145,7 +196,9 @@ def test_the_pool_logs_each_request_with_its_after_response_work(tmp_path: Path)
     assert [(t["name"], t["outcome"]) for t in mixed["tasks"]] == [("sleep200#0", "ok"), ("fail#1", "failed")]
     assert 150 <= mixed["after_ms"] < 2000, mixed
     assert [(t["name"], t["outcome"]) for t in late["tasks"]] == [
-        ("sleep3000#0", "lost:timeout"), ("sleep10#1", "lost:timeout")]
+        ("sleep3000#0", "lost:timeout"),
+        ("sleep10#1", "lost:timeout"),
+    ]
     assert 900 <= late["after_ms"] < 2500, late
 
 
