@@ -4,6 +4,7 @@ stops, for slow task names -- and what happens when Redis is away. Each test fai
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import time
@@ -38,6 +39,13 @@ def spill_pool(tmp_path: Path, redis: RedisServer, *extra: str, workers: int = 2
     args = ["--spill-to", redis.url, "--background-timeout", "20", *extra]
     return PoolProcess("bgapp:app", workers=workers, app_dir=APPS, env={"BGAPP_DIR": str(tmp_path)}, args=args,
                        status=True)  # fmt: skip
+
+
+def rq_queue(redis: RedisServer) -> Any:
+    import redis as redis_py
+    import rq
+
+    return rq.Queue("fcgipool", connection=redis_py.Redis.from_url(redis.url))
 
 
 def get(pool: PoolProcess, path: str) -> Any:
@@ -93,6 +101,39 @@ def test_tasks_not_started_when_a_worker_stops_go_to_the_queue(tmp_path: Path, r
         assert "after-response task lost" not in pool.log_text()
 
 
+def test_a_spilled_task_whose_queue_worker_is_killed_is_reported_lost_through_the_hook(
+    tmp_path: Path, redis: RedisServer
+) -> None:
+    """A task spilled by a request through nginx runs in an RQ worker that is then SIGKILLed (the OOM killer, a
+    killed container): another queue worker reports it lost through the app's hook (FCGIPOOL_ON_TASK_LOST,
+    fcgipool.spill.abandoned). Without that, rq files it as failed at its maintenance, minutes later, and nothing
+    tells the app."""
+    env = {"BGAPP_DIR": str(tmp_path), "FCGIPOOL_ON_TASK_LOST": "bgapp.on_task_lost"}
+    queue = rq_queue(redis)
+    with RQWorker(redis.url, APPS, env) as victim:
+        assert victim.proc is not None
+        pool = spill_pool(tmp_path, redis, "--spill-when", "shutdown", "--graceful-timeout", "20", workers=1).start()
+        try:
+            with NginxServer(fastcgi_site(pool.bind, keep_conn=True), workers=1) as nginx:
+                assert requests.get(nginx.url("/tasks?plan=sleep800,sleep20000&key=kq"), timeout=5).status_code == 200
+            time.sleep(0.3)
+            pool.signal(signal.SIGTERM)  # the task not started goes to the queue
+            pool.wait(15)
+        finally:
+            pool.stop()
+        wait_for(lambda: queue.started_job_registry.get_job_ids(cleanup=False), 20, "the spilled task to start")
+        with RQWorker(redis.url, APPS, env) as watcher:
+            wait_for(lambda: "Listening on" in watcher.log_text(), 30, "the other worker to listen")
+            os.killpg(victim.proc.pid, signal.SIGKILL)
+            wait_for(lambda: marks(tmp_path, "task_lost", "sleep20000"), 45, "the lost task to be reported")
+            log = watcher.log_text()
+    (lost,) = marks(tmp_path, "task_lost", "sleep20000")
+    assert lost["reason"] == "killed" and lost["started"] is True and lost["by"] == "Worker", lost
+    assert lost["uri"].startswith("/tasks"), lost
+    assert not marks(tmp_path, "task_done", "kq:1") and len(marks(tmp_path, "task_done", "kq:0")) == 1
+    assert "after-response task lost: sleep20000#1 (reason: killed, was running" in log
+
+
 def test_a_slow_task_name_spills_from_then_on(tmp_path: Path, redis: RedisServer) -> None:
     """--spill-slower-than 100: a task name whose p95 over 10 runs is 150 ms goes to the queue after that."""
     with (
@@ -122,8 +163,9 @@ def test_redis_away_tasks_run_in_the_pool_the_episode_is_logged_once(tmp_path: P
     """Spill everything (threshold: 1 worker of 2 finishing); stop Redis: requests still answered, every task runs
     in the pool, one outage logged and counted; Redis back: spilling resumes."""
     with (
-        spill_pool(tmp_path, redis, "--spill-when", "saturated", "--spill-threshold", "0.5",
-                   "--background-timeout", "90") as pool,  # the held task must outlast the test on a slow machine
+        spill_pool(
+            tmp_path, redis, "--spill-when", "saturated", "--spill-threshold", "0.5", "--background-timeout", "90"
+        ) as pool,  # the held task must outlast the test on a slow machine
         RQWorker(redis.url, APPS, {"BGAPP_DIR": str(tmp_path)}) as rq,
     ):
         assert get(pool, "/tasks?plan=hold&key=hold").status == 200  # one worker finishing: saturated from here

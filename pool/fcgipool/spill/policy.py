@@ -83,8 +83,9 @@ class Spiller:
     # --- before a task runs ------------------------------------------------------------------------------
     def offload(self, task: Any, request_uri: str, forced: str | None = None) -> str | None:
         """fcgipool.background.Spill: enqueue ``task`` if it should not run here; the reason, or None."""
-        reason = (forced if forced in self.when else None) if forced else self.reason(task.name,
-                                                                                      stopping=self._stopping())
+        reason = (
+            (forced if forced in self.when else None) if forced else self.reason(task.name, stopping=self._stopping())
+        )
         if reason is None or task.spill_path is None:
             return None
         ok = self.spill(task.spill_path, task.args, task.kwargs, name=task.name, reason=reason,

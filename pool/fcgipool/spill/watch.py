@@ -79,8 +79,11 @@ class SpillWatch:
         if self.in_outage and self._answering_since is not None and now - self._answering_since >= RECOVERED_AFTER:
             self.in_outage = False
             self._answering_since = None
-            self.log.warning("spill queue (%s) answers again: spilling resumes (%d tasks ran in the pool "
-                             "meanwhile)", self.target.describe(), fallbacks - self._fallbacks_at_start)
+            self.log.warning(
+                "spill queue (%s) answers again: spilling resumes (%d tasks ran in the pool meanwhile)",
+                self.target.describe(),
+                fallbacks - self._fallbacks_at_start,
+            )
 
     def returning(self, snap: Any, now: float) -> float:
         """The finishing workers the tasks now spilling would occupy if they ran in the pool again: their rate

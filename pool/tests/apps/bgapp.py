@@ -33,6 +33,18 @@ def mark(name: str, **data: object) -> None:
         f.write(line + "\n")
 
 
+def on_task_lost(server: object, task: object) -> None:
+    """The ``on_task_lost`` hook as an app sets it: the pool's, and the spill queue's (FCGIPOOL_ON_TASK_LOST)."""
+    mark(
+        "task_lost",
+        key=getattr(task, "name", ""),
+        reason=getattr(task, "reason", ""),
+        uri=getattr(task, "request_uri", ""),
+        started=getattr(task, "started", None),
+        by=type(server).__name__,
+    )
+
+
 def sleep_task(ms: int, key: str) -> None:
     time.sleep(ms / 1000)
     mark("task_done", key=key)

@@ -35,8 +35,9 @@ def require_redis() -> str:
 class RedisServer:
     """``with RedisServer() as redis: redis.url``; :meth:`stop` / :meth:`start` again on the same port."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, persist: bool = False) -> None:
         self.port = port or free_port()
+        self.persist = persist  # an append-only file, as the stack's Redis keeps: a restart keeps the jobs
         self.dir = Path(tempfile.mkdtemp(prefix="fcgipool-redis-"))
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -48,7 +49,7 @@ class RedisServer:
         binary = require_redis()
         self.proc = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir), "--save", "",
-             "--appendonly", "no", "--protected-mode", "yes"],
+             "--appendonly", "yes" if self.persist else "no", "--protected-mode", "yes"],
             stdout=open(self.dir / "redis.log", "wb"),  # noqa: SIM115 - owned by the child
             stderr=subprocess.STDOUT,
         )  # fmt: skip
