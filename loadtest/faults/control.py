@@ -173,12 +173,32 @@ class Control:
         if self.mode == "docker":
             self.compose(action, service)
             return
+        self.supervisorctl(action, program)
+
+    def supervisorctl(self, *args: str) -> str:
         ctl = Path(sys.prefix) / "bin" / "supervisorctl"
         ctl = ctl if ctl.exists() else REPO / ".venv" / "bin" / "supervisorctl"
-        out = subprocess.run([str(ctl), "-c", str(REPO / "pool" / "supervisord.conf"), action, program],
+        out = subprocess.run([str(ctl), "-c", str(REPO / "pool" / "supervisord.conf"), *args],
                              env=self.supervisor_env(), capture_output=True, text=True, timeout=60)
         if out.returncode != 0 or "ERROR" in out.stdout:
-            raise StackError(f"supervisorctl {action} {program} failed: {out.stdout.strip()} {out.stderr.strip()}")
+            raise StackError(f"supervisorctl {' '.join(args)} failed: {out.stdout.strip()} {out.stderr.strip()}")
+        return out.stdout
+
+    def kill_queue_worker(self) -> str:
+        """SIGKILL one RQ worker of the spill queue, as the OOM killer would; returns which. supervisord starts it
+        again; a container is started again here (docker takes a kill for a stop on purpose: no restart)."""
+        if self.mode == "docker":
+            ids = self.compose("ps", "-q", "rq-worker").stdout.split()
+            if not ids:
+                raise StackError("no rq-worker container is running")
+            for action in (["kill", "--signal", "KILL"], ["start"]):
+                subprocess.run(["docker", *action, ids[0]], check=True, capture_output=True, timeout=60)
+            return f"container {ids[0][:12]}"
+        pid = int(self.supervisorctl("pid", "rqworker:rqworker_00").strip() or 0)
+        if pid <= 1:
+            raise StackError(f"supervisorctl gave no pid for rqworker:rqworker_00 ({pid})")
+        os.kill(pid, signal.SIGKILL)
+        return f"pid {pid}"
 
     def supervisor_env(self) -> dict[str, str]:
         env, _ = self.stack_env()

@@ -32,6 +32,7 @@ ROWS: dict[str, Callable[[Ctx], FaultRow]] = {
     "downspill": spill.downspill,
     "mail": res.mail,
     "redis": spill.redis,
+    "queuekill": spill.queuekill,
     "disk": res.disk,
     "idleconns": res.idleconns,
     "leak": res.leak,
