@@ -12,7 +12,7 @@ from loadtest.faults.table import FaultRow
 
 PENDING = 200  # the number: tasks waiting when the stack is stopped
 PENDING_MS = 300
-QUEUE_TASKS, QUEUE_TASK_MS = 24, 4000  # enough 4-s tasks to saturate the pool and keep every queue worker busy
+QUEUE_TASKS = 24  # enough tasks of a few seconds to saturate the pool and keep every queue worker busy
 
 
 def _spill_on(ctx: Ctx) -> str:
@@ -79,15 +79,17 @@ def queuekill(ctx: Ctx) -> FaultRow:
     if why_not:
         return skipped(fault, "-", expectation, why_not)
     tag = ctx.tag("queuekill")
-    path = f"/work?background_ms={QUEUE_TASK_MS}&tasks=1"
+    # long enough to be caught running, short enough for the tasks the pool keeps to fit its budget (CI: 2 s)
+    task_ms = max(200, min(4000, int(ctx.budget * 1000 * 0.4)))
+    path = f"/work?background_ms={task_ms}&tasks=1"
     w = Window(ctx, [tag])
     results = ld.burst(ctx.ctl.stack.base_url, ld.get(path, tag), QUEUE_TASKS, timeout=60)
-    time.sleep(2.0)  # the spilled tasks are running in the queue by now
+    time.sleep(1.0)  # the spilled tasks are running in the queue by now, and more wait
     key = "background tasks spilled"
     spilled = int(ctx.ctl.status()[key]) - int(w.status_before.get(key, 0))
     killed = ctx.ctl.kill_queue_worker()
     # the ledger can look settled while 4-s jobs run in the queue: wait until every task has an end (or the budget)
-    waited = _wait_for_ends(ctx, w, "work", QUEUE_TASKS, timeout=QUEUE_TASKS * QUEUE_TASK_MS / 1000 + 30)
+    waited = _wait_for_ends(ctx, w, "work", QUEUE_TASKS, timeout=QUEUE_TASKS * task_ms / 1000 + 30)
     m = w.close(results)
     work = m.delta.get("work", {})
     lost = work.get("lost", 0)
