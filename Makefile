@@ -26,7 +26,8 @@ help: ## Show this help
 	@printf '  STATUS_URL=url           the pool status page to sample (default: TARGET/pool-status)\n'
 	@printf '  REQUEST_LOG= ACCESS_LOG= the target pool'"'"'s request log and nginx JSON access log, if readable here\n'
 
-$(STAMP): requirements.txt requirements-dev.txt pool/pyproject.toml pool/setup.py pool/fcgipool/protocol/_cparams.c pool/fcgipool/scoreboard/_cslot.c pool/fcgipool/_crequestlog.c
+$(STAMP): requirements.txt requirements-dev.txt pool/pyproject.toml pool/setup.py pool/fcgipool/protocol/_cparams.c pool/fcgipool/scoreboard/_cslot.c pool/fcgipool/_crequestlog.c \
+	   pool/fcgipool/_crequestlog_lines.c pool/fcgipool/_crequestlog.h
 	@test -x $(PY) || $(PYTHON3) -m venv $(VENV) || { \
 	    echo "make: could not create $(VENV): install python3-venv (apt-get install python3-venv)"; exit 1; }
 	$(VENV)/bin/pip install --disable-pip-version-check -q -r requirements-dev.txt

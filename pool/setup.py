@@ -10,6 +10,7 @@ setup(
     ext_modules=[
         Extension("fcgipool.protocol._cparams", ["fcgipool/protocol/_cparams.c"], optional=True),
         Extension("fcgipool.scoreboard._cslot", ["fcgipool/scoreboard/_cslot.c"], optional=True),
-        Extension("fcgipool._crequestlog", ["fcgipool/_crequestlog.c"], optional=True),
+        Extension("fcgipool._crequestlog", ["fcgipool/_crequestlog.c", "fcgipool/_crequestlog_lines.c"],
+                  depends=["fcgipool/_crequestlog.h"], optional=True),
     ]
 )

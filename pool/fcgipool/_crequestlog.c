@@ -3,34 +3,22 @@
  * Why: the log cost 2.2 us of a 27.8 us request in `make bench` (+7.9 %, the target is 3 %): ~1 us to build and
  * keep a tuple per request, ~0.9 us to format the lines (docs/benchmarks.md). Here a request's row is one C call
  * into a preallocated array (the slot's facts read from its C struct, no tuple), and a flush formats the batch
- * in one loop with integer arithmetic. The output is byte for byte the Python twin's (tested).
+ * in one loop with integer arithmetic (_crequestlog_lines.c), into a buffer that is written without a copy. The
+ * output is byte for byte the Python twin's (tested).
  *
  * Rows(capacity)
  *   add(slot, method, uri, route, status, after, outcomes) -> bool   True when the batch is full (flush it)
  *   append(row)          a Python row tuple (PyRows' format), for tests and tools
- *   format(prefix, tail, no_tasks) -> bytes, and empties the batch
+ *   format(prefix, tail, no_tasks) -> memoryview of the lines, and empties the batch. The view is of a buffer
+ *       the rows keep for the next batch: release it before the next format() (BufferError otherwise)
  *       prefix(method, uri, route, status) -> str    '"method":...,"status":NNN' (cached by the caller)
  *       tail(after, outcomes) -> str                 '"after_ms":...,"tasks":[...],"pid":N' for rows with tasks
  *       no_tasks: str                                the same for a row without
  *   clear(); len()
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <math.h>
-#include <stdio.h>
+#include "_crequestlog.h"
+
 #include <string.h>
-
-typedef struct {
-    PyObject *method, *uri, *route, *status, *outcomes;
-    double after, start, answer, cpu;
-    long long rss;
-} Row;
-
-typedef struct {
-    PyObject_HEAD
-    Row *rows;
-    Py_ssize_t n, cap;
-} Rows;
 
 /* the slot's (start, answer, cpu, rss) as the C slot keeps them, through its capsule; NULL: read attributes */
 typedef int (*slot_facts_fn)(PyObject *slot, double *start, double *answer, double *cpu, long long *rss);
@@ -46,8 +34,8 @@ row_clear(Row *r)
     Py_CLEAR(r->outcomes);
 }
 
-static void
-rows_clear_all(Rows *self)
+void
+rl_rows_clear_all(Rows *self)
 {
     for (Py_ssize_t i = 0; i < self->n; i++) {
         row_clear(&self->rows[i]);
@@ -66,7 +54,7 @@ rows_init(Rows *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "Rows(capacity): 1 .. 1,000,000");
         return -1;
     }
-    rows_clear_all(self);
+    rl_rows_clear_all(self);
     PyMem_Free(self->rows);
     self->rows = PyMem_Calloc((size_t)cap, sizeof(Row));
     if (self->rows == NULL) {
@@ -107,6 +95,9 @@ store(Rows *self, PyObject *method, PyObject *uri, PyObject *route, PyObject *st
         PyErr_SetString(PyExc_OverflowError, "the request log's batch is full: flush it");
         return NULL;
     }
+    PyObject *key[KEY_FIELDS] = {method, uri, route, status};
+    rl_canonical_key(self, key);
+    method = key[0], uri = key[1], route = key[2], status = key[3];
     Row *r = &self->rows[self->n++];
     Py_INCREF(method);
     r->method = method;
@@ -164,175 +155,31 @@ rows_append(Rows *self, PyObject *row)
     Py_RETURN_NONE;
 }
 
-/* a growing byte buffer */
-typedef struct {
-    char *buf;
-    Py_ssize_t len, cap;
-} Out;
-
 static int
-out_reserve(Out *o, Py_ssize_t more)
+rows_getbuffer(Rows *self, Py_buffer *view, int flags)
 {
-    if (o->len + more <= o->cap) {
-        return 0;
-    }
-    Py_ssize_t cap = o->cap ? o->cap : 4096;
-    while (cap < o->len + more) {
-        cap *= 2;
-    }
-    char *buf = PyMem_Realloc(o->buf, (size_t)cap);
-    if (buf == NULL) {
-        PyErr_NoMemory();
+    if (PyBuffer_FillInfo(view, (PyObject *)self, self->text.buf ? self->text.buf : "", self->text.len, 1, flags) < 0) {
         return -1;
     }
-    o->buf = buf;
-    o->cap = cap;
+    self->exports++;
     return 0;
 }
 
-static int
-out_put(Out *o, const char *s, Py_ssize_t n)
+static void
+rows_releasebuffer(Rows *self, Py_buffer *view)
 {
-    if (out_reserve(o, n) < 0) {
-        return -1;
-    }
-    memcpy(o->buf + o->len, s, (size_t)n);
-    o->len += n;
-    return 0;
+    self->exports--;
 }
 
-static int
-out_str(Out *o, PyObject *text)
-{
-    Py_ssize_t n;
-    const char *s = PyUnicode_AsUTF8AndSize(text, &n);
-    return s == NULL ? -1 : out_put(o, s, n);
-}
-
-/* v in decimal at p; returns the length (v >= 0) */
-static int
-put_uint(char *p, unsigned long long v)
-{
-    char tmp[24];
-    int n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    for (int i = 0; i < n; i++) {
-        p[i] = tmp[n - 1 - i];
-    }
-    return n;
-}
-
-/* seconds as ms with 3 decimals, as the Python twin: whole us rounded half up, then exact decimal digits */
-static int
-out_ms(Out *o, double seconds)
-{
-    if (out_reserve(o, 48) < 0) {
-        return -1;
-    }
-    char *p = o->buf + o->len;
-    double us = floor(seconds * 1e6 + 0.5);
-    int n;
-    if (us >= 0.0 && us < 9e15) {
-        unsigned long long v = (unsigned long long)us;
-        n = put_uint(p, v / 1000);
-        unsigned f = (unsigned)(v % 1000);
-        p[n++] = '.';
-        p[n++] = (char)('0' + f / 100);
-        p[n++] = (char)('0' + f / 10 % 10);
-        p[n++] = (char)('0' + f % 10);
-    } else {
-        n = snprintf(p, 48, "%.3f", us / 1000.0);
-    }
-    o->len += n;
-    return 0;
-}
-
-static PyObject *
-rows_format(Rows *self, PyObject *args)
-{
-    PyObject *prefix_fn, *tail_fn, *no_tasks;
-    if (!PyArg_ParseTuple(args, "OOU:format", &prefix_fn, &tail_fn, &no_tasks)) {
-        return NULL;
-    }
-    Out o = {NULL, 0, 0};
-    PyObject *prefix = NULL, *result = NULL;
-    PyObject *key[4] = {NULL, NULL, NULL, NULL};
-    double base = -INFINITY;
-    char time_text[40];
-    int time_len = 0;
-    for (Py_ssize_t i = 0; i < self->n; i++) {
-        Row *r = &self->rows[i];
-        if (prefix == NULL || r->method != key[0] || r->uri != key[1] || r->route != key[2] || r->status != key[3]) {
-            Py_XDECREF(prefix);
-            prefix = PyObject_CallFunctionObjArgs(prefix_fn, r->method, r->uri, r->route, r->status, NULL);
-            if (prefix == NULL || !PyUnicode_Check(prefix)) {
-                if (prefix != NULL) {
-                    PyErr_SetString(PyExc_TypeError, "prefix() must return a str");
-                }
-                goto done;
-            }
-            key[0] = r->method, key[1] = r->uri, key[2] = r->route, key[3] = r->status;
-        }
-        double frac = r->start - base;
-        if (!(frac >= 0.0 && frac < 1.0)) {
-            base = floor(r->start);
-            frac = r->start - base;
-            time_len = snprintf(time_text, sizeof time_text, "{\"time\":%.0f.", base);
-        }
-        int ms = (int)floor(frac * 1000.0);  /* 0 .. 999: frac is in [0, 1) */
-        ms = ms < 0 ? 0 : ms > 999 ? 999 : ms;
-        char ms_text[4] = {(char)('0' + ms / 100), (char)('0' + ms / 10 % 10), (char)('0' + ms % 10), ','};
-        if (out_put(&o, time_text, time_len) < 0 || out_put(&o, ms_text, 4) < 0 || out_str(&o, prefix) < 0 ||
-            out_put(&o, ",\"answer_ms\":", 13) < 0 || out_ms(&o, r->answer) < 0 || out_put(&o, ",", 1) < 0) {
-            goto done;
-        }
-        if (r->outcomes == Py_None) {
-            if (out_str(&o, no_tasks) < 0) {
-                goto done;
-            }
-        } else {
-            PyObject *after = PyFloat_FromDouble(r->after);
-            PyObject *tail = after ? PyObject_CallFunctionObjArgs(tail_fn, after, r->outcomes, NULL) : NULL;
-            Py_XDECREF(after);
-            int rc = tail != NULL && PyUnicode_Check(tail) ? out_str(&o, tail) : -1;
-            if (tail != NULL && !PyUnicode_Check(tail)) {
-                PyErr_SetString(PyExc_TypeError, "tail() must return a str");
-            }
-            Py_XDECREF(tail);
-            if (rc < 0) {
-                goto done;
-            }
-        }
-        if (out_put(&o, ",\"cpu_ms\":", 10) < 0 || out_ms(&o, r->cpu) < 0 || out_put(&o, ",\"rss\":", 7) < 0 ||
-            out_reserve(&o, 24) < 0) {
-            goto done;
-        }
-        if (r->rss >= 0) {
-            o.len += put_uint(o.buf + o.len, (unsigned long long)r->rss);
-        } else {
-            o.len += snprintf(o.buf + o.len, 24, "%lld", r->rss);
-        }
-        if (out_put(&o, "}\n", 2) < 0) {
-            goto done;
-        }
-    }
-    result = PyBytes_FromStringAndSize(o.buf ? o.buf : "", o.len);
-done:
-    Py_XDECREF(prefix);
-    PyMem_Free(o.buf);
-    if (result != NULL) {
-        rows_clear_all(self);
-    }
-    return result;
-}
+static PyBufferProcs rows_as_buffer = {
+    .bf_getbuffer = (getbufferproc)rows_getbuffer,
+    .bf_releasebuffer = (releasebufferproc)rows_releasebuffer,
+};
 
 static PyObject *
 rows_clear(Rows *self, PyObject *unused)
 {
-    rows_clear_all(self);
+    rl_rows_clear_all(self);
     Py_RETURN_NONE;
 }
 
@@ -353,13 +200,19 @@ rows_traverse(Rows *self, visitproc visit, void *arg)
         Py_VISIT(r->status);
         Py_VISIT(r->outcomes);
     }
+    for (int i = 0; i < KEYS; i++) {
+        for (int f = 0; f < KEY_FIELDS; f++) {
+            Py_VISIT(self->keys[i][f]);
+        }
+    }
     return 0;
 }
 
 static int
 rows_gc_clear(Rows *self)
 {
-    rows_clear_all(self);
+    rl_rows_clear_all(self);
+    rl_keys_clear(self);
     return 0;
 }
 
@@ -367,7 +220,9 @@ static void
 rows_dealloc(Rows *self)
 {
     PyObject_GC_UnTrack(self);
-    rows_clear_all(self);
+    rl_rows_clear_all(self);
+    rl_keys_clear(self);
+    PyMem_Free(self->text.buf);
     PyMem_Free(self->rows);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -376,7 +231,7 @@ static PyMethodDef rows_methods[] = {
     {"add", (PyCFunction)(void (*)(void))rows_add, METH_FASTCALL,
      "add(slot, method, uri, route, status, after, outcomes) -> True when the batch is full"},
     {"append", (PyCFunction)rows_append, METH_O, "append(row): a row tuple as fcgipool.requestlog.Row"},
-    {"format", (PyCFunction)rows_format, METH_VARARGS, "format(prefix, tail, no_tasks) -> the lines; empties"},
+    {"format", (PyCFunction)rl_format, METH_VARARGS, "format(prefix, tail, no_tasks) -> the lines; empties"},
     {"clear", (PyCFunction)rows_clear, METH_NOARGS, "drop every row"},
     {NULL},
 };
@@ -396,6 +251,7 @@ static PyTypeObject RowsType = {
     .tp_clear = (inquiry)rows_gc_clear,
     .tp_methods = rows_methods,
     .tp_as_sequence = &rows_as_sequence,
+    .tp_as_buffer = &rows_as_buffer,
 };
 
 static struct PyModuleDef module_def = {

@@ -55,7 +55,7 @@ class Upkeep:
 
     def after_request(self, rss: int) -> bool:
         """After each request, with the scoreboard's RSS reading (at most a second old). True: recycle. (The
-        request log is flushed by the server when 512 rows wait, fcgipool.server, and here once a second.)"""
+        request log is flushed by the server when FLUSH_ROWS wait, fcgipool.server, and here once a second.)"""
         return bool(self.max_memory) and self._over(rss)
 
     def every_second(self, now: float, idle: Iterable[Any]) -> tuple[list[Any], bool]:

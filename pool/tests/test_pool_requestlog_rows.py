@@ -50,7 +50,7 @@ def _format(rows_class: type, rows: list[tuple], tmp_path_name: str, keep_query:
     batch = rows_class(len(rows))
     for row in rows:
         batch.append(row)
-    return batch.format(log._prefix, log._tail, log._no_tasks)
+    return bytes(batch.format(log._prefix, log._tail, log._no_tasks))
 
 
 @needs_c
@@ -78,7 +78,7 @@ def test_add_reads_the_request_facts_from_any_slot(kind: str) -> None:
         rows = rows_class(2)
         assert rows.add(slot, "GET", "/x", None, "200 OK", 0.5, None) is False
         assert rows.add(slot, "GET", "/x", None, "200 OK", 0.5, None) is True  # full: flush now
-        line = rows.format(lambda *key: '"k":1', lambda after, outcomes: "", '"t":0').split(b"\n")[0]
+        line = bytes(rows.format(lambda *key: '"k":1', lambda after, outcomes: "", '"t":0')).split(b"\n")[0]
         assert len(rows) == 0
         assert f'"answer_ms":{expected[1][0] * 1000:.3f}'.encode() in line, (rows_class, line)
         assert f'"cpu_ms":{expected[1][1] * 1000:.3f},"rss":{expected[2]}}}'.encode() in line
@@ -103,3 +103,56 @@ def test_misuse_is_refused_and_keeps_the_rows() -> None:
     assert len(rows) == 1, "a failed format keeps the batch"
     rows.clear()
     assert len(rows) == 0 and rows.format(lambda *key: "", lambda after, outcomes: "", "") == b""
+
+
+@needs_c
+def test_the_lines_are_lent_until_released() -> None:
+    """format() returns a view of the rows' own buffer (no copy of ~80 kB per batch): the next batch is formatted
+    into it, so it refuses while the last one's view is held, and goes on once it is released."""
+    log = RequestLog("/dev/null")
+    rows = _crequestlog.Rows(4)
+    rows.append(("GET", "/a", None, "200 OK", 0.0, None, 1.0, (0.0, 0.0), 0))
+    first = rows.format(log._prefix, log._tail, log._no_tasks)
+    assert first.readonly and b'"uri":"/a"' in bytes(first)
+    rows.append(("GET", "/b", None, "200 OK", 0.0, None, 1.0, (0.0, 0.0), 0))
+    with pytest.raises(BufferError, match="release"):
+        rows.format(log._prefix, log._tail, log._no_tasks)
+    assert len(rows) == 1, "the refused batch is kept"
+    first.release()
+    assert b'"uri":"/b"' in bytes(rows.format(log._prefix, log._tail, log._no_tasks))
+
+
+def _fresh(text: str | None) -> str | None:
+    """An equal str that is another object, as a request's params decode to (a literal would be shared)."""
+    return None if text is None else text.encode().decode()
+
+
+@needs_c
+def test_equal_keys_that_are_other_objects_share_one_prefix_call() -> None:
+    """Each request brings its own method and URI objects: told apart by identity, every row would call prefix()
+    (0.19 of 0.28 us a row, docs/benchmarks.md). Equal values share one call per batch."""
+    calls: list[tuple] = []
+    log = RequestLog("/dev/null")
+
+    def prefix(*key: str | None) -> str:
+        calls.append(key)
+        return log._prefix(*key)
+
+    sb = Scoreboard(1)
+    slot = Slot(sb._mm, sb.acquire())
+    rows = _crequestlog.Rows(600)
+    keys = [("GET", "/", None, "200 OK"), ("POST", "/cart/ada", "/cart/<user>", "201 Created")]
+    for i in range(600):
+        assert rows.add(slot, *(_fresh(f) for f in keys[i % 7 == 0]), 0.0, None) is (i == 599)
+    data = bytes(rows.format(prefix, log._tail, log._no_tasks))
+    assert sorted(calls) == sorted(keys)
+    assert data.count(b'"uri":"/cart/ada"') == 86 and data.count(b'"uri":"/",') == 514
+
+
+@needs_c
+def test_more_distinct_keys_than_kept_give_the_same_bytes() -> None:
+    """40 keys cycling through a table of 16, each row with objects of its own: what PyRows writes."""
+    keys = [(m, f"/r{i}", None if i % 3 else f"/r<{i}>", "200 OK") for i in range(20) for m in ("GET", "POST")]
+    rows = [(*(_fresh(f) for f in keys[(i * 7) % 40 if i % 5 else 0]), 0.0, None, 1795700000.0 + i / 100,
+             (0.0003, 0.00002), 21_000_000) for i in range(500)]  # fmt: skip
+    assert _format(_crequestlog.Rows, rows, "/dev/null", False) == _format(PyRows, rows, "/dev/null", False)

@@ -1,11 +1,16 @@
 """CPU per row of the request log's formatting (`Rows.format`: the C batch when built, and `PyRows`, its Python
-twin), and of a whole flush to /dev/null, in the worker's batches of FLUSH_ROWS (512) rows.
+twin) alone, and of filling the batch from Python plus a whole flush to /dev/null, in the worker's batches of
+FLUSH_ROWS (2,048) rows.
 
-    .venv/bin/python pool/bench/experiments/requestlog_format.py [rows] [repeats]
+    .venv/bin/python pool/bench/experiments/requestlog_format.py [rows] [repeats] [--mixed] [--fresh]
+
+`--mixed`: the rows cycle through four URIs (an app's routes mixed under load; each URI one object, as the C params
+decoder's string cache hands them out), so consecutive rows rarely share their (method, uri, route, status).
 
 Rows like the ones fcgipool.server appends for a hello-world `GET /` at ~33,000 req/s: start times 30 µs apart,
-answer ~0.3 ms, CPU ~20 µs, RSS ~21 MB (read once a second), the method a fresh string (decoded from the FastCGI
-params, its hash not yet computed); new rows for every repeat. Prints min and median of the repeats, in µs per row.
+answer ~0.3 ms, CPU ~20 µs, RSS ~21 MB (read once a second); the method and URI the same objects from row to row, as
+the C params decoder's string cache hands them out (`--fresh`: a new method string per row, as the Python decoder
+makes them); new rows for every repeat. Prints min and median of the repeats, in µs per row.
 """
 
 import random
@@ -16,6 +21,9 @@ from collections.abc import Callable
 
 from fcgipool import requestlog
 from fcgipool.requestlog import FLUSH_ROWS, PyRows, RequestLog
+
+URIS = ["/", "/cart/ada", "/signup", "/work"] if "--mixed" in sys.argv else ["/"]
+FRESH = "--fresh" in sys.argv
 
 
 def rows(n: int, seed: int) -> list:
@@ -28,17 +36,20 @@ def rows(n: int, seed: int) -> list:
         answer, cpu = 0.0003 + rnd.random() * 0.0001, 0.00002 + rnd.random() * 0.00001
         if int(start) != second:  # the scoreboard reads the RSS once a second: one int object meanwhile
             second, rss = int(start), 21_000_000 + 4096 * rnd.randrange(8)
-        out.append((b"GET".decode("latin-1"), "/", None, "200 OK", 0.0, None, start, (answer, cpu), rss))
+        method = b"GET".decode("latin-1") if FRESH else "GET"
+        out.append((method, URIS[rnd.randrange(len(URIS))], None, "200 OK", 0.0, None, start,
+                    (answer, cpu), rss))
     return out
 
 
-def timed(fn: Callable[[list], object], n: int, repeats: int) -> tuple[float, float]:
+def timed(fn: Callable[[list], float | None], n: int, repeats: int) -> tuple[float, float]:
+    """``fn``'s CPU per row over fresh rows: the time it returns, else all of it."""
     per_row = []
     for seed in range(repeats):
         data = rows(n, seed)
         t0 = time.thread_time()
-        fn(data)
-        per_row.append((time.thread_time() - t0) / n * 1e6)
+        counted = fn(data)
+        per_row.append((time.thread_time() - t0 if counted is None else counted) / n * 1e6)
     return min(per_row), statistics.median(per_row)
 
 
@@ -51,10 +62,14 @@ def measure(label: str, rows_class: type, n: int, repeats: int) -> None:
         for row in data[start : start + FLUSH_ROWS]:
             log.rows.append(row)
 
-    def format_rows(data: list) -> None:
+    def format_rows(data: list) -> float:
+        spent = 0.0
         for start in batches:
             fill(data, start)
-            log.rows.format(log._prefix, log._tail, log._no_tasks)
+            t0 = time.thread_time()
+            log.rows.format(log._prefix, log._tail, log._no_tasks).release()
+            spent += time.thread_time() - t0
+        return spent
 
     def flush(data: list) -> None:
         for start in batches:
@@ -63,14 +78,15 @@ def measure(label: str, rows_class: type, n: int, repeats: int) -> None:
 
     fill(rows(FLUSH_ROWS, 99), 0)
     log.flush()  # warm up
-    for name, fn in (("fill + format", format_rows), ("fill + flush to /dev/null", flush)):
+    for name, fn in (("format", format_rows), ("fill + flush to /dev/null", flush)):
         low, mid = timed(fn, n, repeats)
         print(f"{label + ' ' + name + ':':34} min {low:.3f}  median {mid:.3f} us/row")
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
-    repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 9
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    n = int(args[0]) if args else 100_000
+    repeats = int(args[1]) if len(args) > 1 else 9
     if requestlog.Rows is PyRows:
         print("the C rows are not built: Python only")
     else:
