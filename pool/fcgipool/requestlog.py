@@ -26,7 +26,7 @@ from .speedups import load
 #: rows waiting before a worker writes them out even within its second. A write costs ~36 µs of cold kernel path
 #: before its first byte (ext4), and formatting ~10 µs before its first line: in ``make bench`` 2,048-row batches
 #: cost 0.114 µs a row to format and write, 512-row ones 0.183. Memory is touched only as far as batches have filled
-#: (~240 bytes a row, the row and its line): ~0.5 MiB for a worker at 2,048 requests a second or more, ~50 kB at 200.
+#: (~240 bytes a row, the row and its line): ~0.8 MiB for a worker at 2,048 requests a second or more, ~50 kB at 200.
 FLUSH_ROWS = 2048
 # the time's ms as text; keyed by int, looked up with the float floor (an integral float hashes as its int)
 _MS3: dict[float, str] = {ms: f"{ms:03d}" for ms in range(1000)}
