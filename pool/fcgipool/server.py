@@ -233,8 +233,8 @@ class FastCGIConnection(Wire):
         if add is not None:  # one row; formatted and written in bulk by the worker (fcgipool.requestlog)
             env = self._environ
             if add(recorder.slot, method, uri, env.get(ROUTE_KEY) if env is not None else None, writer.status, after,
-                   outcomes):  # fmt: skip
-                host.request_log.flush()  # the batch is full; else the worker writes it once a second (fcgipool.upkeep)
+                   outcomes) and (log := host.request_log) is not None:  # fmt: skip
+                log.flush()  # the batch is full; else the worker writes it once a second (fcgipool.upkeep)
         return keep
 
     def _late_write(self) -> None:
