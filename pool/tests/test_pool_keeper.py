@@ -94,6 +94,7 @@ def test_a_worker_that_closes_a_connection_shuts_it_down_for_nginx(keeper: Keepe
     class Host:
         settings = ServerSettings()
         log = logging.getLogger("test")
+        request_log = None
 
     nginx, pool = socket.socketpair()
     with nginx:
